@@ -1,0 +1,42 @@
+# One-command workflows. `make demo` and `make test` each run `make setup` first, so
+# each works on a fresh Debian/Ubuntu machine.
+
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+SRC    := services/meter-bridge/src
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: setup demo demo-stop test unit lint typecheck bench readme clean
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	@bash scripts/demo.sh
+
+demo-stop:
+	@bash scripts/demo.sh stop
+
+lint: setup
+	$(VENV)/bin/ruff check services/meter-bridge/src tests scripts
+	$(VENV)/bin/ruff format --check services/meter-bridge/src tests scripts
+
+typecheck: setup
+	$(VENV)/bin/mypy
+
+test: setup
+	$(MAKE) --no-print-directory lint typecheck
+	$(VENV)/bin/pytest
+
+unit: setup
+	$(VENV)/bin/pytest tests/unit
+
+readme: setup
+	$(PY) scripts/readme_config.py
+
+bench: setup
+	$(PY) tests/bench/run.py
+
+clean:
+	rm -rf $(VENV) .cache .demo

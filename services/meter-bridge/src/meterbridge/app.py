@@ -1,0 +1,116 @@
+"""The running bridge: sources -> hub -> sinks, the health endpoint, clean shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import Any
+
+from .backoff import Backoff
+from .config import BridgeConfig
+from .health import HealthServer
+from .hub import Hub
+from .model import utc_now
+from .sinks import Sink
+from .sinks.homeassistant import HomeAssistantSink
+from .sources import Source, SourceContext
+from .sources.registry import build_source
+from .stats import BridgeStats, SourceStats
+
+_LOGGER = logging.getLogger(__name__)
+
+#: SIGTERM to exit: balena gives a container 10 s; we promise 5.
+SHUTDOWN_TIMEOUT_S = 5.0
+
+
+def build_sinks(config: BridgeConfig) -> list[Sink]:
+    """The sinks the config enables."""
+    return [HomeAssistantSink(config)]
+
+
+class Bridge:
+    """One bridge process: builds sources and sinks from the config and runs them."""
+
+    def __init__(self, config: BridgeConfig, sinks: list[Sink] | None = None) -> None:
+        self.config = config
+        self.stats = BridgeStats(started=utc_now())
+        self.sinks = build_sinks(config) if sinks is None else sinks
+        for sink in self.sinks:
+            self.stats.sinks[sink.name] = sink.stats
+        self.hub = Hub(self.sinks, config.hub.queue_size)
+        self.sources: list[Source[Any]] = [build_source(source) for source in config.sources]
+        self.health: HealthServer | None = None
+        self._source_tasks: list[asyncio.Task[None]] = []
+        self._stop = asyncio.Event()
+
+    def request_stop(self) -> None:
+        """Ask `run` to shut down (signal handlers call this)."""
+        self._stop.set()
+
+    async def _run_source(self, source: Source[Any], ctx: SourceContext) -> None:
+        # A source that raises is restarted with backoff: it never takes the bridge down.
+        backoff = Backoff(initial=1.0, maximum=60.0)
+        while True:
+            try:
+                await source.run(ctx)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:
+                delay = backoff.next_delay()
+                ctx.error(
+                    "crash", "Source %s failed (%r); restarting in %.0f s", source.id, err, delay, level=logging.ERROR
+                )
+                await asyncio.sleep(delay)
+
+    async def start(self) -> None:
+        """Start sinks, hub, sources and the health endpoint."""
+        for sink in self.sinks:
+            await sink.start()
+        self.hub.start()
+        for source in self.sources:
+            stats = SourceStats(source_type=source.source_type, stale_after_s=source.config.stale_after_s)
+            self.stats.sources[source.id] = stats
+            ctx = SourceContext(source.id, stats, self.hub.publish)
+            self._source_tasks.append(asyncio.create_task(self._run_source(source, ctx), name=f"source-{source.id}"))
+        if self.config.health.enabled:
+            self.health = HealthServer(self.stats, self.config.health.host, self.config.health.port)
+            await self.health.start()
+        _LOGGER.info("Bridge started: %d sources, sinks %s", len(self.sources), ", ".join(s.name for s in self.sinks))
+
+    async def shutdown(self, timeout: float = SHUTDOWN_TIMEOUT_S) -> None:
+        """Stop sources, deliver what is queued, flush and close sinks, within `timeout`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        for task in self._source_tasks:
+            task.cancel()
+        for task in self._source_tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        # Half the time to hand queued events to the sinks, the rest to flush them.
+        if not await self.hub.drain(timeout / 2):
+            _LOGGER.warning("Shutdown: some queued events were not handed to sinks in time")
+        await self.hub.stop()
+        for sink in self.sinks:
+            remaining = max(0.1, deadline - loop.time())
+            try:
+                await asyncio.wait_for(sink.close(), remaining)
+            except TimeoutError:
+                _LOGGER.warning("Shutdown: sink %s did not flush in time", sink.name)
+        if self.health is not None:
+            await self.health.stop()
+        _LOGGER.info("Bridge stopped")
+
+    async def run(self) -> None:
+        """Run until SIGTERM/SIGINT (or `request_stop`), then shut down cleanly."""
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(signum, self.request_stop)
+        await self.start()
+        try:
+            await self._stop.wait()
+        finally:
+            await self.shutdown()

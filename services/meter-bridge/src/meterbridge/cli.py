@@ -1,0 +1,154 @@
+"""`meter-bridge` command line: run, check-config, status, config-reference, watch."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from .config import DEFAULT_CONFIG_PATH, load_config
+from .errors import ConfigError
+
+EXIT_OK = 0
+EXIT_UNHEALTHY = 1
+EXIT_CONFIG = 2
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .app import Bridge
+    from .logutil import setup_logging
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as err:
+        print("\n".join(err.problems), file=sys.stderr)
+        return EXIT_CONFIG
+    setup_logging(config.logging.level, config.logging.format)
+    asyncio.run(Bridge(config).run())
+    return EXIT_OK
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+    except ConfigError as err:
+        print("\n".join(err.problems), file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"{args.config}: OK ({len(config.sources)} sources)")
+    return EXIT_OK
+
+
+def _health_url(args: argparse.Namespace) -> str:
+    if args.url:
+        return str(args.url)
+    host, port = "127.0.0.1", 8099
+    if args.config.exists():
+        try:
+            health = load_config(args.config).health
+            host = "127.0.0.1" if health.host in ("0.0.0.0", "::") else health.host  # noqa: S104
+            port = health.port
+        except ConfigError:
+            pass
+    return f"http://{host}:{port}/healthz"
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    url = _health_url(args)
+    try:
+        with urllib.request.urlopen(url, timeout=args.timeout) as response:  # noqa: S310 - local URL
+            report = json.load(response)
+    except urllib.error.HTTPError as err:  # 503 still carries the report
+        report = json.load(err)
+    except (OSError, ValueError) as err:
+        print(f"meter-bridge is not answering at {url}: {err}", file=sys.stderr)
+        return EXIT_UNHEALTHY
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(
+            f"meter-bridge {report['version']}, up {report['uptime_s']:.0f} s: "
+            f"{'healthy' if report['healthy'] else 'UNHEALTHY'}"
+        )
+        print(f"{'source':<20} {'type':<12} {'last reading':>13} {'readings':>9} {'errors':>7}  state")
+        for source_id, source in report["sources"].items():
+            age = source["last_reading_age_s"]
+            age_text = "never" if age is None else f"{age:.0f} s ago"
+            errors = sum(source["errors"].values())
+            print(
+                f"{source_id:<20} {source['type']:<12} {age_text:>13} {source['readings']:>9} {errors:>7}  "
+                f"{'ok' if source['healthy'] else 'STALE'}"
+            )
+        for name, sink in report["sinks"].items():
+            state = {True: "connected", False: "DISCONNECTED", None: "-"}[sink["connected"]]
+            print(
+                f"sink {name:<15} {state:<12} received {sink['received']} dropped {sink['dropped']} "
+                f"queued {sink['queued']}"
+            )
+    return EXIT_OK if report["healthy"] else EXIT_UNHEALTHY
+
+
+def _cmd_config_reference(_args: argparse.Namespace) -> int:
+    from .docs import config_reference
+
+    print(config_reference())
+    return EXIT_OK
+
+
+def _cmd_watch(args: argparse.Namespace) -> int:
+    from .watch import watch
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as err:
+        print("\n".join(err.problems), file=sys.stderr)
+        return EXIT_CONFIG
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(watch(config, seconds=args.seconds))
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `meter-bridge` (sub-commands register here)."""
+    parser = argparse.ArgumentParser(prog="meter-bridge", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument(
+            "--config",
+            type=Path,
+            default=DEFAULT_CONFIG_PATH,
+            help=f"configuration file (default {DEFAULT_CONFIG_PATH})",
+        )
+        return p
+
+    with_config(sub.add_parser("run", help="run the bridge")).set_defaults(func=_cmd_run)
+    with_config(sub.add_parser("check-config", help="validate a configuration file")).set_defaults(
+        func=_cmd_check_config
+    )
+    status = with_config(sub.add_parser("status", help="health of a running bridge (exit 1 when unhealthy)"))
+    status.add_argument("--url", help="health endpoint (default from the config, else 127.0.0.1:8099)")
+    status.add_argument("--json", action="store_true", help="print the raw report")
+    status.add_argument("--timeout", type=float, default=5.0)
+    status.set_defaults(func=_cmd_status)
+    sub.add_parser("config-reference", help="print the configuration reference (Markdown)").set_defaults(
+        func=_cmd_config_reference
+    )
+    watch = with_config(sub.add_parser("watch", help="live view of the meters' states on MQTT"))
+    watch.add_argument("--seconds", type=float, default=None, help="stop after this long")
+    watch.set_defaults(func=_cmd_watch)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `meter-bridge` console script."""
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

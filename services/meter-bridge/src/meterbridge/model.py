@@ -1,0 +1,131 @@
+"""The data model shared by every source and sink.
+
+A `Reading` is one measured value of one meter at one instant. Quantities and their
+units are fixed (see `UNITS`): sources convert to them, sinks rely on them.
+
+Sign convention: `power` is positive when the site (or circuit) imports energy and
+negative when it exports. `energy_import` and `energy_export` are both non-negative,
+monotonically increasing totals in kWh.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+
+
+class Quantity(StrEnum):
+    """What a reading measures. The values are published keys: never rename them."""
+
+    POWER = "power"
+    ENERGY_IMPORT = "energy_import"
+    ENERGY_EXPORT = "energy_export"
+    VOLTAGE = "voltage"
+    CURRENT = "current"
+    FREQUENCY = "frequency"
+    POWER_FACTOR = "power_factor"
+    PRICE = "price"
+
+
+class Unit(StrEnum):
+    """The one unit each quantity is carried in."""
+
+    WATT = "W"
+    KILOWATT_HOUR = "kWh"
+    VOLT = "V"
+    AMPERE = "A"
+    HERTZ = "Hz"
+    RATIO = ""
+    CURRENCY_PER_KWH = "currency/kWh"
+
+
+UNITS: dict[Quantity, Unit] = {
+    Quantity.POWER: Unit.WATT,
+    Quantity.ENERGY_IMPORT: Unit.KILOWATT_HOUR,
+    Quantity.ENERGY_EXPORT: Unit.KILOWATT_HOUR,
+    Quantity.VOLTAGE: Unit.VOLT,
+    Quantity.CURRENT: Unit.AMPERE,
+    Quantity.FREQUENCY: Unit.HERTZ,
+    Quantity.POWER_FACTOR: Unit.RATIO,
+    Quantity.PRICE: Unit.CURRENCY_PER_KWH,
+}
+
+#: Quantities that are running totals: they must never be dropped by rate limiting
+#: and must never go backwards in what Home Assistant sees.
+TOTALS: frozenset[Quantity] = frozenset({Quantity.ENERGY_IMPORT, Quantity.ENERGY_EXPORT})
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One value of one quantity of one meter at `ts`.
+
+    `value` is in `unit`, which must be `UNITS[quantity]`; `ts` is timezone-aware
+    (normalised to UTC). Raises `ValueError` on a unit that does not match the
+    quantity, a naive timestamp, a value that is not finite or a negative total.
+    Use `Reading.of(...)` to have the unit filled in.
+    """
+
+    meter_id: str
+    quantity: Quantity
+    value: float
+    unit: Unit
+    ts: datetime
+
+    def __post_init__(self) -> None:
+        expected = UNITS[self.quantity]
+        if self.unit is not expected:
+            raise ValueError(f"{self.quantity} must be in {expected.value!r}, not {self.unit.value!r}")
+        if self.ts.tzinfo is None:
+            raise ValueError("Reading.ts must be timezone-aware")
+        if self.ts.utcoffset():
+            object.__setattr__(self, "ts", self.ts.astimezone(UTC))
+        if not math.isfinite(self.value):
+            raise ValueError(f"{self.quantity} value must be finite, got {self.value!r}")
+        if self.quantity in TOTALS and self.value < 0:
+            raise ValueError(f"{self.quantity} is a total and cannot be negative ({self.value!r})")
+        object.__setattr__(self, "value", float(self.value))
+
+    @classmethod
+    def of(cls, meter_id: str, quantity: Quantity, value: float, ts: datetime) -> Reading:
+        """A reading in the quantity's own unit (`UNITS[quantity]`)."""
+        return cls(meter_id, quantity, value, UNITS[quantity], ts)
+
+
+@dataclass(frozen=True, slots=True)
+class MeterAvailability:
+    """A meter became reachable (`available=True`) or unreachable."""
+
+    meter_id: str
+    available: bool
+    ts: datetime = field(default_factory=utc_now)
+
+
+@dataclass(frozen=True, slots=True)
+class MeterDescription:
+    """What a sink needs to present a meter as a device (Home Assistant device block).
+
+    `source_type` is the source family (`emu2`, `shelly`...); `phase` is set for
+    one phase of a multi-phase meter.
+    """
+
+    meter_id: str
+    name: str
+    source_type: str
+    manufacturer: str | None = None
+    model: str | None = None
+    sw_version: str | None = None
+    hw_version: str | None = None
+    serial: str | None = None
+    phase: str | None = None
+    via: str | None = None
+
+
+#: Everything that flows from sources through the hub to sinks.
+Event = Reading | MeterAvailability | MeterDescription

@@ -1,0 +1,131 @@
+"""Pure builders of Home Assistant MQTT discovery messages and state payloads.
+
+One discovery config per (meter, quantity): `<prefix>/sensor/hems_<id>_<quantity>/config`,
+one HA device per meter, availability = bridge AND meter. Per-entity discovery (not
+the device-based `cmps` form of 2024.11+) so that Home Assistant 2024.3 and current
+releases both accept it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from ... import __version__
+from ...model import MeterDescription, Quantity
+
+ORIGIN = {"name": "meter-bridge", "sw_version": __version__, "support_url": "https://github.com/hems-appliance/hems"}
+
+
+@dataclass(frozen=True, slots=True)
+class QuantityEntity:
+    """How one quantity appears in Home Assistant (a sensor entity description)."""
+
+    name: str
+    device_class: str | None
+    state_class: str | None
+    unit: str | None
+    precision: int
+    icon: str | None = None
+
+
+#: Energy totals are `total_increasing` in kWh and power is W `measurement`: what the
+#: Energy dashboard requires. Monetary sensors may not have state_class measurement.
+ENTITY_DESCRIPTIONS: dict[Quantity, QuantityEntity] = {
+    Quantity.POWER: QuantityEntity("Power", "power", "measurement", "W", 0),
+    Quantity.ENERGY_IMPORT: QuantityEntity("Energy import", "energy", "total_increasing", "kWh", 3),
+    Quantity.ENERGY_EXPORT: QuantityEntity("Energy export", "energy", "total_increasing", "kWh", 3),
+    Quantity.VOLTAGE: QuantityEntity("Voltage", "voltage", "measurement", "V", 1),
+    Quantity.CURRENT: QuantityEntity("Current", "current", "measurement", "A", 2),
+    Quantity.FREQUENCY: QuantityEntity("Frequency", "frequency", "measurement", "Hz", 2),
+    Quantity.POWER_FACTOR: QuantityEntity("Power factor", "power_factor", "measurement", None, 2),
+    Quantity.PRICE: QuantityEntity("Price", "monetary", None, "{currency}/kWh", 4, "mdi:cash"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """The topics the bridge publishes under `base` and HA listens on under `discovery_prefix`."""
+
+    base: str = "hems"
+    discovery_prefix: str = "homeassistant"
+
+    @property
+    def bridge_availability(self) -> str:
+        """Retained `online`/`offline` of the bridge (last will)."""
+        return f"{self.base}/bridge/availability"
+
+    @property
+    def ha_status(self) -> str:
+        """Where HA announces `online` after it (re)starts."""
+        return f"{self.discovery_prefix}/status"
+
+    def meter_state(self, meter_id: str) -> str:
+        """Retained JSON state of one meter."""
+        return f"{self.base}/meter/{meter_id}"
+
+    def meter_availability(self, meter_id: str) -> str:
+        """Retained `online`/`offline` of one meter."""
+        return f"{self.base}/meter/{meter_id}/availability"
+
+    def discovery(self, component: str, object_id: str) -> str:
+        """The discovery config topic of one entity."""
+        return f"{self.discovery_prefix}/{component}/{object_id}/config"
+
+
+def device_block(site_id: str, meter: MeterDescription) -> dict[str, Any]:
+    """The HA `device` block of a meter: one device per meter."""
+    device: dict[str, Any] = {"identifiers": [f"hems_{site_id}_{meter.meter_id}"], "name": meter.name}
+    for key, value in (
+        ("manufacturer", meter.manufacturer),
+        ("model", meter.model),
+        ("sw_version", meter.sw_version),
+        ("hw_version", meter.hw_version),
+    ):
+        if value:
+            device[key] = value
+    if meter.via:
+        device["via_device"] = f"hems_{site_id}_{meter.via}"
+    return device
+
+
+def discovery_message(
+    topics: Topics, site_id: str, meter: MeterDescription, quantity: Quantity, currency: str = "GBP"
+) -> tuple[str, dict[str, Any]]:
+    """Topic and payload of the discovery config of one quantity of one meter."""
+    entity = ENTITY_DESCRIPTIONS[quantity]
+    object_id = f"hems_{meter.meter_id}_{quantity.value}"
+    payload: dict[str, Any] = {
+        "name": entity.name,
+        "unique_id": f"hems_{site_id}_{meter.meter_id}_{quantity.value}",
+        "object_id": object_id,
+        "state_topic": topics.meter_state(meter.meter_id),
+        "value_template": f"{{{{ value_json.{quantity.value} }}}}",
+        "availability": [
+            {"topic": topics.bridge_availability},
+            {"topic": topics.meter_availability(meter.meter_id)},
+        ],
+        "availability_mode": "all",
+        "suggested_display_precision": entity.precision,
+        "device": device_block(site_id, meter),
+        "origin": ORIGIN,
+    }
+    if entity.device_class:
+        payload["device_class"] = entity.device_class
+    if entity.state_class:
+        payload["state_class"] = entity.state_class
+    if entity.unit:
+        payload["unit_of_measurement"] = entity.unit.format(currency=currency)
+    if entity.icon:
+        payload["icon"] = entity.icon
+    return topics.discovery("sensor", object_id), payload
+
+
+def state_payload(values: dict[Quantity, float], ts: datetime | None) -> bytes:
+    """The retained JSON state of a meter: `{"power": 512.0, ..., "ts": "...+00:00"}`."""
+    body: dict[str, Any] = {quantity.value: value for quantity, value in values.items()}
+    if ts is not None:
+        body["ts"] = ts.isoformat()
+    return json.dumps(body, separators=(",", ":")).encode()

@@ -1,0 +1,237 @@
+"""The Home Assistant sink: keeps the latest state of every meter and publishes it.
+
+`handle` only updates in-memory state; one background task owns the MQTT connection
+and publishes what changed, so a slow or absent broker never holds up the hub.
+
+Rate limiting per meter: a state is published at most every `min_interval_s`, except
+that a power change larger than `power_deadband_w`, a new quantity or the first state
+go out at once. Each published state carries the latest value of every quantity, so
+energy totals are always exact (a skipped intermediate state loses nothing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import aiomqtt
+
+from ...backoff import Backoff
+from ...config import BridgeConfig
+from ...model import Event, MeterAvailability, MeterDescription, Quantity, Reading
+from ...mqtt import endpoint, make_client
+from .. import Sink
+from .discovery import Topics, discovery_message, state_payload
+
+_LOGGER = logging.getLogger(__name__)
+
+ONLINE = b"online"
+OFFLINE = b"offline"
+
+
+@dataclass(slots=True)
+class MeterState:
+    """What the sink knows of one meter and what it has published of it."""
+
+    description: MeterDescription
+    values: dict[Quantity, float] = field(default_factory=dict)
+    ts: datetime | None = None
+    available: bool | None = None
+    #: Quantities whose discovery config went out on the current connection.
+    announced: set[Quantity] = field(default_factory=set)
+    state_dirty: bool = False
+    availability_dirty: bool = False
+    published_at: float | None = None
+    published_power: float | None = None
+
+
+def due_at(state: MeterState, min_interval_s: float, deadband_w: float) -> float | None:
+    """Monotonic time at which `state` should next be published (None: nothing to publish)."""
+    if not state.state_dirty:
+        return None
+    if state.published_at is None or min_interval_s <= 0:
+        return 0.0
+    if set(state.values) - state.announced:
+        return 0.0  # a quantity HA has not seen yet: show it at once
+    power = state.values.get(Quantity.POWER)
+    if power is not None and (state.published_power is None or abs(power - state.published_power) > deadband_w):
+        return 0.0
+    return state.published_at + min_interval_s
+
+
+class HomeAssistantSink(Sink):
+    """Publishes discovery, availability and retained JSON state for Home Assistant."""
+
+    name = "homeassistant"
+
+    def __init__(self, config: BridgeConfig) -> None:
+        super().__init__()
+        self._config = config
+        self._topics = Topics(config.mqtt.base_topic, config.homeassistant.discovery_prefix)
+        self._meters: dict[str, MeterState] = {}
+        self._wake = asyncio.Event()
+        self._rediscover = False
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+        self.stats.connected = False
+        self.stats.gauges["states_published"] = 0
+
+    # -- the hub side: cheap, never touches the network ---------------------------------
+
+    def _meter(self, meter_id: str) -> MeterState:
+        state = self._meters.get(meter_id)
+        if state is None:
+            state = MeterState(MeterDescription(meter_id=meter_id, name=meter_id, source_type="unknown"))
+            self._meters[meter_id] = state
+        return state
+
+    async def handle(self, events: Sequence[Event]) -> None:
+        """Fold events into the latest state of each meter and wake the publisher."""
+        for event in events:
+            state = self._meter(event.meter_id)
+            if isinstance(event, Reading):
+                state.values[event.quantity] = event.value
+                if state.ts is None or event.ts > state.ts:
+                    state.ts = event.ts
+                state.state_dirty = True
+                if state.available is None:  # a meter that reads is there
+                    state.available = True
+                    state.availability_dirty = True
+            elif isinstance(event, MeterAvailability):
+                if state.available != event.available:
+                    state.available = event.available
+                    state.availability_dirty = True
+            elif isinstance(event, MeterDescription) and event != state.description:
+                state.description = event
+                state.announced.clear()  # device details changed: re-send discovery
+                state.state_dirty = state.state_dirty or bool(state.values)
+        self._wake.set()
+
+    # -- the network side ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the connection task."""
+        self._task = asyncio.create_task(self._connection_loop(), name="ha-sink-mqtt")
+
+    async def close(self) -> None:
+        """Publish pending states and `offline`, then disconnect."""
+        self._closing = True
+        self._wake.set()
+        if self._task is None:
+            return
+        if not self.stats.connected:
+            self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    async def _connection_loop(self) -> None:
+        backoff = Backoff(initial=1.0, maximum=30.0)
+        failures = 0
+        will = aiomqtt.Will(self._topics.bridge_availability, OFFLINE, qos=1, retain=True)
+        while not self._closing:
+            try:
+                async with make_client(self._config.mqtt, self._config.client_id, will=will) as client:
+                    if failures:
+                        _LOGGER.info("Connected to MQTT broker %s again", endpoint(self._config.mqtt))
+                    else:
+                        _LOGGER.info("Connected to MQTT broker %s", endpoint(self._config.mqtt))
+                    failures = 0
+                    backoff.reset()
+                    self.stats.connected = True
+                    await self._session(client)
+                    return  # closing
+            except aiomqtt.MqttError as err:
+                self.stats.connected = False
+                for state in self._meters.values():
+                    state.announced.clear()
+                if self._closing:
+                    return
+                failures += 1
+                if failures == 1:
+                    _LOGGER.warning("MQTT broker %s unavailable: %s; retrying", endpoint(self._config.mqtt), err)
+                else:
+                    _LOGGER.debug(
+                        "MQTT connect attempt %d to %s failed: %s", failures, endpoint(self._config.mqtt), err
+                    )
+                self.stats.errors["mqtt"] += 1
+                await asyncio.sleep(backoff.next_delay())
+
+    async def _session(self, client: aiomqtt.Client) -> None:
+        # Everything HA must see again after a (re)connect: it may have restarted too.
+        for state in self._meters.values():
+            state.announced.clear()
+            state.availability_dirty = state.available is not None
+            state.state_dirty = state.state_dirty or bool(state.values)
+        await client.subscribe(self._topics.ha_status, qos=1)
+        await client.publish(self._topics.bridge_availability, ONLINE, qos=1, retain=True)
+        listener = asyncio.create_task(self._listen(client), name="ha-sink-listen")
+        try:
+            await self._publish_loop(client)
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                await listener
+
+    async def _listen(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            if message.topic.matches(self._topics.ha_status) and message.payload == ONLINE:
+                _LOGGER.info("Home Assistant came online: re-publishing discovery")
+                self._rediscover = True
+                self._wake.set()
+
+    async def _publish_loop(self, client: aiomqtt.Client) -> None:
+        ha = self._config.homeassistant
+        while True:
+            self._wake.clear()
+            if self._rediscover:
+                self._rediscover = False
+                for state in self._meters.values():
+                    state.announced.clear()
+                    state.availability_dirty = state.available is not None
+                    state.state_dirty = state.state_dirty or bool(state.values)
+            now = time.monotonic()
+            next_due: float | None = None
+            for meter_id, state in list(self._meters.items()):
+                await self._publish_discovery(client, state)
+                if state.availability_dirty and state.available is not None:
+                    state.availability_dirty = False
+                    payload = ONLINE if state.available else OFFLINE
+                    await client.publish(self._topics.meter_availability(meter_id), payload, qos=1, retain=True)
+                due = due_at(state, ha.min_interval_s, ha.power_deadband_w)
+                if due is None:
+                    continue
+                if due <= now or self._closing:
+                    await self._publish_state(client, meter_id, state, now)
+                else:
+                    next_due = due if next_due is None else min(next_due, due)
+            if self._closing:
+                await client.publish(self._topics.bridge_availability, OFFLINE, qos=1, retain=True)
+                return
+            timeout = None if next_due is None else max(0.0, next_due - time.monotonic())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _publish_discovery(self, client: aiomqtt.Client, state: MeterState) -> None:
+        if not self._config.homeassistant.enabled:
+            return
+        for quantity in [q for q in state.values if q not in state.announced]:
+            topic, payload = discovery_message(
+                self._topics, self._config.site.id, state.description, quantity, self._config.site.currency
+            )
+            await client.publish(topic, json.dumps(payload).encode(), qos=1, retain=True)
+            state.announced.add(quantity)
+
+    async def _publish_state(self, client: aiomqtt.Client, meter_id: str, state: MeterState, now: float) -> None:
+        state.state_dirty = False
+        await client.publish(
+            self._topics.meter_state(meter_id), state_payload(state.values, state.ts), qos=0, retain=True
+        )
+        state.published_at = now
+        state.published_power = state.values.get(Quantity.POWER)
+        self.stats.gauges["states_published"] += 1

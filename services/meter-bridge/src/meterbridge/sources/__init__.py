@@ -1,0 +1,78 @@
+"""Meter sources: one module (or package) per meter family.
+
+Each family splits into a pure parser (bytes/JSON in, `Reading`s out) and a thin
+transport. A `Source` runs until cancelled, reconnecting on its own, and hands what
+it learns to its `SourceContext`.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
+from typing import Generic, TypeVar
+
+from ..configbase import SourceConfigBase
+from ..logutil import RateLimitedLog
+from ..model import Event, MeterAvailability, MeterDescription, Reading
+from ..stats import SourceStats
+
+ConfigT = TypeVar("ConfigT", bound=SourceConfigBase)
+
+
+class SourceContext:
+    """What a source may do: emit events, record errors. Keeps the source's stats.
+
+    `emit` never blocks: the hub queues per sink and drops (and counts) when a sink
+    is stuck.
+    """
+
+    def __init__(self, source_id: str, stats: SourceStats, emit: Callable[[Event], None]) -> None:
+        self.source_id = source_id
+        self.stats = stats
+        self._emit = emit
+        self.log = RateLimitedLog(logging.getLogger(f"meterbridge.sources.{source_id}"))
+
+    def readings(self, readings: Iterable[Reading]) -> None:
+        """Hand readings on to every sink."""
+        for reading in readings:
+            self.stats.readings += 1
+            if self.stats.last_reading is None or reading.ts > self.stats.last_reading:
+                self.stats.last_reading = reading.ts
+            self._emit(reading)
+
+    def describe(self, description: MeterDescription) -> None:
+        """Announce (or update) a meter's device details."""
+        self.stats.meters.setdefault(description.meter_id, False)
+        self._emit(description)
+
+    def availability(self, meter_id: str, available: bool) -> None:
+        """Mark a meter reachable or not; repeated identical calls are not re-sent."""
+        if self.stats.meters.get(meter_id) == available:
+            return
+        self.stats.meters[meter_id] = available
+        self._emit(MeterAvailability(meter_id, available))
+
+    def error(self, kind: str, message: str, *args: object, level: int = logging.WARNING) -> None:
+        """Count an error of `kind` and log it, rate-limited per kind."""
+        self.stats.errors[kind] += 1
+        self.log.log(level, kind, message, *args)
+
+
+class Source(ABC, Generic[ConfigT]):
+    """A running meter source. Subclasses implement `run`."""
+
+    #: The config `type` this class implements.
+    source_type: str = ""
+
+    def __init__(self, config: ConfigT) -> None:
+        self.config = config
+
+    @property
+    def id(self) -> str:
+        """The source id from the config."""
+        return self.config.id
+
+    @abstractmethod
+    async def run(self, ctx: SourceContext) -> None:
+        """Read until cancelled. Reconnects itself; raises only on unrecoverable errors."""

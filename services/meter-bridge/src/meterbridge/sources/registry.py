@@ -1,0 +1,16 @@
+"""From a source's config to the running `Source`: the one place that knows every family."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..configbase import SourceConfigBase
+from . import Source
+from .simulated import SimulatedSource, SimulatedSourceConfig
+
+
+def build_source(config: SourceConfigBase) -> Source[Any]:
+    """The `Source` for `config`; raises `TypeError` for a config of no known family."""
+    if isinstance(config, SimulatedSourceConfig):
+        return SimulatedSource(config)
+    raise TypeError(f"no source implements {type(config).__name__}")

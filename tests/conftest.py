@@ -1,0 +1,44 @@
+"""Fixtures shared by every test: real peers on 127.0.0.1 with ports chosen at run time."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from helpers.mosquitto import Mosquitto
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
+    """A Mosquitto shared by the session (users `bridge` and `observer`, auth on).
+
+    Tests that share it use a unique base topic each (see `base_topic`).
+    """
+    instance = Mosquitto(tmp_path_factory.mktemp("mosquitto"))
+    instance.start()
+    yield instance
+    instance.stop()
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A Mosquitto of this test's own (for tests that stop or restart it)."""
+    instance = Mosquitto(tmp_path / "mosquitto")
+    instance.start()
+    yield instance
+    instance.stop()
+
+
+@pytest.fixture
+def base_topic(request: pytest.FixtureRequest) -> str:
+    """A base topic unique to this test, so tests sharing a broker never see each other."""
+    name = "".join(c if c.isalnum() else "_" for c in request.node.name)[:40]
+    return f"t_{name}_{id(request) % 100000}"
