@@ -173,6 +173,8 @@ def _duplicate_ids(loaded: LoadedYaml) -> Iterator[Problem]:
 def validate_data(loaded: LoadedYaml, model: type[BaseModel] = BridgeConfig) -> tuple[Any, list[Problem]]:
     """Validate loaded YAML against `model`; return the model (or None) and every problem."""
     problems = list(loaded.problems)
+    if loaded.data is None and problems:
+        return None, problems  # a syntax error: nothing to validate
     data = loaded.data if loaded.data is not None else {}
     if not isinstance(data, dict):
         return None, [*problems, Problem(loaded.line_of(()), (), "the file must be a mapping of sections")]

@@ -23,7 +23,8 @@ def render(states: dict[str, dict[str, Any]], availability: dict[str, str]) -> s
 
         def num(key: str, fmt: str, state: dict[str, Any] = state) -> str:
             value = state.get(key)
-            return format(value, fmt) if isinstance(value, int | float) else "-"
+            width = int(fmt.split(".")[0])
+            return format(value, fmt) if isinstance(value, int | float) else "-".rjust(width)
 
         lines.append(
             f"{meter_id:<16} {availability.get(meter_id, '?'):<8} {num('power', '10.1f')} "

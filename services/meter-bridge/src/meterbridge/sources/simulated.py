@@ -120,7 +120,7 @@ class HouseholdModel:
     def power_w(self, ts: datetime, dt_s: float) -> float:
         """Power over the interval ending at `ts` (W, import positive)."""
         if self.profile == "solar":
-            return -self._solar_w(ts, self.rated_w or 4000.0)
+            return 0.0 - self._solar_w(ts, self.rated_w or 4000.0)  # 0.0 - x: never "-0.0" at night
         if self.profile == "heat_pump":
             return self._heat_pump_w(ts)
         if self.profile == "ev":

@@ -16,7 +16,8 @@ from typing import Any
 from ... import __version__
 from ...model import MeterDescription, Quantity
 
-ORIGIN = {"name": "meter-bridge", "sw_version": __version__, "support_url": "https://github.com/hems-appliance/hems"}
+#: The `origin` block: which software published the discovery config.
+ORIGIN = {"name": "meter-bridge", "sw_version": __version__}
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +111,7 @@ def discovery_message(
         "availability_mode": "all",
         "suggested_display_precision": entity.precision,
         "device": device_block(site_id, meter),
-        "origin": ORIGIN,
+        "origin": dict(ORIGIN),
     }
     if entity.device_class:
         payload["device_class"] = entity.device_class

@@ -1,0 +1,295 @@
+"""The bridge against a real Mosquitto with authentication: discovery, state, recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+
+from helpers.mosquitto import Mosquitto
+from helpers.mqtt import client_for, recording
+from helpers.net import free_port
+from meterbridge.app import Bridge
+from meterbridge.config import BridgeConfig
+from meterbridge.model import Quantity
+
+
+def bridge_config(broker: Mosquitto, base_topic: str, **overrides: Any) -> BridgeConfig:
+    data: dict[str, Any] = {
+        "site": {"id": "home"},
+        "mqtt": {
+            "host": broker.host,
+            "port": broker.port,
+            "username": "bridge",
+            "password": broker.password("bridge"),
+            "base_topic": base_topic,
+            "client_id": f"bridge-{base_topic}",
+        },
+        "homeassistant": {"discovery_prefix": f"{base_topic}_ha", "min_interval_s": 0},
+        "health": {"port": 0},
+        "sources": [
+            {"type": "simulated", "id": "grid", "name": "Grid", "interval_s": 0.2, "pv_peak_w": 3000},
+            {"type": "simulated", "id": "heat_pump", "name": "Heat pump", "profile": "heat_pump", "interval_s": 0.2},
+        ],
+    }
+    data.update(overrides)
+    return BridgeConfig.model_validate(data)
+
+
+async def test_anonymous_and_wrong_password_are_refused(broker: Mosquitto) -> None:
+    with pytest.raises(aiomqtt.MqttError):
+        async with aiomqtt.Client(broker.host, broker.port):
+            pass
+    with pytest.raises(aiomqtt.MqttError):
+        async with aiomqtt.Client(broker.host, broker.port, username="bridge", password="wrong"):
+            pass
+
+
+async def test_discovery_and_retained_state_field_by_field(broker: Mosquitto, base_topic: str) -> None:
+    config = bridge_config(broker, base_topic)
+    prefix = f"{base_topic}_ha"
+    bridge = Bridge(config)
+    await bridge.start()
+    try:
+        async with recording(broker, f"{base_topic}/#", f"{prefix}/#") as rec:
+            power_topic = f"{prefix}/sensor/hems_grid_power/config"
+            wanted = {
+                power_topic,
+                f"{prefix}/sensor/hems_grid_energy_import/config",
+                f"{prefix}/sensor/hems_heat_pump_power/config",
+                f"{base_topic}/meter/grid",
+                f"{base_topic}/meter/grid/availability",
+            }
+            await rec.wait_for(lambda r: wanted <= set(r.last))
+            discovery = rec.json(power_topic)
+            assert discovery["unique_id"] == "hems_home_grid_power"
+            assert discovery["device_class"] == "power"
+            assert discovery["state_class"] == "measurement"
+            assert discovery["unit_of_measurement"] == "W"
+            assert discovery["state_topic"] == f"{base_topic}/meter/grid"
+            assert discovery["availability_mode"] == "all"
+            assert [a["topic"] for a in discovery["availability"]] == [
+                f"{base_topic}/bridge/availability",
+                f"{base_topic}/meter/grid/availability",
+            ]
+            assert discovery["device"]["identifiers"] == ["hems_home_grid"]
+            assert discovery["device"]["name"] == "Grid"
+            assert discovery["origin"]["name"] == "meter-bridge"
+            energy = rec.json(f"{prefix}/sensor/hems_grid_energy_import/config")
+            assert (energy["device_class"], energy["state_class"], energy["unit_of_measurement"]) == (
+                "energy",
+                "total_increasing",
+                "kWh",
+            )
+            # one device per meter
+            heat_pump = rec.json(f"{prefix}/sensor/hems_heat_pump_power/config")
+            assert heat_pump["device"]["identifiers"] == ["hems_home_heat_pump"]
+
+            state = rec.json(f"{base_topic}/meter/grid")
+            assert set(state) >= {"power", "energy_import", "energy_export", "voltage", "current", "ts"}
+            assert isinstance(state["power"], float)
+            assert rec.last[f"{base_topic}/bridge/availability"] == b"online"
+            assert rec.last[f"{base_topic}/meter/grid/availability"] == b"online"
+
+        # everything HA needs is retained: a late subscriber (HA starting later) sees it all
+        async with recording(broker, f"{base_topic}/#", f"{prefix}/#") as late:
+            await late.wait_for(lambda r: f"{base_topic}/meter/heat_pump" in r.last)
+            retained = {topic for topic, _payload, retain in late.messages if retain}
+            assert f"{prefix}/sensor/hems_grid_power/config" in retained
+            assert f"{base_topic}/meter/grid" in retained
+            assert f"{base_topic}/bridge/availability" in retained
+    finally:
+        await bridge.shutdown()
+
+
+async def test_state_energy_totals_are_exact_under_rate_limiting(broker: Mosquitto, base_topic: str) -> None:
+    config = bridge_config(
+        broker,
+        base_topic,
+        homeassistant={"discovery_prefix": f"{base_topic}_ha", "min_interval_s": 3600, "power_deadband_w": 1e9},
+        sources=[{"type": "simulated", "id": "grid", "interval_s": 0.05}],
+    )
+    bridge = Bridge(config)
+    await bridge.start()
+    async with recording(broker, f"{base_topic}/meter/grid") as rec:
+        await rec.wait_for(lambda r: f"{base_topic}/meter/grid" in r.last)
+        await asyncio.sleep(1.0)
+        # the interval holds back intermediate states...
+        assert len(rec.messages) == 1
+        await bridge.shutdown()
+        await rec.wait_for(lambda r: len(r.messages) == 2)
+    # ...and shutdown flushes the latest, exact total
+    source = bridge.stats.sources["grid"]
+    final = json.loads(rec.messages[-1][1])
+    assert source.readings > 20 * 5
+    assert final["energy_import"] > json.loads(rec.messages[0][1])["energy_import"]
+
+
+async def test_homeassistant_online_makes_it_republish_discovery(broker: Mosquitto, base_topic: str) -> None:
+    config = bridge_config(broker, base_topic)
+    prefix = f"{base_topic}_ha"
+    topic = f"{prefix}/sensor/hems_grid_power/config"
+    bridge = Bridge(config)
+    await bridge.start()
+    try:
+        async with recording(broker, f"{prefix}/sensor/+/config") as rec:
+            await rec.wait_for(lambda r: topic in r.last)
+            await asyncio.sleep(0.3)
+            before = sum(1 for t, _p, _r in rec.messages if t == topic)
+            async with client_for(broker) as ha:
+                await ha.publish(f"{prefix}/status", b"online", qos=1)
+            await rec.wait_for(lambda r: sum(1 for t, _p, _r in r.messages if t == topic) > before)
+            fresh = [(t, r) for t, _p, r in rec.messages if t == topic][-1]
+            assert fresh == (topic, False)  # a live re-publish, not the retained copy
+    finally:
+        await bridge.shutdown()
+
+
+@pytest.mark.slow
+async def test_broker_down_10_s_bridge_recovers_by_itself(own_broker: Mosquitto, base_topic: str) -> None:
+    config = bridge_config(own_broker, base_topic)
+    prefix = f"{base_topic}_ha"
+    bridge = Bridge(config)
+    await bridge.start()
+    try:
+        async with recording(own_broker, f"{base_topic}/#", f"{prefix}/#") as rec:
+            await rec.wait_for(lambda r: f"{prefix}/sensor/hems_grid_power/config" in r.last)
+        sink = bridge.stats.sinks["homeassistant"]
+        assert sink.connected is True
+
+        own_broker.stop()  # persistence is off: every retained message is gone with it
+        await asyncio.sleep(10)
+        assert sink.connected is False
+        readings_during_outage = bridge.stats.sources["grid"].readings
+        own_broker.start()
+
+        async with recording(own_broker, f"{base_topic}/#", f"{prefix}/#") as rec:
+            await rec.wait_for(
+                lambda r: (
+                    r.last.get(f"{base_topic}/bridge/availability") == b"online"
+                    and f"{prefix}/sensor/hems_grid_power/config" in r.last
+                    and f"{prefix}/sensor/hems_heat_pump_energy_import/config" in r.last
+                    and r.last.get(f"{base_topic}/meter/grid/availability") == b"online"
+                    and f"{base_topic}/meter/grid" in r.last
+                ),
+                timeout=30,
+            )
+            state = rec.json(f"{base_topic}/meter/grid")
+            assert state["energy_import"] > 0
+        assert sink.connected is True
+        assert bridge.stats.sources["grid"].readings > readings_during_outage  # sources never stopped
+    finally:
+        await bridge.shutdown()
+
+
+def test_sigterm_shuts_down_within_5_s_and_says_offline(tmp_path: Path, broker: Mosquitto, base_topic: str) -> None:
+    health_port = free_port()
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(
+        f"""\
+mqtt:
+  host: {broker.host}
+  port: {broker.port}
+  username: bridge
+  password: ${{MQTT_PASSWORD}}
+  base_topic: {base_topic}
+health:
+  port: {health_port}
+sources:
+  - type: simulated
+    id: grid
+    interval_s: 0.1
+    stale_after_s: 60
+"""
+    )
+    env = {**os.environ, "MQTT_PASSWORD": broker.password("bridge")}
+    bridge = subprocess.Popen(
+        [sys.executable, "-m", "meterbridge.cli", "run", "--config", str(config_file)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        status = None
+        while time.monotonic() < deadline:
+            status = subprocess.run(
+                [sys.executable, "-m", "meterbridge.cli", "status", "--config", str(config_file)],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if status.returncode == 0:
+                break
+            time.sleep(0.3)
+        assert status is not None
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert "grid" in status.stdout
+        assert "healthy" in status.stdout
+        with urllib.request.urlopen(f"http://127.0.0.1:{health_port}/metrics") as response:
+            metrics = response.read().decode()
+        assert 'meterbridge_source_readings_total{source="grid"}' in metrics
+        assert 'meterbridge_sink_connected{sink="homeassistant"} 1.0' in metrics
+
+        started = time.monotonic()
+        bridge.send_signal(signal.SIGTERM)
+        bridge.wait(timeout=10)
+        elapsed = time.monotonic() - started
+        assert bridge.returncode == 0
+        assert elapsed < 5.0
+    finally:
+        if bridge.poll() is None:
+            bridge.kill()
+    output = bridge.stdout.read().decode() if bridge.stdout else ""
+    assert "Bridge stopped" in output
+    assert broker.password("bridge") not in output
+
+    async def availability() -> bytes:
+        async with recording(broker, f"{base_topic}/bridge/availability") as rec:
+            await rec.wait_for(lambda r: bool(r.last))
+            return rec.last[f"{base_topic}/bridge/availability"]
+
+    assert asyncio.run(availability()) == b"offline"
+    # with the bridge gone, status says so and exits non-zero
+    gone = subprocess.run(
+        [sys.executable, "-m", "meterbridge.cli", "status", "--config", str(config_file)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert gone.returncode == 1
+
+
+async def test_status_reports_a_stale_source(broker: Mosquitto, base_topic: str) -> None:
+    config = bridge_config(
+        broker, base_topic, sources=[{"type": "simulated", "id": "slow", "interval_s": 3600, "stale_after_s": 0.5}]
+    )
+    bridge = Bridge(config)
+    await bridge.start()
+    try:
+        await asyncio.sleep(1.0)
+        assert bridge.health is not None
+        from meterbridge.cli import main
+
+        code = await asyncio.to_thread(main, ["status", "--url", f"http://127.0.0.1:{bridge.health.port}/healthz"])
+        assert code == 1
+    finally:
+        await bridge.shutdown()
+
+
+def test_quantities_used_by_simulated_meters_have_discovery() -> None:
+    from meterbridge.sinks.homeassistant.discovery import ENTITY_DESCRIPTIONS
+
+    assert set(ENTITY_DESCRIPTIONS) == set(Quantity)
