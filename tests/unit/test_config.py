@@ -162,6 +162,12 @@ def test_substitution_applies_to_strings_only() -> None:
     assert loaded.lines[("d", 0)] == 5
 
 
+def test_yaml_that_pyyaml_cannot_construct_is_a_problem(tmp_path: Path) -> None:
+    path = write(tmp_path, "mqtt:\n  username: =\n")
+    problems = problems_of(path)
+    assert any(p.startswith(f"{path}:2: mqtt.username: YAML error") for p in problems), problems
+
+
 @given(st.text(max_size=200))
 def test_any_text_gives_problems_never_an_exception(text: str) -> None:
     from meterbridge.config import validate_data

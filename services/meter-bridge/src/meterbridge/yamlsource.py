@@ -109,7 +109,7 @@ class _Builder:
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
             line = key_node.start_mark.line + 1
-            key = self._scalars.construct_object(key_node) if isinstance(key_node, ScalarNode) else None
+            key = self._construct(key_node, (*path, "?")) if isinstance(key_node, ScalarNode) else None
             if not isinstance(key, str):
                 self.result.problems.append(Problem(line, path, f"keys must be strings, not {key_node.tag}"))
                 continue
@@ -122,8 +122,16 @@ class _Builder:
             out[key] = self.build(value_node, child)
         return out
 
+    def _construct(self, node: ScalarNode, path: KeyPath) -> Any:
+        try:
+            return self._scalars.construct_object(node)
+        except yaml.YAMLError as err:  # e.g. a bare `=` (the unsupported !!value tag)
+            reason = getattr(err, "problem", None) or str(err)
+            self.result.problems.append(Problem(node.start_mark.line + 1, path, f"YAML error: {reason}"))
+            return None
+
     def _scalar(self, node: ScalarNode, path: KeyPath) -> Any:
-        value = self._scalars.construct_object(node)
+        value = self._construct(node, path)
         if node.tag != _STR_TAG or not isinstance(value, str):
             return value
         expanded, missing = substitute(value, self.env)
