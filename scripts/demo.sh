@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEMO=${DEMO_DIR:-.demo}
+DEMO=$(realpath -m "${DEMO_DIR:-.demo}")
 VENV=${VENV:-.venv}
 MQTT_PORT=${DEMO_MQTT_PORT:-18883}
 HEALTH_PORT=${DEMO_HEALTH_PORT:-18099}
@@ -39,10 +39,10 @@ mosquitto_passwd -b "$DEMO/passwd" bridge "$MQTT_PASSWORD"
 cat > "$DEMO/mosquitto.conf" <<CONF
 per_listener_settings false
 allow_anonymous false
-password_file $PWD/$DEMO/passwd
+password_file $DEMO/passwd
 listener $MQTT_PORT 127.0.0.1
 persistence false
-log_dest file $PWD/$DEMO/mosquitto.log
+log_dest file $DEMO/mosquitto.log
 user root
 CONF
 cat > "$DEMO/config.yaml" <<'CONF'
@@ -63,10 +63,19 @@ sources:
 CONF
 export MQTT_PASSWORD DEMO_MQTT_PORT=$MQTT_PORT DEMO_HEALTH_PORT=$HEALTH_PORT
 
-mosquitto -c "$DEMO/mosquitto.conf" 2>> "$DEMO/mosquitto.log" & echo $! > "$DEMO/mosquitto.pid"
-"$VENV/bin/meter-bridge" run --config "$DEMO/config.yaml" >> "$DEMO/bridge.log" 2>&1 & echo $! > "$DEMO/bridge.pid"
 trap 'stop; echo; echo "demo stopped"' EXIT
 trap 'exit 0' INT TERM
+mosquitto -c "$DEMO/mosquitto.conf" 2>> "$DEMO/mosquitto.log" & echo $! > "$DEMO/mosquitto.pid"
+for _ in $(seq 50); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$MQTT_PORT") 2>/dev/null && break
+    if ! kill -0 "$(cat "$DEMO/mosquitto.pid")" 2>/dev/null; then
+        echo "demo: mosquitto did not start:" >&2
+        tail -5 "$DEMO/mosquitto.log" >&2
+        exit 1
+    fi
+    sleep 0.1
+done
+"$VENV/bin/meter-bridge" run --config "$DEMO/config.yaml" >> "$DEMO/bridge.log" 2>&1 & echo $! > "$DEMO/bridge.pid"
 
 cat <<INFO
 meter-bridge demo
@@ -75,5 +84,4 @@ meter-bridge demo
   logs         $DEMO/bridge.log  $DEMO/mosquitto.log
 Ctrl-C stops the demo.
 INFO
-sleep 1
 "$VENV/bin/meter-bridge" watch --config "$DEMO/config.yaml" ${DEMO_SECONDS:+--seconds "$DEMO_SECONDS"}

@@ -11,8 +11,9 @@ from typing import Any
 
 import aiomqtt
 
+from .backoff import Backoff
 from .config import BridgeConfig
-from .mqtt import make_client
+from .mqtt import endpoint, make_client
 
 
 def render(states: dict[str, dict[str, Any]], availability: dict[str, str]) -> str:
@@ -34,11 +35,24 @@ def render(states: dict[str, dict[str, Any]], availability: dict[str, str]) -> s
 
 
 async def watch(config: BridgeConfig, seconds: float | None = None) -> None:
-    """Print the table each second until interrupted (or for `seconds`)."""
-    base = config.mqtt.base_topic
+    """Print the table each second until interrupted (or for `seconds`); waits for the broker."""
     states: dict[str, dict[str, Any]] = {}
     availability: dict[str, str] = {}
     deadline = None if seconds is None else time.monotonic() + seconds
+    backoff = Backoff(initial=0.2, maximum=5.0)
+    while deadline is None or time.monotonic() < deadline:
+        try:
+            await _watch_connected(config, states, availability, deadline)
+            return
+        except aiomqtt.MqttError as err:
+            print(f"waiting for the MQTT broker {endpoint(config.mqtt)}: {err}", file=sys.stderr)
+            await asyncio.sleep(backoff.next_delay())
+
+
+async def _watch_connected(
+    config: BridgeConfig, states: dict[str, dict[str, Any]], availability: dict[str, str], deadline: float | None
+) -> None:
+    base = config.mqtt.base_topic
     async with make_client(config.mqtt, f"{config.client_id}-watch-{int(time.time())}") as client:
         await client.subscribe(f"{base}/meter/#")
 
@@ -56,13 +70,13 @@ async def watch(config: BridgeConfig, seconds: float | None = None) -> None:
         try:
             while deadline is None or time.monotonic() < deadline:
                 await asyncio.sleep(1)
+                if receiver.done():
+                    receiver.result()  # re-raises the connection error
                 if sys.stdout.isatty():
                     sys.stdout.write("\x1b[H\x1b[2J")
-                sys.stdout.write(f"meter-bridge watch ({config.mqtt.host}:{config.mqtt.port}), Ctrl-C to stop\n")
+                sys.stdout.write(f"meter-bridge watch ({endpoint(config.mqtt)}), Ctrl-C to stop\n")
                 sys.stdout.write(render(states, availability) + "\n\n")
                 sys.stdout.flush()
-        except aiomqtt.MqttError as err:
-            print(f"MQTT connection lost: {err}", file=sys.stderr)
         finally:
             receiver.cancel()
             with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
