@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import threading
 from collections.abc import Iterable
 from typing import Any
 
@@ -40,3 +42,38 @@ async def started_sink(plugs: list[dict[str, Any]], bind: str = "127.0.0.1", **s
             continue
         return sink
     raise RuntimeError(f"no free port for the Kasa plugs: {last}")
+
+
+class ThreadedPlugs:
+    """A `KasaSink` serving from its own event loop in a thread, for blocking-socket tests."""
+
+    def __init__(self, plugs: list[dict[str, Any]], readings: list[Any], **settings: Any) -> None:
+        self._plugs = plugs
+        self._readings = readings
+        self._settings = settings
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="kasa-plugs", daemon=True)
+        self.sink: KasaSink | None = None
+
+    def __enter__(self) -> ThreadedPlugs:
+        self._thread.start()
+        self.sink = asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(30)
+        return self
+
+    async def _start(self) -> KasaSink:
+        sink = await started_sink(self._plugs, **self._settings)
+        await sink.handle(self._readings)
+        return sink
+
+    def __exit__(self, *exc: object) -> None:
+        if self.sink is not None:
+            asyncio.run_coroutine_threadsafe(self.sink.close(), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
+
+    @property
+    def port(self) -> int:
+        """The plugs' UDP and TCP port."""
+        assert self.sink is not None
+        return self.sink.config.port
