@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field, SecretStr, ValidationError
 from .configbase import Identifier, StrictModel
 from .errors import ConfigError
 from .sinks.kasa.config import KasaConfig
+from .sources.ha import HaSourceConfig
 from .sources.simulated import SimulatedSourceConfig
 from .yamlsource import KeyPath, LoadedYaml, Problem, format_path, load_yaml
 
@@ -95,7 +96,7 @@ class HubConfig(StrictModel):
     )
 
 
-SourceConfig = Annotated[SimulatedSourceConfig, Field(discriminator="type")]
+SourceConfig = Annotated[SimulatedSourceConfig | HaSourceConfig, Field(discriminator="type")]
 
 
 class BridgeConfig(StrictModel):
