@@ -15,6 +15,7 @@ from .hub import Hub
 from .model import utc_now
 from .sinks import Sink
 from .sinks.homeassistant import HomeAssistantSink
+from .sinks.kasa.sink import KasaSink
 from .sources import Source, SourceContext
 from .sources.registry import build_source
 from .stats import BridgeStats, SourceStats
@@ -27,7 +28,10 @@ SHUTDOWN_TIMEOUT_S = 5.0
 
 def build_sinks(config: BridgeConfig) -> list[Sink]:
     """The sinks the config enables."""
-    return [HomeAssistantSink(config)]
+    sinks: list[Sink] = [HomeAssistantSink(config)]
+    if config.kasa.enabled:
+        sinks.append(KasaSink(config.kasa))
+    return sinks
 
 
 class Bridge:

@@ -112,6 +112,14 @@ def _cmd_watch(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_kasa_new_plug(_args: argparse.Namespace) -> int:
+    from .sinks.kasa.config import random_device_id, random_mac
+
+    print(f"mac: {random_mac()}")
+    print(f"device_id: {random_device_id()}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `meter-bridge` (sub-commands register here)."""
     parser = argparse.ArgumentParser(prog="meter-bridge", description=__doc__)
@@ -141,6 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
     watch = with_config(sub.add_parser("watch", help="live view of the meters' states on MQTT"))
     watch.add_argument("--seconds", type=float, default=None, help="stop after this long")
     watch.set_defaults(func=_cmd_watch)
+    kasa = sub.add_parser("kasa", help="emulated Kasa plugs").add_subparsers(dest="kasa_command", required=True)
+    kasa.add_parser(
+        "new-plug", help="print a random locally administered MAC and a device id for a new plug"
+    ).set_defaults(func=_cmd_kasa_new_plug)
     return parser
 
 

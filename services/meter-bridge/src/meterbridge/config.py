@@ -19,6 +19,8 @@ from pydantic import BaseModel, Field, SecretStr, ValidationError
 
 from .configbase import Identifier, StrictModel
 from .errors import ConfigError
+from .sinks.kasa.config import KasaConfig
+from .sources.ha import HaSourceConfig
 from .sources.simulated import SimulatedSourceConfig
 from .yamlsource import KeyPath, LoadedYaml, Problem, format_path, load_yaml
 
@@ -94,7 +96,7 @@ class HubConfig(StrictModel):
     )
 
 
-SourceConfig = Annotated[SimulatedSourceConfig, Field(discriminator="type")]
+SourceConfig = Annotated[SimulatedSourceConfig | HaSourceConfig, Field(discriminator="type")]
 
 
 class BridgeConfig(StrictModel):
@@ -107,6 +109,7 @@ class BridgeConfig(StrictModel):
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Logging.")
     hub: HubConfig = Field(default_factory=HubConfig, description="Fan-out hub.")
     sources: list[SourceConfig] = Field(default_factory=list, description="Meter sources, each with `type` and `id`.")
+    kasa: KasaConfig = Field(default_factory=KasaConfig, description="Emulated Kasa plugs for Sense.")
 
     @property
     def client_id(self) -> str:

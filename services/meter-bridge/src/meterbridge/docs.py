@@ -46,6 +46,12 @@ def _rows(model: type[BaseModel], prefix: str) -> Iterator[tuple[str, str, str, 
         if nested is not None:
             yield from _rows(nested, f"{key}.")
             continue
+        if name != "sources" and typing.get_origin(field.annotation) is list:
+            item = _model_of(typing.get_args(field.annotation)[0])
+            if item is not None:  # a list of sections (kasa.plugs): one row per item key
+                yield key, "list", "`[]`", field.description or ""
+                yield from _rows(item, f"{key}[].")
+                continue
         if field.is_required():
             default = "**required**"
         elif field.default_factory is not None:

@@ -1,0 +1,220 @@
+"""`type: ha`: Home Assistant entities as power meters, over HA's websocket API.
+
+Each configured entity becomes a meter with one quantity, `power` (W, import positive).
+The entity's state, or one of its attributes (a dimmer's `brightness`), is mapped to
+watts linearly or by a table (piecewise linear), as SenseLink does; a light that is
+`off` has no brightness and reports `off_w`. States that are not numbers
+(`unavailable`, `unknown`) mark the meter unavailable.
+
+`HaEntityParser` is pure: it takes the events of HA's `subscribe_entities` command
+(compressed states: `a` added/full, `c` changes with `+`/`-`, `r` removed) and returns
+readings. The transport authenticates with a long-lived token (`${HA_TOKEN}`),
+subscribes, and reconnects with backoff; a refused token raises `AuthError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import logging
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, Literal, Self
+
+import aiohttp
+from pydantic import Field, SecretStr, model_validator
+
+from ..backoff import Backoff
+from ..configbase import Identifier, SourceConfigBase, StrictModel
+from ..errors import AuthError, ParseError, SourceConnectionError
+from ..model import MeterDescription, Quantity, Reading, utc_now
+from . import Source, SourceContext
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class LinearMap(StrictModel):
+    """`value_min`..`value_max` maps onto `watts_min`..`watts_max` (clamped)."""
+
+    value_min: float = Field(default=0.0, description="Entity value at the low end.")
+    value_max: float = Field(description="Entity value at the high end (255 for brightness).")
+    watts_min: float = Field(default=0.0, description="Watts at the low end.")
+    watts_max: float = Field(description="Watts at the high end.")
+
+    @model_validator(mode="after")
+    def _range(self) -> Self:
+        if self.value_max == self.value_min:
+            raise ValueError("value_max must differ from value_min")
+        return self
+
+
+class HaEntityConfig(StrictModel):
+    """One entity read as a power meter."""
+
+    entity_id: str = Field(pattern=r"^[a-z0-9_]+\.[a-z0-9_]+$", description="The entity (`light.kitchen`).")
+    meter: Identifier = Field(description="Meter id its power is published as (a Kasa plug's `meter`).")
+    attribute: str | None = Field(default=None, description="Read this attribute instead of the state.")
+    off_w: float = Field(default=0.0, description="Watts while the entity is `off` (or lacks the attribute).")
+    linear: LinearMap | None = Field(default=None, description="Map the value to watts linearly.")
+    table: list[tuple[float, float]] | None = Field(
+        default=None, min_length=2, description="Map the value to watts by `[value, watts]` points (interpolated)."
+    )
+
+    @model_validator(mode="after")
+    def _one_map(self) -> Self:
+        if self.linear is not None and self.table is not None:
+            raise ValueError("set linear or table, not both")
+        return self
+
+    def watts(self, value: float) -> float:
+        """Watts for an entity value: mapped, else the value itself."""
+        if self.linear is not None:
+            m = self.linear
+            fraction = min(1.0, max(0.0, (value - m.value_min) / (m.value_max - m.value_min)))
+            return m.watts_min + fraction * (m.watts_max - m.watts_min)
+        if self.table is not None:
+            points = sorted(self.table)
+            xs = [x for x, _ in points]
+            if value <= xs[0]:
+                return points[0][1]
+            if value >= xs[-1]:
+                return points[-1][1]
+            i = bisect.bisect_right(xs, value)
+            (x0, y0), (x1, y1) = points[i - 1], points[i]
+            return y0 + (value - x0) / (x1 - x0) * (y1 - y0)
+        return value
+
+
+class HaSourceConfig(SourceConfigBase):
+    """`type: ha`: Home Assistant entities (a dimmer's brightness, a power sensor) as power meters."""
+
+    type: Literal["ha"] = Field(description="Source family.")
+    url: str = Field(default="ws://homeassistant:8123/api/websocket", description="HA's websocket URL.")
+    token: SecretStr = Field(description="Long-lived access token (required; use `${HA_TOKEN}`).")
+    entities: list[HaEntityConfig] = Field(min_length=1, description="The entities to read.")
+
+
+class HaEntityParser:
+    """Pure: `subscribe_entities` events in, readings and availability changes out."""
+
+    def __init__(self, entities: list[HaEntityConfig]) -> None:
+        self._entities = {entity.entity_id: entity for entity in entities}
+        self._states: dict[str, dict[str, Any]] = {}
+
+    def feed(self, event: Mapping[str, Any], ts: datetime) -> tuple[list[Reading], dict[str, bool]]:
+        """Apply one event; return readings and `{meter: available}` of the entities it touched.
+
+        Raises `ParseError` on an event that is not shaped like HA's.
+        """
+        touched: set[str] = set()
+        try:
+            for entity_id, state in (event.get("a") or {}).items():
+                self._states[entity_id] = {"s": state.get("s"), "a": dict(state.get("a") or {})}
+                touched.add(entity_id)
+            for entity_id, change in (event.get("c") or {}).items():
+                current = self._states.setdefault(entity_id, {"s": None, "a": {}})
+                plus, minus = change.get("+") or {}, change.get("-") or {}
+                if "s" in plus:
+                    current["s"] = plus["s"]
+                current["a"].update(plus.get("a") or {})
+                for name in minus.get("a") or []:
+                    current["a"].pop(name, None)
+                touched.add(entity_id)
+            for entity_id in event.get("r") or []:
+                self._states.pop(entity_id, None)
+                touched.add(entity_id)
+        except (AttributeError, TypeError) as err:
+            raise ParseError(f"not a subscribe_entities event: {err}") from err
+        readings: list[Reading] = []
+        available: dict[str, bool] = {}
+        for entity_id in touched:
+            entity = self._entities.get(entity_id)
+            if entity is None:
+                continue
+            watts = self._watts(entity, self._states.get(entity_id))
+            available[entity.meter] = watts is not None
+            if watts is not None:
+                readings.append(Reading.of(entity.meter, Quantity.POWER, round(watts, 3), ts))
+        return readings, available
+
+    @staticmethod
+    def _watts(entity: HaEntityConfig, state: dict[str, Any] | None) -> float | None:
+        if state is None or state["s"] in (None, "unavailable", "unknown"):
+            return None
+        if state["s"] == "off":
+            return entity.off_w
+        raw = state["a"].get(entity.attribute) if entity.attribute else state["s"]
+        if raw is None:
+            return entity.off_w  # e.g. a light without brightness while it turns on
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            return None
+        return entity.watts(value) if value == value and abs(value) != float("inf") else None
+
+
+class HaSource(Source[HaSourceConfig]):
+    """Subscribes to the configured entities and emits their power."""
+
+    source_type = "ha"
+
+    async def run(self, ctx: SourceContext) -> None:
+        """Read until cancelled; reconnect with backoff; raise `AuthError` on a refused token."""
+        for entity in self.config.entities:
+            ctx.describe(
+                MeterDescription(
+                    meter_id=entity.meter, name=entity.entity_id, source_type=self.source_type, via=self.config.id
+                )
+            )
+        backoff = Backoff(initial=1.0, maximum=60.0)
+        while True:
+            try:
+                await self._session(ctx, backoff)
+            except SourceConnectionError as err:
+                for entity in self.config.entities:
+                    ctx.availability(entity.meter, False)
+                delay = backoff.next_delay()
+                ctx.error("connection", "%s; retrying in %.0f s", err, delay)
+                await asyncio.sleep(delay)
+
+    async def _session(self, ctx: SourceContext, backoff: Backoff) -> None:
+        url = self.config.url
+        try:
+            async with aiohttp.ClientSession() as session, session.ws_connect(url, heartbeat=30) as ws:
+                await self._authenticate(ws)
+                await ws.send_json(
+                    {"id": 1, "type": "subscribe_entities", "entity_ids": [e.entity_id for e in self.config.entities]}
+                )
+                parser = HaEntityParser(self.config.entities)
+                async for message in ws:
+                    if message.type is not aiohttp.WSMsgType.TEXT:
+                        break
+                    data = message.json()
+                    if data.get("type") == "result" and not data.get("success"):
+                        raise SourceConnectionError(f"{url}: subscribe_entities failed: {data.get('error')}")
+                    if data.get("type") != "event":
+                        continue
+                    backoff.reset()
+                    try:
+                        readings, available = parser.feed(data.get("event") or {}, utc_now())
+                    except ParseError as err:
+                        ctx.error("parse", "Unexpected event from %s: %s", url, err)
+                        continue
+                    for meter, ok in available.items():
+                        ctx.availability(meter, ok)
+                    ctx.readings(readings)
+        except (aiohttp.ClientError, OSError, ValueError) as err:
+            raise SourceConnectionError(f"{url}: {err!r}") from err
+        raise SourceConnectionError(f"{url}: connection closed")
+
+    async def _authenticate(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        hello = await ws.receive_json(timeout=30)
+        if hello.get("type") != "auth_required":
+            raise SourceConnectionError(f"{self.config.url}: expected auth_required, got {hello.get('type')!r}")
+        await ws.send_json({"type": "auth", "access_token": self.config.token.get_secret_value()})
+        answer = await ws.receive_json(timeout=30)
+        if answer.get("type") == "auth_invalid":
+            raise AuthError(f"{self.config.url}: token refused: {answer.get('message')}")
+        if answer.get("type") != "auth_ok":
+            raise SourceConnectionError(f"{self.config.url}: expected auth_ok, got {answer.get('type')!r}")
+        _LOGGER.info("Connected to Home Assistant %s at %s", answer.get("ha_version"), self.config.url)
