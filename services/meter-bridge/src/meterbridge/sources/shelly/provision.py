@@ -216,6 +216,9 @@ async def provision_host(
                         },
                     )
                     result.auth = "set"
+                    # From here on the device only accepts the new password.
+                    await rpc.close()
+                    rpc = ShellyHttpRpc(host, settings.new_admin_password, settings.timeout_s)
             if restart:
                 await rpc.call("Shelly.Reboot")
                 rebooted = True

@@ -68,6 +68,7 @@ class ShellyDevice:
     relay_published: dict[int, bool] = field(default_factory=dict)
     relay_announced: set[int] = field(default_factory=set)
     refreshing: bool = False
+    refresh_wanted: bool = False
 
     def __post_init__(self) -> None:
         self.parser = ShellyDeviceParser(self.naming)
@@ -283,23 +284,27 @@ class ShellySource(Source[ShellySourceConfig]):
                 ctx.availability(description.meter_id, bool(device.online))
 
     def _request_status(self, ctx: SourceContext, device: ShellyDevice) -> None:
+        device.refresh_wanted = True
         if not device.refreshing:
             device.refreshing = True
             self._spawn(self._refresh(ctx, device), f"shelly-{self.id}-refresh")
 
     async def _refresh(self, ctx: SourceContext, device: ShellyDevice) -> None:
-        rpc, client = self.rpc, self._client
+        # One refresh at a time per device; a request made meanwhile (the device went
+        # away and came back while we asked) runs once more afterwards.
         try:
-            if rpc is None or client is None:
-                return
-            if device.info is None:
-                device.info = parse_device_info(await rpc.call(device.prefix, "Shelly.GetDeviceInfo"))
-            status = await rpc.call(device.prefix, "Shelly.GetStatus")
-            if not isinstance(status, dict):
-                raise ParseError("Shelly.GetStatus result is not an object")
-            await self._apply(ctx, client, device, "full", status)
-        except (BridgeError, aiomqtt.MqttError) as err:
-            ctx.error("rpc", "Shelly %s: could not read the full status: %s", device.prefix, err)
+            while device.refresh_wanted and self.rpc is not None and self._client is not None:
+                device.refresh_wanted = False
+                rpc, client = self.rpc, self._client
+                try:
+                    if device.info is None:
+                        device.info = parse_device_info(await rpc.call(device.prefix, "Shelly.GetDeviceInfo"))
+                    status = await rpc.call(device.prefix, "Shelly.GetStatus")
+                    if not isinstance(status, dict):
+                        raise ParseError("Shelly.GetStatus result is not an object")
+                    await self._apply(ctx, client, device, "full", status)
+                except (BridgeError, aiomqtt.MqttError) as err:
+                    ctx.error("rpc", "Shelly %s: could not read the full status: %s", device.prefix, err)
         finally:
             device.refreshing = False
 
