@@ -22,7 +22,7 @@ class ShellyDeviceConfig(StrictModel):
     name: str | None = Field(default=None, description="Name shown in Home Assistant (default: the id).")
     channels: dict[int, Identifier] = Field(
         default_factory=dict,
-        description="Meter id per channel number (`{"0": immersion}`), replacing `<source>_<device>[_<n>]`.",
+        description='Meter id per channel number (`{"0": immersion}`), replacing `<source>_<device>[_<n>]`.',
     )
     relays: bool = Field(
         default=True, description="Offer each `switch:N` relay as a Home Assistant switch and for demand response."
