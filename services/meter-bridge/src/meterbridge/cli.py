@@ -1,4 +1,4 @@
-"""`meter-bridge` command line: run, check-config, status, config-reference, watch."""
+"""`meter-bridge` command line: run, check-config, status, config-reference, watch, shelly provision."""
 
 from __future__ import annotations
 
@@ -120,6 +120,12 @@ def _cmd_kasa_new_plug(_args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_shelly_provision(args: argparse.Namespace) -> int:
+    from .sources.shelly.provision import run_provision
+
+    return run_provision(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `meter-bridge` (sub-commands register here)."""
     parser = argparse.ArgumentParser(prog="meter-bridge", description=__doc__)
@@ -153,6 +159,14 @@ def build_parser() -> argparse.ArgumentParser:
     kasa.add_parser(
         "new-plug", help="print a random locally administered MAC and a device id for a new plug"
     ).set_defaults(func=_cmd_kasa_new_plug)
+    shelly = sub.add_parser("shelly", help="Shelly devices").add_subparsers(dest="shelly_command", required=True)
+    provision = with_config(
+        shelly.add_parser("provision", help="point Shelly devices at the broker over HTTP RPC (idempotent)")
+    )
+    from .sources.shelly.provision import add_arguments
+
+    add_arguments(provision)
+    provision.set_defaults(func=_cmd_shelly_provision)
     return parser
 
 

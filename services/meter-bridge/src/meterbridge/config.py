@@ -21,6 +21,7 @@ from .configbase import Identifier, StrictModel
 from .errors import ConfigError
 from .sinks.kasa.config import KasaConfig
 from .sources.ha import HaSourceConfig
+from .sources.shelly.config import ShellySourceConfig
 from .sources.simulated import SimulatedSourceConfig
 from .yamlsource import KeyPath, LoadedYaml, Problem, format_path, load_yaml
 
@@ -96,7 +97,10 @@ class HubConfig(StrictModel):
     )
 
 
-SourceConfig = Annotated[SimulatedSourceConfig | HaSourceConfig, Field(discriminator="type")]
+SourceConfig = Annotated[
+    SimulatedSourceConfig | ShellySourceConfig | HaSourceConfig,
+    Field(discriminator="type"),
+]
 
 
 class BridgeConfig(StrictModel):

@@ -1,0 +1,389 @@
+"""`meter-bridge shelly provision`: point a fleet of Shelly devices at the broker over HTTP RPC.
+
+Per host: `Shelly.GetDeviceInfo` (needs no auth), `MQTT.SetConfig` unless the device
+already has the wanted settings and is connected, optionally `Shelly.SetAuth` (admin
+password) and the hourly-energy script (`Script.Create`/`PutCode`/`SetConfig`/`Start`,
+found again by name), `Shelly.Reboot` only when the device says a restart is required,
+then wait until `<prefix>/online` is `true` on the broker. Running it twice changes
+nothing the second time. Secrets come from environment variables and are never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+
+from ...config import MqttConfig, load_config
+from ...errors import AuthError, BridgeError, ConfigError
+from ...logutil import redact
+from ...mqtt import make_client
+from .parser import parse_device_info
+from .rpc import ADMIN_USER, ShellyHttpRpc, auth_ha1
+
+SCRIPT_NAME = "hems_energy"
+_CHUNK = 1024  # Script.PutCode takes the code in pieces; Shelly's docs suggest ~1 KiB
+
+#: Publishes the energy imported and exported in each hour (Wh) on
+#: `<prefix>/hems/energy_hourly`, from whichever energy counters the device has.
+HOURLY_SCRIPT = """// meter-bridge: hourly import/export totals (Wh), published at the top of each hour
+let last = null;
+let hour = null;
+function totals() {
+  let st = Shelly.getComponentStatus("emdata", 0);
+  if (st) return [st.total_act, st.total_act_ret];
+  st = Shelly.getComponentStatus("em1data", 0);
+  if (st) return [st.total_act_energy, st.total_act_ret_energy];
+  st = Shelly.getComponentStatus("switch", 0) || Shelly.getComponentStatus("pm1", 0);
+  if (st) return [st.aenergy.total, st.ret_aenergy ? st.ret_aenergy.total : 0];
+  return null;
+}
+function tick() {
+  let now = Shelly.getComponentStatus("sys").unixtime;
+  let t = totals();
+  if (now === null || t === null) return;
+  let h = Math.floor(now / 3600) * 3600;
+  if (hour === null) { hour = h; last = t; return; }
+  if (h > hour && MQTT.isConnected()) {
+    let topic = Shelly.getComponentConfig("mqtt").topic_prefix + "/hems/energy_hourly";
+    MQTT.publish(topic, JSON.stringify({ts: hour, import_wh: t[0] - last[0], export_wh: t[1] - last[1],
+      import_total_wh: t[0], export_total_wh: t[1]}), 1, true);
+    hour = h; last = t;
+  }
+}
+Timer.set(60000, true, tick);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class ProvisionSettings:
+    """What every device should get. Passwords come from the environment."""
+
+    mqtt_server: str
+    mqtt_user: str
+    mqtt_password: str
+    admin_password: str | None = None
+    new_admin_password: str | None = None
+    script: bool = False
+    timeout_s: float = 10.0
+
+
+@dataclass(slots=True)
+class ProvisionResult:
+    """What was done to one host (one row of the printed table); never holds secrets."""
+
+    host: str
+    prefix: str | None = None
+    device_id: str = "-"
+    model: str = "-"
+    mqtt: str = "-"
+    auth: str = "-"
+    script: str = "-"
+    reboot: str = "-"
+    online: str = "-"
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Provisioned and (when waited for) online."""
+        return self.error is None and self.online in ("yes", "-")
+
+
+async def _authenticated(host: str, settings: ProvisionSettings, auth_enabled: bool) -> tuple[ShellyHttpRpc, str]:
+    """An RPC client that the device accepts, and whether the new admin password is already set."""
+    if not auth_enabled:
+        return ShellyHttpRpc(host, None, settings.timeout_s), "none"
+    candidates = [(settings.new_admin_password, "unchanged"), (settings.admin_password, "old")]
+    for password, state in candidates:
+        if not password:
+            continue
+        rpc = ShellyHttpRpc(host, password, settings.timeout_s)
+        try:
+            await rpc.call("MQTT.GetConfig")
+        except AuthError:
+            await rpc.close()
+            continue
+        except BaseException:
+            await rpc.close()
+            raise
+        return rpc, state
+    if not settings.admin_password and not settings.new_admin_password:
+        raise AuthError(f"{host}: the device has an admin password: set SHELLY_ADMIN_PASSWORD")
+    raise AuthError(f"{host}: authentication failed (wrong admin password)")
+
+
+async def _ensure_mqtt(
+    rpc: ShellyHttpRpc, settings: ProvisionSettings, device_id: str, prefix: str
+) -> tuple[bool, bool]:
+    """Set the MQTT config when it differs; (whether it was set, whether the device asks for a restart)."""
+    wanted: dict[str, Any] = {
+        "enable": True,
+        "server": settings.mqtt_server,
+        "client_id": device_id,
+        "user": settings.mqtt_user,
+        "topic_prefix": prefix,
+        "rpc_ntf": True,
+        "status_ntf": False,
+        "enable_control": True,
+    }
+    current = await rpc.call("MQTT.GetConfig")
+    status = await rpc.call("MQTT.GetStatus")
+    # The device never returns the password: a matching config that is connected proves it works.
+    same = isinstance(current, dict) and all(current.get(k) == v for k, v in wanted.items())
+    if same and isinstance(status, dict) and status.get("connected") is True:
+        return False, False
+    result = await rpc.call("MQTT.SetConfig", {"config": {**wanted, "pass": settings.mqtt_password}})
+    return True, bool(isinstance(result, dict) and result.get("restart_required"))
+
+
+async def _script_code(rpc: ShellyHttpRpc, script_id: int) -> str:
+    code, offset = "", 0
+    while True:
+        part = await rpc.call("Script.GetCode", {"id": script_id, "offset": offset})
+        data = part.get("data", "") if isinstance(part, dict) else ""
+        code += data
+        offset += len(data)
+        if not isinstance(part, dict) or not part.get("left") or not data:
+            return code
+
+
+async def _ensure_script(rpc: ShellyHttpRpc) -> str:
+    """Create, update, enable and start the hourly script as needed; what was done."""
+    listing = await rpc.call("Script.List")
+    scripts = listing.get("scripts", []) if isinstance(listing, dict) else []
+    existing = next((s for s in scripts if isinstance(s, dict) and s.get("name") == SCRIPT_NAME), None)
+    done: list[str] = []
+    if existing is None:
+        created = await rpc.call("Script.Create", {"name": SCRIPT_NAME})
+        existing = {"id": created["id"], "enable": False, "running": False}
+        done.append("created")
+    script_id = int(existing["id"])
+    if await _script_code(rpc, script_id) != HOURLY_SCRIPT:
+        if existing.get("running"):
+            await rpc.call("Script.Stop", {"id": script_id})
+            existing["running"] = False
+        for start in range(0, len(HOURLY_SCRIPT), _CHUNK):
+            piece = HOURLY_SCRIPT[start : start + _CHUNK]
+            await rpc.call("Script.PutCode", {"id": script_id, "code": piece, "append": start > 0})
+        if "created" not in done:
+            done.append("updated")
+    if not existing.get("enable"):
+        await rpc.call("Script.SetConfig", {"id": script_id, "config": {"enable": True}})
+    if not existing.get("running"):
+        await rpc.call("Script.Start", {"id": script_id})
+        done.append("started")
+    return ",".join(done) or "unchanged"
+
+
+async def provision_host(
+    host: str, settings: ProvisionSettings, prefix: str | None = None
+) -> tuple[ProvisionResult, bool]:
+    """Provision one device; its result row and whether it was rebooted. Never raises `BridgeError`."""
+    result = ProvisionResult(host, prefix)
+    rebooted = False
+    try:
+        async with ShellyHttpRpc(host, None, settings.timeout_s) as anonymous:
+            info_raw = await anonymous.call("Shelly.GetDeviceInfo")
+        info = parse_device_info(info_raw)
+        result.device_id, result.model = info.device_id, info.model or info.app or "-"
+        result.prefix = prefix = prefix or info.device_id
+        auth_enabled = bool(info_raw.get("auth_en")) if isinstance(info_raw, dict) else False
+        rpc, auth_state = await _authenticated(host, settings, auth_enabled)
+        try:
+            changed, restart = await _ensure_mqtt(rpc, settings, info.device_id, prefix)
+            result.mqtt = "set" if changed else "unchanged"
+            if settings.script:
+                result.script = await _ensure_script(rpc)
+            if settings.new_admin_password:
+                if auth_state == "unchanged":
+                    result.auth = "unchanged"
+                else:
+                    await rpc.call(
+                        "Shelly.SetAuth",
+                        {
+                            "user": ADMIN_USER,
+                            "realm": info.device_id,
+                            "ha1": auth_ha1(info.device_id, settings.new_admin_password),
+                        },
+                    )
+                    result.auth = "set"
+                    # From here on the device only accepts the new password.
+                    await rpc.close()
+                    rpc = ShellyHttpRpc(host, settings.new_admin_password, settings.timeout_s)
+            if restart:
+                await rpc.call("Shelly.Reboot")
+                rebooted = True
+            result.reboot = "yes" if rebooted else "no"
+        finally:
+            await rpc.close()
+    except BridgeError as err:
+        result.error = redact(str(err))
+    except (KeyError, TypeError, ValueError) as err:
+        result.error = redact(f"{host}: unexpected answer: {err!r}")
+    return result, rebooted
+
+
+class OnlineWatcher:
+    """Follows `<prefix>/online` of the devices being provisioned on the bridge's broker."""
+
+    def __init__(self, client: aiomqtt.Client) -> None:
+        self._client = client
+        self._state: dict[str, tuple[bool, bool]] = {}  # prefix -> (online, seen live since watch)
+        self._changed = asyncio.Event()
+
+    async def watch(self, prefix: str) -> None:
+        """Subscribe to the device's `online` (call before rebooting it)."""
+        await self._client.subscribe(f"{prefix}/online", qos=1)
+
+    async def pump(self) -> None:
+        """Read messages until cancelled."""
+        async for message in self._client.messages:
+            topic = str(message.topic)
+            if topic.endswith("/online") and isinstance(message.payload, bytes):
+                self._state[topic[: -len("/online")]] = (
+                    message.payload.strip() == b"true",
+                    not message.retain,
+                )
+                self._changed.set()
+
+    async def wait(self, prefix: str, fresh: bool, timeout_s: float) -> bool:
+        """Wait until the device says it is online (`fresh`: a live message, not a retained one)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            online, live = self._state.get(prefix, (False, False))
+            if online and (live or not fresh):
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), min(remaining, 0.5))
+
+
+async def provision(
+    hosts: Sequence[tuple[str, str | None]],
+    settings: ProvisionSettings,
+    mqtt: MqttConfig | None,
+    wait_s: float = 60.0,
+) -> list[ProvisionResult]:
+    """Provision every `(host, prefix)`; with `mqtt`, wait for each device on the broker."""
+    if mqtt is None:
+        return [(await provision_host(host, settings, prefix))[0] for host, prefix in hosts]
+    results: list[ProvisionResult] = []
+    async with make_client(mqtt, f"meter-bridge-provision-{os.getpid()}") as client:
+        watcher = OnlineWatcher(client)
+        pump = asyncio.create_task(watcher.pump(), name="shelly-provision-online")
+        try:
+            for host, prefix in hosts:
+                if prefix is not None:
+                    await watcher.watch(prefix)
+                result, rebooted = await provision_host(host, settings, prefix)
+                if result.error is None and result.prefix is not None:
+                    await watcher.watch(result.prefix)
+                    online = await watcher.wait(result.prefix, fresh=rebooted, timeout_s=wait_s)
+                    result.online = "yes" if online else "TIMEOUT"
+                    if not online:
+                        result.error = f"{host}: not online on MQTT within {wait_s:g} s"
+                results.append(result)
+        finally:
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                await pump
+    return results
+
+
+def format_table(results: Sequence[ProvisionResult]) -> str:
+    """The per-host result table."""
+    header = ("host", "device", "model", "mqtt", "auth", "script", "reboot", "online", "result")
+    rows = [
+        (r.host, r.device_id, r.model, r.mqtt, r.auth, r.script, r.reboot, r.online, "ok" if r.ok else "FAILED")
+        for r in results
+    ]
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in [header, *rows]]
+    lines += [f"error: {r.error}" for r in results if r.error]
+    return "\n".join(lines)
+
+
+def read_fleet(path: Path) -> list[tuple[str, str | None]]:
+    """A fleet list: one `HOST [PREFIX]` per line, `#` comments; raises `ConfigError`."""
+    hosts: list[tuple[str, str | None]] = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as err:
+        raise ConfigError([f"{path}:1: cannot read: {err}"]) from err
+    for number, line in enumerate(lines, 1):
+        parts = line.split("#", 1)[0].split()
+        if not parts:
+            continue
+        if len(parts) > 2:
+            raise ConfigError([f"{path}:{number}: expected `HOST [PREFIX]`"])
+        hosts.append((parts[0], parts[1] if len(parts) == 2 else None))
+    return hosts
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `meter-bridge shelly provision`."""
+    parser.add_argument("hosts", nargs="*", metavar="HOST", help="device address (`ip` or `ip:port`)")
+    parser.add_argument("--from", dest="fleet", type=Path, help="fleet list: one `HOST [PREFIX]` per line")
+    parser.add_argument("--mqtt-server", required=True, help="broker address as the devices reach it (`host:port`)")
+    parser.add_argument("--mqtt-user", default="shelly", help="MQTT user the devices log in as (default shelly)")
+    parser.add_argument(
+        "--mqtt-password-env", default="SHELLY_MQTT_PASSWORD", help="variable holding that user's password"
+    )
+    parser.add_argument(
+        "--admin-password-env", default="SHELLY_ADMIN_PASSWORD", help="variable holding the devices' admin password"
+    )
+    parser.add_argument(
+        "--new-admin-password-env", help="set the devices' admin password to the value of this variable"
+    )
+    parser.add_argument("--script", action="store_true", help="install the hourly import/export script")
+    parser.add_argument("--no-wait", action="store_true", help="do not wait for the devices on MQTT")
+    parser.add_argument("--wait-s", type=float, default=90.0, help="how long to wait for each device (s)")
+    parser.add_argument("--timeout", type=float, default=10.0, help="HTTP timeout per call (s)")
+
+
+def run_provision(args: argparse.Namespace) -> int:
+    """`meter-bridge shelly provision`: exit 0 when every host is done, 1 otherwise, 2 on bad input."""
+    try:
+        hosts = [(host, None) for host in args.hosts] + (read_fleet(args.fleet) if args.fleet else [])
+        if not hosts:
+            raise ConfigError(["no hosts: give HOST arguments or --from FILE"])
+        mqtt_password = os.environ.get(args.mqtt_password_env)
+        if not mqtt_password:
+            raise ConfigError([f"set {args.mqtt_password_env} to the devices' MQTT password"])
+        new_admin = None
+        if args.new_admin_password_env:
+            new_admin = os.environ.get(args.new_admin_password_env)
+            if not new_admin:
+                raise ConfigError([f"{args.new_admin_password_env} is not set"])
+        mqtt = None if args.no_wait else load_config(args.config).mqtt
+    except ConfigError as err:
+        print("\n".join(err.problems), file=sys.stderr)
+        return 2
+    settings = ProvisionSettings(
+        mqtt_server=args.mqtt_server,
+        mqtt_user=args.mqtt_user,
+        mqtt_password=mqtt_password,
+        admin_password=os.environ.get(args.admin_password_env) or None,
+        new_admin_password=new_admin,
+        script=args.script,
+        timeout_s=args.timeout,
+    )
+    try:
+        results = asyncio.run(provision(hosts, settings, mqtt, args.wait_s))
+    except aiomqtt.MqttError as err:
+        print(redact(f"cannot reach the MQTT broker to wait for the devices: {err}"), file=sys.stderr)
+        return 1
+    print(format_table(results))
+    return 0 if all(r.ok for r in results) else 1

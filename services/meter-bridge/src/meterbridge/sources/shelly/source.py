@@ -1,0 +1,362 @@
+"""The `shelly` source: Shelly Gen2+ devices over MQTT, and their relays as HA switches.
+
+Per device it subscribes to `<prefix>/online`, `<prefix>/events/rpc` and
+`<prefix>/status/+`, keeps the merged full status (`ShellyDeviceParser`), asks for
+`Shelly.GetStatus` over MQTT RPC when the device is (again) online or sends a delta
+before any full status, and re-sends the last known values every `reemit_s`.
+Availability of every meter of a device follows `<prefix>/online`.
+
+Relays (`switch:N`) are published as Home Assistant `switch` entities:
+`homeassistant/switch/hems_<id>_relay/config`, state `hems/shelly/<id>/relay`
+(`ON`/`OFF`, retained), commands on `hems/shelly/<id>/relay/set`; `<id>` is the
+channel's meter id, so the switch joins that meter's HA device and availability.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiomqtt
+
+from ...backoff import Backoff
+from ...config import BridgeConfig
+from ...errors import BridgeError, ParseError, SourceConnectionError
+from ...model import MeterDescription, utc_now
+from ...mqtt import endpoint, make_client
+from ...sinks.homeassistant.discovery import ORIGIN, Topics, device_block
+from .. import Source, SourceContext
+from .config import ShellyDeviceConfig, ShellySourceConfig
+from .parser import (
+    DeviceInfo,
+    MeterNaming,
+    ShellyDeviceParser,
+    decode_frame,
+    device_slug,
+    meter_descriptions,
+    parse_component_status,
+    parse_device_info,
+    parse_online,
+    relay_outputs,
+)
+from .relay import ShellyMqttRpc, ShellyRelay
+
+_LOGGER = logging.getLogger(__name__)
+
+#: Default Shelly prefixes (`<model>-<12 hex MAC digits>`): what auto-discovery takes in.
+DEFAULT_PREFIX = re.compile(r"^shelly[a-z0-9]+-[0-9a-f]{12}$")
+
+ON, OFF = b"ON", b"OFF"
+
+
+@dataclass
+class ShellyDevice:
+    """What the source knows of one device."""
+
+    prefix: str
+    naming: MeterNaming
+    relays: bool = True
+    parser: ShellyDeviceParser = field(init=False)
+    online: bool | None = None
+    info: DeviceInfo | None = None
+    described: dict[str, MeterDescription] = field(default_factory=dict)
+    #: Relay state last published per channel, and channels announced to HA on this connection.
+    relay_published: dict[int, bool] = field(default_factory=dict)
+    relay_announced: set[int] = field(default_factory=set)
+    refreshing: bool = False
+    refresh_wanted: bool = False
+
+    def __post_init__(self) -> None:
+        self.parser = ShellyDeviceParser(self.naming)
+
+
+class ShellySource(Source[ShellySourceConfig]):
+    """Reads Shelly Gen2+ meters over MQTT; offers their relays to HA and to demand response."""
+
+    source_type = "shelly"
+
+    def __init__(self, config: ShellySourceConfig, bridge: BridgeConfig) -> None:
+        super().__init__(config)
+        self.bridge = bridge
+        self.client_id = f"{bridge.client_id}-shelly-{config.id}"
+        self.topics = Topics(bridge.mqtt.base_topic, bridge.homeassistant.discovery_prefix)
+        self.devices: dict[str, ShellyDevice] = {}
+        for device in config.devices:
+            self._add_device(device)
+        self.rpc: ShellyMqttRpc | None = None
+        self._client: aiomqtt.Client | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._relay_commands: dict[str, tuple[ShellyDevice, int]] = {}
+
+    # -- devices and relays ---------------------------------------------------------------
+
+    def _add_device(self, device: ShellyDeviceConfig) -> ShellyDevice:
+        device_id = device.id or device_slug(device.prefix)
+        base = f"{self.config.id}_{device_id}"
+        naming = MeterNaming(base, device.name or device_id.replace("_", " ").capitalize(), dict(device.channels))
+        state = ShellyDevice(device.prefix, naming, device.relays)
+        self.devices[device.prefix] = state
+        return state
+
+    def relay(self, meter_id: str) -> ShellyRelay:
+        """The relay of the channel whose meter id is `meter_id`, over this source's connection.
+
+        Raises `SourceConnectionError` while the source is not connected and `KeyError`
+        for an id that is no relay channel of this source.
+        """
+        device, channel = self._relay_commands[meter_id] if meter_id in self._relay_commands else self._find(meter_id)
+        if self.rpc is None:
+            raise SourceConnectionError(f"{endpoint(self.bridge.mqtt)}: shelly source {self.id} is not connected")
+        return ShellyRelay(self.rpc, device.prefix, channel)
+
+    def _find(self, meter_id: str) -> tuple[ShellyDevice, int]:
+        for device in self.devices.values():
+            for channel in range(16):
+                if device.naming.channel(channel) == meter_id:
+                    return device, channel
+        raise KeyError(meter_id)
+
+    def _relay_state_topic(self, meter_id: str) -> str:
+        return f"{self.topics.base}/shelly/{meter_id}/relay"
+
+    # -- the connection -----------------------------------------------------------------
+
+    async def run(self, ctx: SourceContext) -> None:
+        """Follow the devices until cancelled; reconnects to the broker with backoff."""
+        backoff = Backoff(initial=1.0, maximum=60.0)
+        failures = 0
+        while True:
+            try:
+                async with make_client(self.bridge.mqtt, self.client_id) as client:
+                    if failures:
+                        ctx.log.log(logging.INFO, "mqtt", "Shelly source %s connected to MQTT again", self.id)
+                    failures = 0
+                    backoff.reset()
+                    await self._session(ctx, client)
+            except aiomqtt.MqttError as err:
+                failures += 1
+                level = logging.WARNING if failures == 1 else logging.DEBUG
+                ctx.error(
+                    "mqtt",
+                    "Shelly source %s: MQTT broker %s: %s",
+                    self.id,
+                    endpoint(self.bridge.mqtt),
+                    err,
+                    level=level,
+                )
+                for device in self.devices.values():
+                    self._set_online(ctx, device, None)
+                await asyncio.sleep(backoff.next_delay())
+
+    async def _session(self, ctx: SourceContext, client: aiomqtt.Client) -> None:
+        self.rpc = ShellyMqttRpc(client, self.client_id, self.config.rpc_timeout_s)
+        self._client = client
+        for device in self.devices.values():
+            device.relay_published.clear()
+            device.relay_announced.clear()
+        try:
+            await client.subscribe(self.rpc.reply_topic, qos=1)
+            for prefix in list(self.devices):
+                await self._subscribe_device(client, prefix)
+            if self.config.discover:
+                await client.subscribe("+/online", qos=1)
+            await client.subscribe(f"{self.topics.base}/shelly/+/relay/set", qos=1)
+            await client.subscribe(self.topics.ha_status, qos=1)
+            reemit = asyncio.create_task(self._reemit_loop(ctx), name=f"shelly-{self.id}-reemit")
+            try:
+                async for message in client.messages:
+                    payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
+                    await self._dispatch(ctx, client, str(message.topic), payload)
+            finally:
+                reemit.cancel()
+        finally:
+            self.rpc.fail_all(SourceConnectionError(f"{endpoint(self.bridge.mqtt)}: connection lost"))
+            self.rpc = None
+            self._client = None
+            for task in list(self._tasks):
+                task.cancel()
+
+    async def _subscribe_device(self, client: aiomqtt.Client, prefix: str) -> None:
+        for suffix in ("online", "events/rpc", "status/+"):
+            await client.subscribe(f"{prefix}/{suffix}", qos=1)
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task: asyncio.Task[None] = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _reemit_loop(self, ctx: SourceContext) -> None:
+        # Shelly sends only changes: a steady load would otherwise look stale.
+        while True:
+            await asyncio.sleep(self.config.reemit_s)
+            now = utc_now()
+            for device in self.devices.values():
+                if device.online is not False and device.parser.has_full:
+                    ctx.readings(device.parser.current(now))
+
+    # -- incoming messages ------------------------------------------------------------------
+
+    async def _dispatch(self, ctx: SourceContext, client: aiomqtt.Client, topic: str, payload: bytes) -> None:
+        try:
+            if self.rpc is not None and topic == self.rpc.reply_topic:
+                self.rpc.handle_reply(payload)
+            elif topic == self.topics.ha_status:
+                if payload == b"online":
+                    for device in self.devices.values():
+                        device.relay_announced.clear()
+                        await self._publish_relays(ctx, client, device)
+            elif topic.startswith(f"{self.topics.base}/shelly/") and topic.endswith("/relay/set"):
+                meter_id = topic[len(self.topics.base) + len("/shelly/") : -len("/relay/set")]
+                self._spawn(self._relay_command(ctx, meter_id, payload), f"shelly-{self.id}-relay-{meter_id}")
+            elif topic.endswith("/online"):
+                await self._on_online(ctx, client, topic[: -len("/online")], payload)
+            elif topic.endswith("/events/rpc"):
+                frame_device = self.devices.get(topic[: -len("/events/rpc")])
+                if frame_device is not None:
+                    await self._on_frame(ctx, client, frame_device, payload)
+            elif "/status/" in topic:
+                prefix, _, component = topic.rpartition("/status/")
+                status_device = self.devices.get(prefix)
+                if status_device is not None:
+                    delta = parse_component_status(component, payload)
+                    await self._apply(ctx, client, status_device, "delta", delta)
+        except ParseError as err:
+            ctx.error("parse", "Shelly %s: bad message on %s: %s", self.id, topic, err)
+
+    async def _on_online(self, ctx: SourceContext, client: aiomqtt.Client, prefix: str, payload: bytes) -> None:
+        device = self.devices.get(prefix)
+        if device is None:
+            if not (self.config.discover and DEFAULT_PREFIX.match(prefix)):
+                return
+            device = self._add_device(ShellyDeviceConfig(prefix=prefix))
+            _LOGGER.info("Shelly source %s: discovered %s", self.id, prefix)
+            await self._subscribe_device(client, prefix)
+        online = parse_online(payload)
+        was = device.online
+        self._set_online(ctx, device, online)
+        if online and was is not True:
+            self._request_status(ctx, device)
+
+    def _set_online(self, ctx: SourceContext, device: ShellyDevice, online: bool | None) -> None:
+        if online is not None and device.online is not None and online != device.online:
+            _LOGGER.log(
+                logging.INFO if online else logging.WARNING,
+                "Shelly %s is %s",
+                device.prefix,
+                "online" if online else "offline",
+            )
+        device.online = online
+        for meter_id in device.described:
+            ctx.availability(meter_id, bool(online))
+
+    async def _on_frame(self, ctx: SourceContext, client: aiomqtt.Client, device: ShellyDevice, payload: bytes) -> None:
+        frame = decode_frame(payload)
+        if frame.kind == "full":
+            await self._apply(ctx, client, device, "full", frame.params)
+        elif frame.kind == "delta":
+            await self._apply(ctx, client, device, "delta", frame.params)
+
+    async def _apply(
+        self, ctx: SourceContext, client: aiomqtt.Client, device: ShellyDevice, kind: str, params: dict[str, Any]
+    ) -> None:
+        if kind == "delta" and not device.parser.has_full:
+            self._request_status(ctx, device)  # a delta alone is not the whole picture
+        ts = utc_now()
+        readings, issues = device.parser.full(params, ts) if kind == "full" else device.parser.delta(params, ts)
+        for issue in issues:
+            kind_name = "unknown_component" if issue.startswith("unknown component") else "bad_field"
+            ctx.error(kind_name, "Shelly %s: %s", device.prefix, issue)
+        if device.online is None:
+            device.online = True  # it talks, so it is there
+        self._describe(ctx, device)
+        ctx.readings(readings)
+        await self._publish_relays(ctx, client, device)
+
+    def _describe(self, ctx: SourceContext, device: ShellyDevice) -> None:
+        for description in meter_descriptions(device.parser.status, device.naming, device.info):
+            if device.described.get(description.meter_id) != description:
+                device.described[description.meter_id] = description
+                ctx.describe(description)
+                ctx.availability(description.meter_id, bool(device.online))
+
+    def _request_status(self, ctx: SourceContext, device: ShellyDevice) -> None:
+        device.refresh_wanted = True
+        if not device.refreshing:
+            device.refreshing = True
+            self._spawn(self._refresh(ctx, device), f"shelly-{self.id}-refresh")
+
+    async def _refresh(self, ctx: SourceContext, device: ShellyDevice) -> None:
+        # One refresh at a time per device; a request made meanwhile (the device went
+        # away and came back while we asked) runs once more afterwards.
+        try:
+            while device.refresh_wanted and self.rpc is not None and self._client is not None:
+                device.refresh_wanted = False
+                rpc, client = self.rpc, self._client
+                try:
+                    if device.info is None:
+                        device.info = parse_device_info(await rpc.call(device.prefix, "Shelly.GetDeviceInfo"))
+                    status = await rpc.call(device.prefix, "Shelly.GetStatus")
+                    if not isinstance(status, dict):
+                        raise ParseError("Shelly.GetStatus result is not an object")
+                    await self._apply(ctx, client, device, "full", status)
+                except (BridgeError, aiomqtt.MqttError) as err:
+                    ctx.error("rpc", "Shelly %s: could not read the full status: %s", device.prefix, err)
+        finally:
+            device.refreshing = False
+
+    # -- relays as Home Assistant switches ----------------------------------------------------
+
+    async def _publish_relays(self, ctx: SourceContext, client: aiomqtt.Client, device: ShellyDevice) -> None:
+        if not device.relays:
+            return
+        for channel, output in relay_outputs(device.parser.status).items():
+            meter_id = device.naming.channel(channel)
+            self._relay_commands[meter_id] = (device, channel)
+            if meter_id not in device.described:
+                device.described[meter_id] = MeterDescription(
+                    meter_id, device.naming.channel_name(channel), "shelly", manufacturer="Shelly"
+                )
+                ctx.describe(device.described[meter_id])
+                ctx.availability(meter_id, bool(device.online))
+            if channel not in device.relay_announced and self.bridge.homeassistant.enabled:
+                topic, config = self.relay_discovery(device.described[meter_id])
+                await client.publish(topic, json.dumps(config).encode(), qos=1, retain=True)
+                device.relay_announced.add(channel)
+            if device.relay_published.get(channel) != output:
+                await client.publish(self._relay_state_topic(meter_id), ON if output else OFF, qos=1, retain=True)
+                device.relay_published[channel] = output
+
+    def relay_discovery(self, meter: MeterDescription) -> tuple[str, dict[str, Any]]:
+        """Topic and payload of the HA `switch` config of the relay on meter `meter`."""
+        object_id = f"hems_{meter.meter_id}_relay"
+        payload: dict[str, Any] = {
+            "name": "Relay",
+            "unique_id": f"hems_{self.bridge.site.id}_{meter.meter_id}_relay",
+            "object_id": object_id,
+            "command_topic": f"{self._relay_state_topic(meter.meter_id)}/set",
+            "state_topic": self._relay_state_topic(meter.meter_id),
+            "payload_on": ON.decode(),
+            "payload_off": OFF.decode(),
+            "availability": [
+                {"topic": self.topics.bridge_availability},
+                {"topic": self.topics.meter_availability(meter.meter_id)},
+            ],
+            "availability_mode": "all",
+            "device": device_block(self.bridge.site.id, meter),
+            "origin": ORIGIN,
+        }
+        return self.topics.discovery("switch", object_id), payload
+
+    async def _relay_command(self, ctx: SourceContext, meter_id: str, payload: bytes) -> None:
+        command = payload.strip().upper()
+        if command not in (ON, OFF) or meter_id not in self._relay_commands:
+            ctx.error("relay_command", "Shelly %s: ignored relay command %r for %s", self.id, payload[:10], meter_id)
+            return
+        try:
+            await self.relay(meter_id).set(command == ON)
+        except BridgeError as err:
+            ctx.error("relay", "Shelly %s: switching %s failed: %s", self.id, meter_id, err)

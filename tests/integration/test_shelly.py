@@ -1,0 +1,328 @@
+"""The Shelly source, relay control and provisioning against the simulator on a real Mosquitto."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from helpers.mosquitto import Mosquitto
+from helpers.mqtt import client_for, recording
+from helpers.shelly_sim import ShellySim
+from meterbridge.config import BridgeConfig
+from meterbridge.errors import SourceTimeoutError
+from meterbridge.model import Event, MeterAvailability, Quantity, Reading
+from meterbridge.sources import SourceContext
+from meterbridge.sources.shelly.provision import ProvisionSettings, provision
+from meterbridge.sources.shelly.relay import ShellyRelay, ShellyRpcError, shelly_rpc_session
+from meterbridge.sources.shelly.source import ShellySource
+from meterbridge.stats import SourceStats
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def shelly_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
+    """A broker with a user for the simulated Shellys besides `bridge` and `observer`."""
+    users = {name: secrets.token_urlsafe(12) for name in ("bridge", "observer", "shelly")}
+    instance = Mosquitto(tmp_path_factory.mktemp("mosquitto-shelly"), users=users)
+    instance.start()
+    yield instance
+    instance.stop()
+
+
+def _bridge_config(broker: Mosquitto, base_topic: str, source: dict[str, Any]) -> BridgeConfig:
+    return BridgeConfig.model_validate(
+        {
+            "site": {"id": "home"},
+            "mqtt": {"host": broker.host, "port": broker.port, "username": "bridge",
+                     "password": broker.password("bridge"), "base_topic": base_topic,
+                     "client_id": f"mb-{base_topic}"},
+            "homeassistant": {"discovery_prefix": f"{base_topic}_ha"},
+            "sources": [source],
+        }
+    )  # fmt: skip
+
+
+class Events:
+    """A `SourceContext` whose events land in a list we can wait on."""
+
+    def __init__(self, source_id: str) -> None:
+        self.items: list[Event] = []
+        self.ctx = SourceContext(source_id, SourceStats("shelly", 300.0), self.items.append)
+
+    async def wait_for(
+        self, predicate: Callable[[list[Event]], bool], timeout: float = 10.0, message: object = None
+    ) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate(self.items):
+            assert time.monotonic() < deadline, f"not seen in {timeout} s: {message or self.items[-10:]}"
+            await asyncio.sleep(0.02)
+
+    def values(self, meter_id: str, quantity: Quantity) -> list[float]:
+        return [
+            e.value for e in self.items if isinstance(e, Reading) and e.meter_id == meter_id and e.quantity == quantity
+        ]
+
+    def availability(self, meter_id: str) -> list[bool]:
+        return [e.available for e in self.items if isinstance(e, MeterAvailability) and e.meter_id == meter_id]
+
+
+async def _sim(broker: Mosquitto, model: str, **kwargs: Any) -> ShellySim:
+    sim = ShellySim(model, **kwargs)
+    sim.configure_mqtt(f"{broker.host}:{broker.port}", "shelly", broker.password("shelly"))
+    await sim.start()
+    await sim.wait_connected()
+    return sim
+
+
+async def _running(source: ShellySource, events: Events) -> AsyncIterator[asyncio.Task[None]]:
+    task = asyncio.create_task(source.run(events.ctx))
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@pytest.fixture
+async def plus1pm(shelly_broker: Mosquitto) -> AsyncIterator[ShellySim]:
+    sim = await _sim(shelly_broker, "plus1pm")
+    yield sim
+    await sim.stop()
+
+
+def _source(broker: Mosquitto, base_topic: str, devices: list[dict[str, Any]], **extra: Any) -> ShellySource:
+    cfg = _bridge_config(broker, base_topic, {"type": "shelly", "id": "shelly", "devices": devices, **extra})
+    return ShellySource(cfg.sources[0], cfg)  # type: ignore[arg-type]
+
+
+async def test_deltas_merged_and_unchanged_values_still_reported(
+    shelly_broker: Mosquitto, base_topic: str, plus1pm: ShellySim
+) -> None:
+    source = _source(shelly_broker, base_topic, [{"prefix": plus1pm.prefix, "id": "heater"}], reemit_s=0.3)
+    events = Events("shelly")
+    async for _ in _running(source, events):
+        await events.wait_for(lambda _: 1203.4 in events.values("shelly_heater", Quantity.POWER))
+        assert events.availability("shelly_heater") == [True]
+        await plus1pm.change({"switch:0": {"id": 0, "apower": 500.0}})  # a delta: power only
+        await events.wait_for(lambda _: 500.0 in events.values("shelly_heater", Quantity.POWER))
+        # the energy total and voltage were not in the delta but are still reported with it
+        after = len(events.items)
+        await events.wait_for(lambda _: len(events.values("shelly_heater", Quantity.ENERGY_IMPORT)) >= 4)
+        energies = events.values("shelly_heater", Quantity.ENERGY_IMPORT)
+        assert energies == [pytest.approx(12.345678)] * len(energies)
+        # with no change at all, the last values keep coming (re-emitted every reemit_s)
+        await asyncio.sleep(0.8)
+        later = [e for e in events.items[after:] if isinstance(e, Reading) and e.quantity == Quantity.VOLTAGE]
+        assert len(later) >= 2
+        assert {e.value for e in later} == {231.2}
+        assert events.values("shelly_heater", Quantity.POWER)[-1] == 500.0
+    assert "Shelly.GetStatus" in plus1pm.calls
+
+
+async def test_offline_unavailable_then_online_refetches_full_status(
+    shelly_broker: Mosquitto, base_topic: str, plus1pm: ShellySim
+) -> None:
+    source = _source(shelly_broker, base_topic, [{"prefix": plus1pm.prefix, "id": "heater"}])
+    events = Events("shelly")
+    async for _ in _running(source, events):
+        await events.wait_for(lambda _: plus1pm.calls.count("Shelly.GetStatus") == 1)
+        await events.wait_for(lambda _: events.availability("shelly_heater") == [True])
+        await plus1pm.go_offline()
+        await events.wait_for(lambda _: events.availability("shelly_heater") == [True, False])
+        plus1pm.status["switch:0"]["apower"] = 42.0  # changed while away; nothing is sent for it
+        await plus1pm.go_online()
+        await events.wait_for(lambda _: events.availability("shelly_heater") == [True, False, True])
+        await events.wait_for(lambda _: plus1pm.calls.count("Shelly.GetStatus") == 2, message=plus1pm.calls)
+        await events.wait_for(lambda _: 42.0 in events.values("shelly_heater", Quantity.POWER))
+
+
+async def test_bad_input_is_counted_and_never_crashes(
+    shelly_broker: Mosquitto, base_topic: str, plus1pm: ShellySim
+) -> None:
+    source = _source(shelly_broker, base_topic, [{"prefix": plus1pm.prefix, "id": "heater"}])
+    events = Events("shelly")
+    async for task in _running(source, events):
+        await events.wait_for(lambda _: 1203.4 in events.values("shelly_heater", Quantity.POWER))
+        await plus1pm.publish_raw("events/rpc", b'{"src": "x", "method": "NotifyStatus", "params": {"switch:0"')
+        await plus1pm.publish_raw("online", b"perhaps")
+        await plus1pm.change({"flux_capacitor:0": {"gw": 1.21}})
+        await plus1pm.change({"switch:0": {"voltage": "high"}})
+        await plus1pm.change({"switch:0": {"apower": 77.0}})
+        await events.wait_for(lambda _: 77.0 in events.values("shelly_heater", Quantity.POWER))
+        errors = events.ctx.stats.errors
+        assert errors["parse"] == 2
+        assert errors["unknown_component"] == 1
+        assert errors["bad_field"] == 1
+        assert not task.done()
+
+
+async def test_relay_set_with_toggle_after_and_timeout(shelly_broker: Mosquitto, plus1pm: ShellySim) -> None:
+    cfg = _bridge_config(shelly_broker, "relay", {"type": "simulated", "id": "x"})
+    async with shelly_rpc_session(cfg.mqtt, "flex-relay-test", timeout_s=5) as rpc:
+        relay = ShellyRelay(rpc, plus1pm.prefix, 0)
+        assert await relay.is_on() is True
+        started = time.monotonic()
+        assert await relay.set(False, toggle_after_s=1.0) is True
+        assert plus1pm.status["switch:0"]["output"] is False
+        assert plus1pm.status["switch:0"]["timer_duration"] == 1.0
+        while not plus1pm.status["switch:0"]["output"]:  # the device turns it back on by itself
+            assert time.monotonic() - started < 5
+            await asyncio.sleep(0.05)
+        assert time.monotonic() - started >= 0.9
+        with pytest.raises(ShellyRpcError, match="not found"):
+            await ShellyRelay(rpc, plus1pm.prefix, 3).set(True)
+        plus1pm.answer_rpc = False
+        with pytest.raises(SourceTimeoutError, match=plus1pm.prefix):
+            await relay.set(True, timeout_s=0.5)
+
+
+async def test_relay_is_a_home_assistant_switch(shelly_broker: Mosquitto, base_topic: str, plus1pm: ShellySim) -> None:
+    source = _source(shelly_broker, base_topic, [{"prefix": plus1pm.prefix, "id": "heater"}])
+    events = Events("shelly")
+    config_topic = f"{base_topic}_ha/switch/hems_shelly_heater_relay/config"
+    state_topic = f"{base_topic}/shelly/shelly_heater/relay"
+    async with recording(shelly_broker, f"{base_topic}_ha/#", f"{base_topic}/#") as rec:
+        async for _ in _running(source, events):
+            await rec.wait_for(lambda r: config_topic in r.last and r.last.get(state_topic) == b"ON")
+            config = rec.json(config_topic)
+            assert config["unique_id"] == "hems_home_shelly_heater_relay"
+            assert config["command_topic"] == f"{state_topic}/set"
+            assert config["device"]["identifiers"] == ["hems_home_shelly_heater"]
+            assert [a["topic"] for a in config["availability"]] == [
+                f"{base_topic}/bridge/availability",
+                f"{base_topic}/meter/shelly_heater/availability",
+            ]
+            async with client_for(shelly_broker, "observer") as ha:
+                await ha.publish(f"{state_topic}/set", b"OFF", qos=1)
+            await rec.wait_for(lambda r: r.last.get(state_topic) == b"OFF")
+            assert plus1pm.status["switch:0"]["output"] is False
+            assert source.relay("shelly_heater").prefix == plus1pm.prefix
+
+
+async def test_multichannel_and_three_phase_and_discovery(shelly_broker: Mosquitto, base_topic: str) -> None:
+    pro3em = await _sim(shelly_broker, "pro3em")
+    proem = await _sim(shelly_broker, "proem")
+    mini = await _sim(shelly_broker, "pmminig3")
+    try:
+        source = _source(
+            shelly_broker, base_topic, [{"prefix": proem.prefix, "id": "main", "channels": {1: "solar"}}],
+            discover=True,
+        )  # fmt: skip
+        events = Events("shelly")
+        grid = f"shelly_{pro3em.prefix.replace('-', '_')}"
+        async for _ in _running(source, events):
+            await events.wait_for(lambda _: -1500.0 in events.values("solar", Quantity.POWER))
+            await events.wait_for(lambda _: -750.3 in events.values(f"{grid}_b", Quantity.POWER))
+            await events.wait_for(
+                lambda _: 85.2 in events.values(f"shelly_{mini.prefix.replace('-', '_')}", Quantity.POWER)
+            )
+            assert events.values("shelly_main", Quantity.ENERGY_EXPORT)[-1] == pytest.approx(2.59526)
+            assert events.values(grid, Quantity.ENERGY_IMPORT)[-1] == pytest.approx(2.40075)
+    finally:
+        for sim in (pro3em, proem, mini):
+            await sim.stop()
+
+
+# -- provisioning ---------------------------------------------------------------------------------------
+
+
+def _settings(broker: Mosquitto, **kwargs: Any) -> ProvisionSettings:
+    return ProvisionSettings(
+        mqtt_server=f"{broker.host}:{broker.port}", mqtt_user="shelly", mqtt_password=broker.password("shelly"),
+        timeout_s=5, **kwargs,
+    )  # fmt: skip
+
+
+async def test_provision_end_to_end_idempotent_and_wrong_password(shelly_broker: Mosquitto) -> None:
+    sim = ShellySim("pro3em", admin_password="old-secret-1")
+    await sim.start()
+    cfg = _bridge_config(shelly_broker, "prov", {"type": "simulated", "id": "x"})
+    try:
+        wrong = await provision([(sim.host, None)], _settings(shelly_broker, admin_password="nope"), cfg.mqtt, 10)
+        assert wrong[0].error is not None
+        assert "authentication failed (wrong admin password)" in wrong[0].error
+        assert "MQTT.SetConfig" not in sim.calls
+
+        settings = _settings(
+            shelly_broker, admin_password="old-secret-1", new_admin_password="new-secret-2", script=True
+        )
+        first = (await provision([(sim.host, None)], settings, cfg.mqtt, 20))[0]
+        assert (first.error, first.mqtt, first.auth, first.script, first.reboot, first.online) == (
+            None, "set", "set", "created,started", "yes", "yes",
+        )  # fmt: skip
+        assert sim.mqtt_config["rpc_ntf"] is True
+        assert sim.mqtt_config["enable_control"] is True
+        assert sim.mqtt_config["topic_prefix"] == sim.device_id
+        assert sim.reboots == 1
+        assert sim.scripts[1]["running"]
+        assert sim.scripts[1]["enable"]
+
+        calls_before = len(sim.calls)
+        second = (await provision([(sim.host, None)], settings, cfg.mqtt, 20))[0]
+        assert (second.error, second.mqtt, second.auth, second.script, second.reboot, second.online) == (
+            None, "unchanged", "unchanged", "unchanged", "no", "yes",
+        )  # fmt: skip
+        assert sim.reboots == 1
+        changing = {"MQTT.SetConfig", "Shelly.SetAuth", "Script.PutCode", "Script.Create", "Shelly.Reboot"}
+        assert not changing & set(sim.calls[calls_before:])
+    finally:
+        await sim.stop()
+
+
+async def test_provision_cli_prints_table_without_secrets(shelly_broker: Mosquitto, tmp_path: Path) -> None:
+    sim = ShellySim("plus1pm", admin_password="admin-pw-3")
+    await sim.start()
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "mqtt": {
+                    "host": shelly_broker.host,
+                    "port": shelly_broker.port,
+                    "username": "bridge",
+                    "password": "${MQTT_PASSWORD}",
+                }
+            }
+        )
+    )
+    fleet = tmp_path / "fleet.txt"
+    fleet.write_text(f"# our fleet\n{sim.host}\n")
+    env = {**os.environ, "MQTT_PASSWORD": shelly_broker.password("bridge"),
+           "SHELLY_MQTT_PASSWORD": shelly_broker.password("shelly"), "SHELLY_ADMIN_PASSWORD": "admin-pw-3"}  # fmt: skip
+    cmd = [sys.executable, "-m", "meterbridge.cli", "shelly", "provision", "--config", str(config), "--from",
+           str(fleet), "--mqtt-server", f"{shelly_broker.host}:{shelly_broker.port}", "--wait-s", "20"]  # fmt: skip
+    try:
+        for expected in ("set", "unchanged"):
+            proc = await asyncio.create_subprocess_exec(
+                *cmd, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+            )
+            out, err = await proc.communicate()
+            text = out.decode() + err.decode()
+            assert proc.returncode == 0, text
+            row = text.splitlines()[1].split()
+            assert row[0] == sim.host
+            assert row[1] == sim.device_id
+            assert row[3] == expected
+            assert row[-1] == "ok"
+            for secret in (shelly_broker.password("shelly"), shelly_broker.password("bridge"), "admin-pw-3"):
+                assert secret not in text
+        bad = await asyncio.create_subprocess_exec(
+            *cmd, env={**env, "SHELLY_ADMIN_PASSWORD": "wrong"}, stdout=asyncio.subprocess.PIPE
+        )
+        out, _ = await bad.communicate()
+        assert bad.returncode == 1
+        assert "authentication failed (wrong admin password)" in out.decode()
+    finally:
+        await sim.stop()
