@@ -7,10 +7,14 @@ PIP    := $(VENV)/bin/pip
 SRC    := services/meter-bridge/src
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup demo demo-stop test unit lint typecheck bench readme clean
+.PHONY: setup setup-ha demo demo-stop test unit lint typecheck bench readme clean
 
 setup:
 	@bash scripts/setup.sh
+
+# Home Assistant 2024.3.3 in its own venv (.cache/ha-venv) for the tests that run a real HA.
+setup-ha:
+	@bash scripts/setup-ha.sh
 
 demo: setup
 	@bash scripts/demo.sh
@@ -25,7 +29,7 @@ lint: setup
 typecheck: setup
 	$(VENV)/bin/mypy
 
-test: setup
+test: setup setup-ha
 	$(MAKE) --no-print-directory lint typecheck
 	$(VENV)/bin/pytest
 

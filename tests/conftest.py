@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from helpers.homeassistant import HomeAssistant
 from helpers.mosquitto import Mosquitto
 
 REPO = Path(__file__).resolve().parent.parent
@@ -42,3 +44,40 @@ def base_topic(request: pytest.FixtureRequest) -> str:
     """A base topic unique to this test, so tests sharing a broker never see each other."""
     name = "".join(c if c.isalnum() else "_" for c in request.node.name)[:40]
     return f"t_{name}_{id(request) % 100000}"
+
+
+@pytest.fixture(scope="session")
+def homeassistant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HomeAssistant]:
+    """A real Home Assistant 2024.3.3 shared by the session (recorder, api, websocket; no MQTT).
+
+    Onboarded; `homeassistant.token` is a long-lived admin token. See tests/helpers/homeassistant.py.
+    """
+    instance = HomeAssistant(tmp_path_factory.mktemp("homeassistant"))
+    instance.start()
+    yield instance
+    instance.stop()
+
+
+@pytest.fixture(scope="session")
+def homeassistant_mqtt(tmp_path_factory: pytest.TempPathFactory, broker: Mosquitto) -> Iterator[HomeAssistant]:
+    """A session Home Assistant whose MQTT integration uses the session `broker` (user `observer`)."""
+    instance = HomeAssistant(tmp_path_factory.mktemp("homeassistant_mqtt"), mqtt=broker)
+    instance.start()
+    yield instance
+    instance.stop()
+
+
+@pytest.fixture
+def homeassistant_factory(tmp_path: Path) -> Iterator[Callable[..., HomeAssistant]]:
+    """Per test: `ha = homeassistant_factory(mqtt=broker, extra_yaml=...)` starts an HA of this test's own."""
+    started: list[HomeAssistant] = []
+
+    def factory(**kwargs: Any) -> HomeAssistant:
+        instance = HomeAssistant(tmp_path / f"homeassistant{len(started)}", **kwargs)
+        started.append(instance)
+        instance.start()
+        return instance
+
+    yield factory
+    for instance in started:
+        instance.stop()

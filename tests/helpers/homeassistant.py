@@ -1,0 +1,317 @@
+"""A real Home Assistant 2024.3.3, run natively for tests.
+
+Install it once with `make setup-ha` (a separate venv in `.cache/ha-venv`; `make test` does
+it). The API, all on 127.0.0.1 with a port chosen at run time:
+
+    ha = HomeAssistant(tmp_path / "ha", mqtt=broker)   # mqtt optional (a tests.helpers Mosquitto)
+    ha.start()            # writes the config, starts `hass`, waits for HTTP, onboards (blocking)
+    ha.url, ha.ws_url     # http://127.0.0.1:PORT, ws://127.0.0.1:PORT/api/websocket
+    ha.token              # a long-lived access token of the admin owner (user `admin`)
+    ha.version            # "2024.3.3", as the websocket reports it
+    await ha.rest("GET", "/api/states")          # JSON answer; AssertionError on HTTP >= 400
+    async with ha.websocket() as ws:             # authenticated websocket
+        result = await ws.call("recorder/statistics_during_period", start_time=..., ...)
+    ha.stop()             # SIGTERM, then SIGKILL after 30 s
+
+Fixtures (in `tests/conftest.py`): `homeassistant` (session: one HA for every test that needs
+no MQTT), `homeassistant_mqtt` (session: an HA whose MQTT integration is connected to the
+session `broker` as user `observer`, discovery on under prefix `homeassistant`), and
+`homeassistant_factory` (per test: `ha = homeassistant_factory(mqtt=..., extra_yaml=...)` for a
+test that needs its own instance, e.g. to restart it). Mark tests `@pytest.mark.homeassistant`.
+
+The configuration is deliberately minimal (no `default_config`): `homeassistant`, `http`,
+`api`, `websocket_api`, `auth`/`onboarding` (to get a token), `recorder` on SQLite with a 1 s
+commit interval, and `mqtt` through a pre-seeded config entry when asked. `extra_yaml` is
+appended to configuration.yaml for anything else a test needs. HA runs with `--skip-pip`:
+every requirement is pre-installed by `scripts/setup-ha.sh`, so it never reaches the network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import secrets
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from .mosquitto import Mosquitto
+from .net import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+HA_VENV = REPO / ".cache" / "ha-venv"
+HASS = HA_VENV / "bin" / "hass"
+START_TIMEOUT_S = 120.0
+
+
+class HomeAssistantWebsocket:
+    """An authenticated websocket connection; `call` sends a command and returns its result."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, ha_version: str) -> None:
+        self._ws = ws
+        self._ids = itertools.count(1)
+        self.ha_version = ha_version
+
+    async def call(self, command: str, timeout: float = 30.0, **payload: Any) -> Any:
+        """Run `command` with `payload`; return `result`; AssertionError when HA answers an error."""
+        msg_id = next(self._ids)
+        await self._ws.send_json({"id": msg_id, "type": command, **payload})
+        async with asyncio.timeout(timeout):
+            while True:
+                message = await self._ws.receive_json()
+                if message.get("id") != msg_id or message.get("type") != "result":
+                    continue  # events of subscriptions, pongs
+                if not message.get("success"):
+                    raise AssertionError(f"{command} failed: {message.get('error')}")
+                return message.get("result")
+
+
+@dataclass
+class HomeAssistant:
+    """One Home Assistant process with its own config dir `workdir`."""
+
+    workdir: Path
+    mqtt: Mosquitto | None = None
+    mqtt_user: str = "observer"
+    extra_yaml: str = ""
+    time_zone: str = "UTC"
+    port: int = 0
+    host: str = "127.0.0.1"
+    token: str = ""
+    version: str = ""
+    process: subprocess.Popen[bytes] | None = None
+    password: str = field(default_factory=lambda: secrets.token_urlsafe(16))
+
+    def __post_init__(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = self.port or free_port()
+        self.log_file = self.workdir / "hass.log"
+
+    @property
+    def url(self) -> str:
+        """Base URL of the HTTP API."""
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        """URL of the websocket API."""
+        return f"ws://{self.host}:{self.port}/api/websocket"
+
+    # --- configuration ------------------------------------------------------------
+
+    def _write_config(self) -> None:
+        (self.workdir / "configuration.yaml").write_text(
+            f"""\
+homeassistant:
+  name: Test home
+  latitude: 51.5
+  longitude: -0.1
+  elevation: 0
+  unit_system: metric
+  currency: USD
+  country: US
+  time_zone: {self.time_zone}
+http:
+  server_host: {self.host}
+  server_port: {self.port}
+api:
+websocket_api:
+auth:
+onboarding:
+recorder:
+  db_url: sqlite:///{self.workdir / "home-assistant_v2.db"}
+  commit_interval: 1
+logger:
+  default: warning
+{self.extra_yaml}
+"""
+        )
+        if self.mqtt is not None:
+            self._seed_mqtt_entry(self.mqtt)
+
+    def _seed_mqtt_entry(self, broker: Mosquitto) -> None:
+        # A pre-seeded config entry is what the UI flow would store; HA sets up every
+        # domain that has an entry at start-up, so `mqtt:` need not be in the YAML.
+        storage = self.workdir / ".storage"
+        storage.mkdir(exist_ok=True)
+        entry = {
+            "entry_id": uuid.uuid4().hex,
+            "version": 1,
+            "minor_version": 1,
+            "domain": "mqtt",
+            "title": broker.host,
+            "data": {
+                "broker": broker.host,
+                "port": broker.port,
+                "username": self.mqtt_user,
+                "password": broker.password(self.mqtt_user),
+                "discovery": True,
+                "discovery_prefix": "homeassistant",
+            },
+            "options": {},
+            "pref_disable_new_entities": False,
+            "pref_disable_polling": False,
+            "source": "user",
+            "unique_id": None,
+            "disabled_by": None,
+        }
+        document = {
+            "version": 1,
+            "minor_version": 2,
+            "key": "core.config_entries",
+            "data": {"entries": [entry]},
+        }
+        (storage / "core.config_entries").write_text(json.dumps(document))
+
+    # --- lifecycle ----------------------------------------------------------------
+
+    def start(self) -> None:
+        """Write the config, start HA, wait for HTTP, onboard and get a long-lived token."""
+        if not HASS.exists():
+            raise RuntimeError(f"{HASS} is missing: run `make setup-ha` first")
+        self._write_config()
+        log = self.log_file.open("ab")
+        self.process = subprocess.Popen(
+            [str(HASS), "--config", str(self.workdir), "--skip-pip", "--log-file", str(self.workdir / "ha.log")],
+            stdout=log,
+            stderr=log,
+            cwd=self.workdir,
+        )
+        try:
+            steps = self._wait_for_http()
+            if any(step["step"] == "user" and not step["done"] for step in steps):
+                self._onboard()
+            elif not self.token:
+                raise RuntimeError("Home Assistant is already onboarded but this helper has no token for it")
+            self.version = self._run_async(self._fetch_version())
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_for_http(self) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"hass exited with {self.process.returncode}: {self.tail_log()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/api/onboarding", timeout=2) as response:  # noqa: S310
+                    steps: list[dict[str, Any]] = json.load(response)
+                    return steps
+            except (OSError, ValueError):
+                time.sleep(0.2)
+        raise RuntimeError(f"Home Assistant did not answer in {START_TIMEOUT_S} s: {self.tail_log()}")
+
+    def _post(self, path: str, body: bytes, content_type: str) -> Any:
+        request = urllib.request.Request(  # noqa: S310 - our own local URL
+            f"{self.url}{path}", data=body, headers={"Content-Type": content_type}, method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            return json.load(response)
+
+    def _onboard(self) -> None:
+        # The browser-free onboarding: create the owner (gives an auth code), trade the code
+        # for an access token, then ask the websocket for a long-lived token. The core_config
+        # step is skipped on purpose: it adds integrations that reach the internet.
+        client_id = f"{self.url}/"
+        user = {"client_id": client_id, "name": "Admin", "username": "admin", "password": self.password}
+        user.update(language="en")
+        answer = self._post("/api/onboarding/users", json.dumps(user).encode(), "application/json")
+        form = urllib.parse.urlencode(
+            {"grant_type": "authorization_code", "code": answer["auth_code"], "client_id": client_id}
+        ).encode()
+        tokens = self._post("/auth/token", form, "application/x-www-form-urlencoded")
+        self.token = tokens["access_token"]
+        self.token = self._run_async(self._long_lived_token())
+
+    async def _long_lived_token(self) -> str:
+        async with self.websocket() as ws:
+            token: str = await ws.call("auth/long_lived_access_token", client_name="tests", lifespan=365)
+            return token
+
+    async def _fetch_version(self) -> str:
+        async with self.websocket() as ws:
+            return ws.ha_version
+
+    @staticmethod
+    def _run_async(coro: Any) -> Any:
+        # start() is synchronous and may be called from inside a running loop (an async
+        # test): run the coroutine on a loop of its own in a helper thread.
+        result: list[Any] = []
+        errors: list[BaseException] = []
+
+        def runner() -> None:
+            try:
+                result.append(asyncio.run(coro))
+            except BaseException as err:
+                errors.append(err)
+
+        thread = threading.Thread(target=runner, name="ha-onboard")
+        thread.start()
+        thread.join()
+        if errors:
+            raise errors[0]
+        return result[0]
+
+    def stop(self) -> None:
+        """Stop HA (SIGTERM, SIGKILL after 30 s)."""
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def restart(self) -> None:
+        """Stop and start again on the same port and config dir (keeps the token)."""
+        self.stop()
+        self.start()
+
+    def tail_log(self, lines: int = 40) -> str:
+        """The last lines of HA's output, for error messages."""
+        text = ""
+        for path in (self.log_file, self.workdir / "ha.log"):
+            with contextlib.suppress(OSError):
+                text += path.read_text(errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    # --- API helpers --------------------------------------------------------------
+
+    async def rest(self, method: str, path: str, json_body: Any = None) -> Any:
+        """Call the REST API with the token; the decoded JSON answer (text if not JSON)."""
+        headers = {"Authorization": f"Bearer {self.token}"}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.request(method, f"{self.url}{path}", json=json_body, headers=headers) as response,
+        ):
+            text = await response.text()
+            assert response.status < 400, f"{method} {path}: HTTP {response.status}: {text}"
+            try:
+                return json.loads(text)
+            except ValueError:
+                return text
+
+    @contextlib.asynccontextmanager
+    async def websocket(self) -> AsyncIterator[HomeAssistantWebsocket]:
+        """An authenticated websocket connection (`await ws.call(command, **payload)`)."""
+        async with aiohttp.ClientSession() as session, session.ws_connect(self.ws_url, max_msg_size=0) as ws:
+            hello = await ws.receive_json()
+            assert hello["type"] == "auth_required", hello
+            await ws.send_json({"type": "auth", "access_token": self.token})
+            answer = await ws.receive_json()
+            assert answer["type"] == "auth_ok", answer
+            yield HomeAssistantWebsocket(ws, str(answer["ha_version"]))
