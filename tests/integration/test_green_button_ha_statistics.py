@@ -72,7 +72,7 @@ async def test_overlapping_files_merge_and_the_sum_continues(homeassistant: Home
     async with HaStatisticsClient(homeassistant.url, homeassistant.token) as client:
         await client.import_hours("hems:merge_energy_import", "Merge", early)
         written = await client.import_hours("hems:merge_energy_import", "Merge", late)
-    assert written == 10  # the 5 overlapping hours are unchanged
+    assert len(written) == 10  # the 5 overlapping hours are unchanged
     rows = _hours(await _rows(homeassistant, "hems:merge_energy_import"))
     assert len(rows) == 25
     assert rows[-1][2] == pytest.approx(summary.hours[Direction.DELIVERED].total())

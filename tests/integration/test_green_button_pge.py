@@ -9,7 +9,9 @@ certificate. It is a contract double: PG&E itself cannot be reached from here.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import secrets
 import ssl
 from collections.abc import AsyncIterator
@@ -19,12 +21,17 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
+from pydantic import SecretStr
 
 from helpers.net import free_port
 from helpers.tlscerts import CertSet, make_certs
 from meterbridge.errors import AuthError, ConfigError, SourceConnectionError
+from meterbridge.model import Quantity, Reading
+from meterbridge.sources import SourceContext
 from meterbridge.sources.green_button.espi import parse_bytes
 from meterbridge.sources.green_button.pge import ShareMyDataClient, check_key_file, client_ssl_context
+from meterbridge.sources.green_button.source import GreenButtonSource, GreenButtonSourceConfig
+from meterbridge.stats import SourceStats
 
 FIXTURE = (
     Path(__file__).resolve().parent.parent / "fixtures" / "green_button" / "feed_15min_fall_dst_received_duplicate.xml"
@@ -146,3 +153,46 @@ def test_key_file_readable_by_others_is_refused(tmp_path: Path) -> None:
     certs.client_key.chmod(0o644)
     with pytest.raises(ConfigError, match="chmod 600"):
         client_ssl_context(certs.client_cert, certs.client_key, certs.ca)
+
+
+async def test_source_imports_from_pge_and_backs_off_on_refusal(pge: tuple[FakePge, CertSet]) -> None:
+    state, certs = pge
+    config = GreenButtonSourceConfig(
+        type="green_button",
+        id="pge_home",
+        api="pge",
+        base_url=state.url,
+        resource_path=RESOURCE,
+        subscription_id="5",
+        client_id=SecretStr(CLIENT_ID),
+        client_secret=SecretStr(CLIENT_SECRET),
+        cert_file=certs.client_cert,
+        key_file=certs.client_key,
+        ca_file=certs.ca,
+    )
+    events: list[object] = []
+    ctx = SourceContext("pge_home", SourceStats(source_type="green_button", stale_after_s=1.0), events.append)
+    source = GreenButtonSource(config)
+    async with aiohttp.ClientSession() as session:
+        summary = await source.run_once(ctx, session)
+    assert summary is not None
+    readings = [e for e in events if isinstance(e, Reading)]
+    # hourly totals at each hour's end: 25 import hours, 5 export hours, non-decreasing
+    assert len([r for r in readings if r.quantity is Quantity.ENERGY_IMPORT]) == 25
+    assert len([r for r in readings if r.quantity is Quantity.ENERGY_EXPORT]) == 5
+    imports = [r.value for r in readings if r.quantity is Quantity.ENERGY_IMPORT]
+    assert imports == sorted(imports)
+
+    # refused credentials: the run loop counts the error, marks the meter down, and waits
+    bad = GreenButtonSource(config.model_copy(update={"client_secret": SecretStr("wrong")}))
+    task = asyncio.create_task(bad.run(ctx))
+    for _ in range(100):
+        if ctx.stats.errors["auth"]:
+            break
+        await asyncio.sleep(0.05)
+    assert not task.done()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert ctx.stats.errors["auth"] == 1
+    assert ctx.stats.meters["pge_home"] is False

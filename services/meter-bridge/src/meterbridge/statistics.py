@@ -198,8 +198,8 @@ class HaStatisticsClient:
             for row in rows
         ]
 
-    async def import_hours(self, statistic_id: str, name: str, hours: Mapping[int, float]) -> int:
-        """Merge `hours` (hour start epoch s -> kWh) into `statistic_id`; the number of rows written."""
+    async def import_hours(self, statistic_id: str, name: str, hours: Mapping[int, float]) -> list[StatisticRow]:
+        """Merge `hours` (hour start epoch s -> kWh) into `statistic_id`; the rows written (changed)."""
         rows = merge_rows(await self.existing_rows(statistic_id), hours)
         metadata = statistic_metadata(statistic_id, name, self.ha_version)
         for index in range(0, len(rows), IMPORT_BATCH):
@@ -211,7 +211,7 @@ class HaStatisticsClient:
             await self.call("recorder/import_statistics", metadata=metadata, stats=stats)
         if rows:
             await self._wait_until_stored(statistic_id, rows[-1])
-        return len(rows)
+        return rows
 
     async def _wait_until_stored(self, statistic_id: str, last: StatisticRow) -> None:
         # import_statistics only queues the rows for the recorder thread, which commits them

@@ -6,6 +6,7 @@ from typing import Any
 
 from ..configbase import SourceConfigBase
 from . import Source
+from .green_button.source import GreenButtonSource, GreenButtonSourceConfig
 from .simulated import SimulatedSource, SimulatedSourceConfig
 
 
@@ -13,4 +14,6 @@ def build_source(config: SourceConfigBase) -> Source[Any]:
     """The `Source` for `config`; raises `TypeError` for a config of no known family."""
     if isinstance(config, SimulatedSourceConfig):
         return SimulatedSource(config)
+    if isinstance(config, GreenButtonSourceConfig):
+        return GreenButtonSource(config)
     raise TypeError(f"no source implements {type(config).__name__}")

@@ -3,8 +3,10 @@
 Used by `meter-bridge import green-button FILE` and by the green_button source after each
 download. Statistics ids are `hems:<meter>_energy_import` / `hems:<meter>_energy_export`.
 Readings handed to the sinks follow the model's contract for totals: `energy_import` /
-`energy_export` are running totals (kWh, non-negative, from the start of the data) stamped at
-the end of each hour, so a time-series sink (InfluxDB) gets one point per hour.
+`energy_export` are running totals (kWh, non-negative) stamped at the end of each hour, so a
+time-series sink (InfluxDB) gets one point per hour. With HA statistics they are HA's running
+`sum` (continuous across imports; only changed hours are re-sent); without, they count from
+the start of the file.
 """
 
 from __future__ import annotations
@@ -129,6 +131,7 @@ class ImportResult:
 
     rows_written: dict[str, int] = field(default_factory=dict)
     readings_sent: int = 0
+    readings: list[Reading] = field(default_factory=list)  # hourly totals (kWh) at each hour's end
 
 
 async def import_summary(
@@ -143,15 +146,25 @@ async def import_summary(
     Raises `SinkError`/`AuthError` from the HA client; a sink is started, fed and closed here.
     """
     result = ImportResult()
+    readings: list[Reading] = []
     if statistics is not None:
         for direction, energy in summary.hours.items():
             if not energy.kwh:
                 continue
             sid = statistic_id(meter_id, direction)
             label = f"{name} energy {'import' if direction is Direction.DELIVERED else 'export'}"
-            result.rows_written[sid] = await statistics.import_hours(sid, label, energy.kwh)
-    if sinks:
+            rows = await statistics.import_hours(sid, label, energy.kwh)
+            result.rows_written[sid] = len(rows)
+            # totals anchored in HA's running sum, so they continue across imports
+            readings.extend(
+                Reading.of(meter_id, QUANTITY[direction], row.sum, datetime.fromtimestamp(row.start + HOUR_S, UTC))
+                for row in rows
+            )
+        readings.sort(key=lambda r: r.ts)
+    else:
         readings = total_readings(meter_id, summary)
+    result.readings = readings
+    if sinks:
         for sink in sinks:
             await sink.start()
             await sink.handle(readings)
