@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import sys
 import urllib.error
 import urllib.request
@@ -126,6 +127,44 @@ def _cmd_shelly_provision(args: argparse.Namespace) -> int:
     return run_provision(args)
 
 
+def _cmd_import_green_button(args: argparse.Namespace) -> int:
+    from .errors import AuthError, ParseError, SinkError
+    from .sources.green_button.importer import (
+        history_sinks,
+        import_summary,
+        parse_file,
+        progress_printer,
+    )
+    from .statistics import HaStatisticsClient
+
+    try:
+        summary = parse_file(args.file, progress_printer())
+    except (ParseError, OSError) as err:
+        print(f"{args.file}: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(summary.describe())
+    if args.dry_run:
+        print("dry run: nothing written")
+        return EXIT_OK
+    token = os.environ.get("HA_TOKEN", "")
+    if not token:
+        print("HA_TOKEN is not set (a long-lived admin token of Home Assistant)", file=sys.stderr)
+        return EXIT_CONFIG
+
+    async def run() -> int:
+        async with HaStatisticsClient(args.ha_url, token) as client:
+            result = await import_summary(summary, args.meter, args.name or args.meter, client, history_sinks())
+        for sid, rows in result.rows_written.items():
+            print(f"{sid}: {rows} hours written")
+        return EXIT_OK
+
+    try:
+        return asyncio.run(run())
+    except (AuthError, SinkError) as err:
+        print(f"import failed: {err}", file=sys.stderr)
+        return EXIT_UNHEALTHY
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `meter-bridge` (sub-commands register here)."""
     parser = argparse.ArgumentParser(prog="meter-bridge", description=__doc__)
@@ -167,6 +206,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(provision)
     provision.set_defaults(func=_cmd_shelly_provision)
+    imports = sub.add_parser("import", help="import utility data").add_subparsers(dest="kind", required=True)
+    green = imports.add_parser("green-button", help="import a Green Button (ESPI) XML file")
+    green.add_argument("file", type=Path, help="ESPI XML file (Download My Data)")
+    green.add_argument("--dry-run", action="store_true", help="print a summary, write nothing")
+    green.add_argument("--meter", default="utility", help="meter id of the statistics (default utility)")
+    green.add_argument("--name", default=None, help="name shown in Home Assistant (default: the meter id)")
+    green.add_argument(
+        "--ha-url",
+        default=os.environ.get("HA_URL", "http://127.0.0.1:8123"),
+        help="Home Assistant base URL (default $HA_URL or http://127.0.0.1:8123); token from $HA_TOKEN",
+    )
+    green.set_defaults(func=_cmd_import_green_button)
     return parser
 
 

@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field, SecretStr, ValidationError
 from .configbase import Identifier, StrictModel
 from .errors import ConfigError
 from .sinks.kasa.config import KasaConfig
+from .sources.green_button.source import GreenButtonSourceConfig
 from .sources.ha import HaSourceConfig
 from .sources.shelly.config import ShellySourceConfig
 from .sources.simulated import SimulatedSourceConfig
@@ -98,7 +99,7 @@ class HubConfig(StrictModel):
 
 
 SourceConfig = Annotated[
-    SimulatedSourceConfig | ShellySourceConfig | HaSourceConfig,
+    SimulatedSourceConfig | ShellySourceConfig | HaSourceConfig | GreenButtonSourceConfig,
     Field(discriminator="type"),
 ]
 

@@ -7,6 +7,7 @@ from typing import Any
 from ..config import BridgeConfig
 from ..configbase import SourceConfigBase
 from . import Source
+from .green_button.source import GreenButtonSource, GreenButtonSourceConfig
 from .ha import HaSource, HaSourceConfig
 from .shelly.config import ShellySourceConfig
 from .shelly.source import ShellySource
@@ -24,4 +25,6 @@ def build_source(config: SourceConfigBase, bridge: BridgeConfig) -> Source[Any]:
         return HaSource(config)
     if isinstance(config, ShellySourceConfig):
         return ShellySource(config, bridge)
+    if isinstance(config, GreenButtonSourceConfig):
+        return GreenButtonSource(config)
     raise TypeError(f"no source implements {type(config).__name__}")

@@ -1,0 +1,1 @@
+"""Green Button (NAESB ESPI): file import and PG&E Share My Data."""

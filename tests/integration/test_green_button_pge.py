@@ -1,0 +1,198 @@
+"""PG&E Share My Data client against a local HTTPS server that requires a client certificate.
+
+The server stands in for PG&E's endpoints and follows PG&E's documented Share My Data
+self-access flow: `POST /datacustodian/oauth/v2/token` (grant_type=client_credentials, HTTP
+Basic, mutual TLS) answers `client_access_token` + `expires_in`; ESPI resources under
+`/GreenButtonConnect/espi/1_1/resource/...` need `Authorization: Bearer` and the same
+certificate. It is a contract double: PG&E itself cannot be reached from here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import secrets
+import ssl
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+from pydantic import SecretStr
+
+from helpers.net import free_port
+from helpers.tlscerts import CertSet, make_certs
+from meterbridge.errors import AuthError, ConfigError, SourceConnectionError
+from meterbridge.model import Quantity, Reading
+from meterbridge.sources import SourceContext
+from meterbridge.sources.green_button.espi import parse_bytes
+from meterbridge.sources.green_button.pge import ShareMyDataClient, check_key_file, client_ssl_context
+from meterbridge.sources.green_button.source import GreenButtonSource, GreenButtonSourceConfig
+from meterbridge.stats import SourceStats
+
+FIXTURE = (
+    Path(__file__).resolve().parent.parent / "fixtures" / "green_button" / "feed_15min_fall_dst_received_duplicate.xml"
+)
+RESOURCE = "/GreenButtonConnect/espi/1_1/resource/Batch/Subscription/5"
+CLIENT_ID, CLIENT_SECRET = "hems-client-id", "s3cret-for-tests"
+
+
+@dataclass
+class FakePge:
+    """State of the stand-in server: tokens issued and valid, requests seen."""
+
+    url: str
+    expires_in: int = 3600
+    valid_tokens: set[str] = field(default_factory=set)
+    token_requests: int = 0
+    resource_requests: int = 0
+
+
+@pytest.fixture
+async def pge(tmp_path: Path) -> AsyncIterator[tuple[FakePge, CertSet]]:
+    certs = make_certs(tmp_path / "certs")
+    port = free_port()
+    state = FakePge(f"https://127.0.0.1:{port}")
+
+    async def token(request: web.Request) -> web.Response:
+        state.token_requests += 1
+        expected = "Basic " + base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
+        form = await request.post()
+        if request.headers.get("Authorization") != expected or form.get("grant_type") != "client_credentials":
+            return web.json_response({"error": "invalid_client"}, status=401)
+        issued = secrets.token_hex(8)
+        state.valid_tokens.add(issued)
+        return web.json_response({"client_access_token": issued, "expires_in": state.expires_in})
+
+    async def resource(request: web.Request) -> web.Response:
+        state.resource_requests += 1
+        bearer = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if bearer not in state.valid_tokens:
+            return web.Response(status=401)
+        return web.Response(body=FIXTURE.read_bytes(), content_type="application/atom+xml")
+
+    app = web.Application()
+    app.router.add_post("/datacustodian/oauth/v2/token", token)
+    app.router.add_get(RESOURCE, resource)
+    server_ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(certs.ca))
+    server_ssl.load_cert_chain(str(certs.server_cert), str(certs.server_key))
+    server_ssl.verify_mode = ssl.CERT_REQUIRED  # mutual TLS: no client certificate, no handshake
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=server_ssl).start()
+    yield state, certs
+    await runner.cleanup()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_token_and_resource_over_mutual_tls(pge: tuple[FakePge, CertSet]) -> None:
+    state, certs = pge
+    context = client_ssl_context(certs.client_cert, certs.client_key, certs.ca)
+    client = ShareMyDataClient(state.url, CLIENT_ID, CLIENT_SECRET, context)
+    async with aiohttp.ClientSession() as session:
+        body = await client.fetch(session, RESOURCE)
+        await client.fetch(session, RESOURCE)
+    _readings, report = parse_bytes(body)
+    assert report.readings == 120
+    assert state.token_requests == 1  # the token is reused while valid
+    assert state.resource_requests == 2
+
+
+async def test_without_client_certificate_the_server_refuses(pge: tuple[FakePge, CertSet]) -> None:
+    state, certs = pge
+    no_cert = ssl.create_default_context(cafile=str(certs.ca))
+    client = ShareMyDataClient(state.url, CLIENT_ID, CLIENT_SECRET, no_cert)
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises((AuthError, SourceConnectionError)):
+            await client.fetch(session, RESOURCE)
+    assert state.token_requests == 0  # refused in the handshake, before any HTTP
+
+
+async def test_wrong_secret_is_an_auth_error(pge: tuple[FakePge, CertSet]) -> None:
+    state, certs = pge
+    context = client_ssl_context(certs.client_cert, certs.client_key, certs.ca)
+    client = ShareMyDataClient(state.url, CLIENT_ID, "wrong", context)
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(AuthError):
+            await client.fetch(session, RESOURCE)
+
+
+async def test_expired_token_is_refreshed(pge: tuple[FakePge, CertSet]) -> None:
+    state, certs = pge
+    state.expires_in = 600
+    clock = Clock()
+    context = client_ssl_context(certs.client_cert, certs.client_key, certs.ca)
+    client = ShareMyDataClient(state.url, CLIENT_ID, CLIENT_SECRET, context, clock=clock)
+    async with aiohttp.ClientSession() as session:
+        await client.fetch(session, RESOURCE)
+        clock.now += 500  # within expires_in - margin: reused
+        await client.fetch(session, RESOURCE)
+        assert state.token_requests == 1
+        clock.now += 100  # past expires_in - 60 s margin: a new token first
+        state.valid_tokens.clear()  # and the server no longer accepts the old one
+        await client.fetch(session, RESOURCE)
+        assert state.token_requests == 2
+        state.valid_tokens.clear()  # revoked early on the server: a 401, then one refresh
+        await client.fetch(session, RESOURCE)
+    assert state.token_requests == 3
+
+
+def test_key_file_readable_by_others_is_refused(tmp_path: Path) -> None:
+    certs = make_certs(tmp_path)
+    check_key_file(certs.client_key)
+    certs.client_key.chmod(0o644)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        client_ssl_context(certs.client_cert, certs.client_key, certs.ca)
+
+
+async def test_source_imports_from_pge_and_backs_off_on_refusal(pge: tuple[FakePge, CertSet]) -> None:
+    state, certs = pge
+    config = GreenButtonSourceConfig(
+        type="green_button",
+        id="pge_home",
+        api="pge",
+        base_url=state.url,
+        resource_path=RESOURCE,
+        subscription_id="5",
+        client_id=SecretStr(CLIENT_ID),
+        client_secret=SecretStr(CLIENT_SECRET),
+        cert_file=certs.client_cert,
+        key_file=certs.client_key,
+        ca_file=certs.ca,
+    )
+    events: list[object] = []
+    ctx = SourceContext("pge_home", SourceStats(source_type="green_button", stale_after_s=1.0), events.append)
+    source = GreenButtonSource(config)
+    async with aiohttp.ClientSession() as session:
+        summary = await source.run_once(ctx, session)
+    assert summary is not None
+    readings = [e for e in events if isinstance(e, Reading)]
+    # hourly totals at each hour's end: 25 import hours, 5 export hours, non-decreasing
+    assert len([r for r in readings if r.quantity is Quantity.ENERGY_IMPORT]) == 25
+    assert len([r for r in readings if r.quantity is Quantity.ENERGY_EXPORT]) == 5
+    imports = [r.value for r in readings if r.quantity is Quantity.ENERGY_IMPORT]
+    assert imports == sorted(imports)
+
+    # refused credentials: the run loop counts the error, marks the meter down, and waits
+    bad = GreenButtonSource(config.model_copy(update={"client_secret": SecretStr("wrong")}))
+    task = asyncio.create_task(bad.run(ctx))
+    for _ in range(100):
+        if ctx.stats.errors["auth"]:
+            break
+        await asyncio.sleep(0.05)
+    assert not task.done()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert ctx.stats.errors["auth"] == 1
+    assert ctx.stats.meters["pge_home"] is False
