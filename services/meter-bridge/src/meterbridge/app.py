@@ -40,7 +40,7 @@ class Bridge:
         for sink in self.sinks:
             self.stats.sinks[sink.name] = sink.stats
         self.hub = Hub(self.sinks, config.hub.queue_size)
-        self.sources: list[Source[Any]] = [build_source(source) for source in config.sources]
+        self.sources: list[Source[Any]] = [build_source(source, config) for source in config.sources]
         self.health: HealthServer | None = None
         self._source_tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()

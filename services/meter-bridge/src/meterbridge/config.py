@@ -19,7 +19,9 @@ from pydantic import BaseModel, Field, SecretStr, ValidationError
 
 from .configbase import Identifier, StrictModel
 from .errors import ConfigError
+from .sources.glow.config import GlowSourceConfig
 from .sources.simulated import SimulatedSourceConfig
+from .sources.zigbee2mqtt.config import Zigbee2MqttSourceConfig
 from .yamlsource import KeyPath, LoadedYaml, Problem, format_path, load_yaml
 
 DEFAULT_CONFIG_PATH = Path("/data/config.yaml")
@@ -94,7 +96,9 @@ class HubConfig(StrictModel):
     )
 
 
-SourceConfig = Annotated[SimulatedSourceConfig, Field(discriminator="type")]
+SourceConfig = Annotated[
+    SimulatedSourceConfig | Zigbee2MqttSourceConfig | GlowSourceConfig, Field(discriminator="type")
+]
 
 
 class BridgeConfig(StrictModel):

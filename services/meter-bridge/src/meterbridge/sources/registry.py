@@ -4,13 +4,26 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..config import BridgeConfig
 from ..configbase import SourceConfigBase
 from . import Source
+from .glow.config import GlowSourceConfig
+from .glow.source import GlowSource
 from .simulated import SimulatedSource, SimulatedSourceConfig
+from .zigbee2mqtt.config import Zigbee2MqttSourceConfig
+from .zigbee2mqtt.source import Zigbee2MqttSource
 
 
-def build_source(config: SourceConfigBase) -> Source[Any]:
-    """The `Source` for `config`; raises `TypeError` for a config of no known family."""
+def build_source(config: SourceConfigBase, bridge: BridgeConfig) -> Source[Any]:
+    """The `Source` for `config` in `bridge`; raises `TypeError` for a config of no known family.
+
+    MQTT-fed sources use the bridge's broker, each with its own client id
+    (`<bridge client id>-<source id>`).
+    """
     if isinstance(config, SimulatedSourceConfig):
         return SimulatedSource(config)
+    if isinstance(config, Zigbee2MqttSourceConfig):
+        return Zigbee2MqttSource(config, bridge.mqtt, f"{bridge.client_id}-{config.id}")
+    if isinstance(config, GlowSourceConfig):
+        return GlowSource(config, bridge.mqtt, f"{bridge.client_id}-{config.id}")
     raise TypeError(f"no source implements {type(config).__name__}")
