@@ -6,6 +6,9 @@ cd "$(dirname "$0")/.."
 
 VENV=${VENV:-.venv}
 APT_PACKAGES=(mosquitto mosquitto-clients)
+# npm fetches the pinned Zigbee2MQTT release's settings schema (tests validate the
+# zigbee2mqtt service's rendered configuration against it); only if no npm is present.
+command -v npm >/dev/null || APT_PACKAGES+=(npm)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -33,4 +36,19 @@ if [[ ! -f "$stamp" ]] || [[ -n "$(find "${inputs[@]}" -newer "$stamp" 2>/dev/nu
     "$VENV/bin/pip" install -q --upgrade pip
     "$VENV/bin/pip" install -q -e "services/meter-bridge[dev]"
     touch "$stamp"
+fi
+
+# The settings schema of the Zigbee2MQTT release the zigbee2mqtt service pins.
+z2m_version=$(sed -n 's|^FROM koenkk/zigbee2mqtt:\([0-9.]*\).*|\1|p' services/zigbee2mqtt/Dockerfile)
+z2m_dir=.cache/zigbee2mqtt-$z2m_version
+if [[ -n $z2m_version && ! -f $z2m_dir/settings.schema.json ]]; then
+    echo "setup: fetching the settings schema of zigbee2mqtt $z2m_version"
+    mkdir -p "$z2m_dir"
+    (
+        cd "$z2m_dir"
+        npm pack --silent "zigbee2mqtt@$z2m_version" >/dev/null
+        tar xzf "zigbee2mqtt-$z2m_version.tgz" package/dist/util/settings.schema.json
+        mv package/dist/util/settings.schema.json .
+        rm -rf package "zigbee2mqtt-$z2m_version.tgz"
+    )
 fi

@@ -20,10 +20,12 @@ from pydantic import BaseModel, Field, SecretStr, ValidationError
 from .configbase import Identifier, StrictModel
 from .errors import ConfigError
 from .sinks.kasa.config import KasaConfig
+from .sources.glow.config import GlowSourceConfig
 from .sources.green_button.source import GreenButtonSourceConfig
 from .sources.ha import HaSourceConfig
 from .sources.shelly.config import ShellySourceConfig
 from .sources.simulated import SimulatedSourceConfig
+from .sources.zigbee2mqtt.config import Zigbee2MqttSourceConfig
 from .yamlsource import KeyPath, LoadedYaml, Problem, format_path, load_yaml
 
 DEFAULT_CONFIG_PATH = Path("/data/config.yaml")
@@ -99,7 +101,12 @@ class HubConfig(StrictModel):
 
 
 SourceConfig = Annotated[
-    SimulatedSourceConfig | ShellySourceConfig | HaSourceConfig | GreenButtonSourceConfig,
+    SimulatedSourceConfig
+    | ShellySourceConfig
+    | Zigbee2MqttSourceConfig
+    | GlowSourceConfig
+    | HaSourceConfig
+    | GreenButtonSourceConfig,
     Field(discriminator="type"),
 ]
 

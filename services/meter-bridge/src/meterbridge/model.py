@@ -4,8 +4,8 @@ A `Reading` is one measured value of one meter at one instant. Quantities and th
 units are fixed (see `UNITS`): sources convert to them, sinks rely on them.
 
 Sign convention: `power` is positive when the site (or circuit) imports energy and
-negative when it exports. `energy_import` and `energy_export` are both non-negative,
-monotonically increasing totals in kWh.
+negative when it exports. `energy_import`, `energy_export` and `gas_energy` are
+non-negative, monotonically increasing totals in kWh.
 """
 
 from __future__ import annotations
@@ -27,6 +27,10 @@ class Quantity(StrEnum):
     FREQUENCY = "frequency"
     POWER_FACTOR = "power_factor"
     PRICE = "price"
+    #: Gas used, as energy (kWh) the way UK smart meters report it; a running total.
+    GAS_ENERGY = "gas_energy"
+    #: Fixed daily charge of a tariff (currency per day).
+    STANDING_CHARGE = "standing_charge"
 
 
 class Unit(StrEnum):
@@ -39,6 +43,7 @@ class Unit(StrEnum):
     HERTZ = "Hz"
     RATIO = ""
     CURRENCY_PER_KWH = "currency/kWh"
+    CURRENCY_PER_DAY = "currency/day"
 
 
 UNITS: dict[Quantity, Unit] = {
@@ -50,11 +55,13 @@ UNITS: dict[Quantity, Unit] = {
     Quantity.FREQUENCY: Unit.HERTZ,
     Quantity.POWER_FACTOR: Unit.RATIO,
     Quantity.PRICE: Unit.CURRENCY_PER_KWH,
+    Quantity.GAS_ENERGY: Unit.KILOWATT_HOUR,
+    Quantity.STANDING_CHARGE: Unit.CURRENCY_PER_DAY,
 }
 
 #: Quantities that are running totals: they must never be dropped by rate limiting
 #: and must never go backwards in what Home Assistant sees.
-TOTALS: frozenset[Quantity] = frozenset({Quantity.ENERGY_IMPORT, Quantity.ENERGY_EXPORT})
+TOTALS: frozenset[Quantity] = frozenset({Quantity.ENERGY_IMPORT, Quantity.ENERGY_EXPORT, Quantity.GAS_ENERGY})
 
 
 def utc_now() -> datetime:

@@ -32,6 +32,7 @@ class SourceContext:
         self.stats = stats
         self._emit = emit
         self.log = RateLimitedLog(logging.getLogger(f"meterbridge.sources.{source_id}"))
+        self._sent_availability: dict[str, bool] = {}
 
     def readings(self, readings: Iterable[Reading]) -> None:
         """Hand readings on to every sink."""
@@ -48,8 +49,11 @@ class SourceContext:
 
     def availability(self, meter_id: str, available: bool) -> None:
         """Mark a meter reachable or not; repeated identical calls are not re-sent."""
-        if self.stats.meters.get(meter_id) == available:
+        # Compared with what was sent, not with `stats.meters`: `describe` records a new
+        # meter there as not (yet) available, and a first `False` must still go out.
+        if self._sent_availability.get(meter_id) == available:
             return
+        self._sent_availability[meter_id] = available
         self.stats.meters[meter_id] = available
         self._emit(MeterAvailability(meter_id, available))
 

@@ -7,24 +7,33 @@ from typing import Any
 from ..config import BridgeConfig
 from ..configbase import SourceConfigBase
 from . import Source
+from .glow.config import GlowSourceConfig
+from .glow.source import GlowSource
 from .green_button.source import GreenButtonSource, GreenButtonSourceConfig
 from .ha import HaSource, HaSourceConfig
 from .shelly.config import ShellySourceConfig
 from .shelly.source import ShellySource
 from .simulated import SimulatedSource, SimulatedSourceConfig
+from .zigbee2mqtt.config import Zigbee2MqttSourceConfig
+from .zigbee2mqtt.source import Zigbee2MqttSource
 
 
 def build_source(config: SourceConfigBase, bridge: BridgeConfig) -> Source[Any]:
-    """The `Source` for `config` (MQTT-based sources use `bridge`'s broker and site).
+    """The `Source` for `config` in `bridge`; raises `TypeError` for a config of no known family.
 
-    Raises `TypeError` for a config of no known family.
+    MQTT-fed sources use the bridge's broker, each with its own client id
+    (`<bridge client id>-<source id>`).
     """
     if isinstance(config, SimulatedSourceConfig):
         return SimulatedSource(config)
-    if isinstance(config, HaSourceConfig):
-        return HaSource(config)
     if isinstance(config, ShellySourceConfig):
         return ShellySource(config, bridge)
+    if isinstance(config, Zigbee2MqttSourceConfig):
+        return Zigbee2MqttSource(config, bridge.mqtt, f"{bridge.client_id}-{config.id}")
+    if isinstance(config, GlowSourceConfig):
+        return GlowSource(config, bridge.mqtt, f"{bridge.client_id}-{config.id}")
+    if isinstance(config, HaSourceConfig):
+        return HaSource(config)
     if isinstance(config, GreenButtonSourceConfig):
         return GreenButtonSource(config)
     raise TypeError(f"no source implements {type(config).__name__}")

@@ -43,6 +43,13 @@ ENTITY_DESCRIPTIONS: dict[Quantity, QuantityEntity] = {
     Quantity.FREQUENCY: QuantityEntity("Frequency", "frequency", "measurement", "Hz", 2),
     Quantity.POWER_FACTOR: QuantityEntity("Power factor", "power_factor", "measurement", None, 2),
     Quantity.PRICE: QuantityEntity("Price", "monetary", None, "{currency}/kWh", 4, "mdi:cash"),
+    # A kWh gas meter is an `energy` sensor: HA's `gas` device class only takes volumes
+    # (m³, ft³, CCF), and the Energy dashboard's gas source accepts device classes
+    # `energy` (Wh/kWh/MWh/GJ...) and `gas` (volumes), in 2024.3 and in current releases
+    # alike (homeassistant/components/energy/validate.py, GAS_USAGE_DEVICE_CLASSES and
+    # GAS_USAGE_UNITS).
+    Quantity.GAS_ENERGY: QuantityEntity("Gas energy", "energy", "total_increasing", "kWh", 3, "mdi:fire"),
+    Quantity.STANDING_CHARGE: QuantityEntity("Standing charge", "monetary", None, "{currency}/day", 4, "mdi:cash"),
 }
 
 

@@ -1,0 +1,181 @@
+"""The zigbee2mqtt service's entrypoint, run natively with POSIX sh (Debian's dash).
+
+Zigbee2MQTT itself cannot run here (no Zigbee radio, no Docker): the entrypoint is run
+with a stand-in command, and what it renders is validated against the settings schema
+of the pinned Zigbee2MQTT release (fetched by `make setup`), resolving the `!file key`
+references the way Zigbee2MQTT's settings.ts does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+SERVICE = REPO / "services" / "zigbee2mqtt"
+SCRIPT = SERVICE / "hems-entrypoint.sh"
+# Zigbee2MQTT's built-in defaults, which must never reach a real network.
+DEFAULT_NETWORK_KEY = [1, 3, 5, 7, 9, 11, 13, 15, 0, 2, 4, 6, 8, 10, 12, 13]
+
+
+def _pinned_version() -> str:
+    match = re.search(r"^FROM koenkk/zigbee2mqtt:(\d+\.\d+\.\d+)$", (SERVICE / "Dockerfile").read_text(), re.M)
+    assert match, "the Dockerfile must pin an exact Zigbee2MQTT version"
+    return match.group(1)
+
+
+def _env(data: Path, adapter: str, **extra: str) -> dict[str, str]:
+    env = {"PATH": os.environ["PATH"], "ZIGBEE2MQTT_DATA": str(data), "ZIGBEE_ADAPTER": adapter}
+    env.update({"ZIGBEE_RECHECK_S": "0.2", "Z2M_MQTT_USER": "zigbee2mqtt_hems", "Z2M_MQTT_PASSWORD": "s3cr'et pw"})
+    env.update(extra)
+    return env
+
+
+# The stand-in for Zigbee2MQTT: proves the entrypoint exec'd the image's command.
+STAND_IN = [sys.executable, "-c", "import os; print('STARTED', os.environ['ZIGBEE2MQTT_DATA'])"]
+
+
+def _run(env: dict[str, str], timeout: float = 20) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["sh", str(SCRIPT), *STAND_IN], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _resolved(data: Path) -> dict[str, Any]:
+    """configuration.yaml with `!file key` references and devices/groups files read in, as Zigbee2MQTT does."""
+    config = yaml.safe_load((data / "configuration.yaml").read_text())
+
+    def value(text: Any) -> Any:
+        match = re.fullmatch(r"!(.*) (.*)", text) if isinstance(text, str) else None
+        if not match:
+            return text
+        return yaml.safe_load((data / f"{match.group(1)}.yaml").read_text())[match.group(2)]
+
+    config["mqtt"]["password"] = value(config["mqtt"]["password"])
+    config["advanced"]["network_key"] = value(config["advanced"]["network_key"])
+    if "auth_token" in config["frontend"]:
+        config["frontend"]["auth_token"] = value(config["frontend"]["auth_token"])
+    for key in ("devices", "groups"):
+        config[key] = yaml.safe_load((data / config[key]).read_text())
+    return config
+
+
+def test_idles_without_an_adapter_then_starts_when_it_appears(tmp_path: Path) -> None:
+    adapter = tmp_path / "ttyUSB0"
+    process = subprocess.Popen(
+        ["sh", str(SCRIPT), *STAND_IN],
+        env=_env(tmp_path / "data", str(adapter)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        time.sleep(1.5)  # several re-checks
+        assert process.poll() is None, "the entrypoint must idle, not exit"
+        assert not (tmp_path / "data" / "configuration.yaml").exists()
+        adapter.touch()  # the dongle is plugged in
+        out, _ = process.communicate(timeout=10)
+    finally:
+        process.kill()
+    lines = out.splitlines()
+    assert lines[0] == (
+        f"hems-zigbee2mqtt: no Zigbee adapter at {adapter}; Zigbee2MQTT is idle, checking again every 0.2 s"
+    )
+    assert sum("Zigbee2MQTT is idle" in line for line in lines) == 1, "one clear line, not one per check"
+    assert lines[-1] == f"STARTED {tmp_path / 'data'}"
+    assert process.returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("extra", "reason"),
+    [
+        ({"ZIGBEE_ADAPTER": ""}, "ZIGBEE_ADAPTER is not set"),
+        ({"Z2M_MQTT_PASSWORD": ""}, "no MQTT password"),
+        ({"ZIGBEE_CHANNEL": "27"}, "is not a Zigbee channel"),
+        ({"ZIGBEE_ADAPTER_TYPE": "cc2531"}, "is not one of"),
+    ],
+)
+def test_idles_with_a_clear_reason(tmp_path: Path, extra: dict[str, str], reason: str) -> None:
+    (tmp_path / "tty").touch()
+    env = _env(tmp_path / "data", str(tmp_path / "tty"), **extra)
+    with pytest.raises(subprocess.TimeoutExpired) as info:
+        _run(env, timeout=1.0)
+    out = (info.value.stdout or b"").decode() if isinstance(info.value.stdout, bytes) else info.value.stdout or ""
+    assert reason in out
+    assert not (tmp_path / "data" / "configuration.yaml").exists()
+
+
+def test_renders_a_valid_config_without_default_secrets(tmp_path: Path) -> None:
+    data, adapter = tmp_path / "data", tmp_path / "usb-ITead_Sonoff_Zigbee_3.0_USB_Dongle_Plus-if00-port0"
+    adapter.touch()
+    env = _env(data, str(adapter), ZIGBEE_ADAPTER_TYPE="zstack", ZIGBEE_CHANNEL="15", Z2M_FRONTEND_TOKEN="tok")
+    result = _run(env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "STARTED" in result.stdout
+    text = (data / "configuration.yaml").read_text()
+    assert "s3cr" not in text, "the password must not be in configuration.yaml"
+    assert "GENERATE" not in text
+    config = _resolved(data)
+    assert config["mqtt"]["user"] == "zigbee2mqtt_hems"
+    assert config["mqtt"]["password"] == "s3cr'et pw"
+    assert config["mqtt"]["server"] == "mqtt://mqtt:1883"
+    assert config["serial"] == {"port": str(adapter), "adapter": "zstack"}
+    assert config["advanced"]["channel"] == 15
+    assert config["frontend"] == {"enabled": True, "port": 8080, "auth_token": "tok"}
+    key = config["advanced"]["network_key"]
+    assert len(key) == 16
+    assert key != DEFAULT_NETWORK_KEY
+    assert 1 <= config["advanced"]["pan_id"] <= 0x3FFE
+    assert len(config["advanced"]["ext_pan_id"]) == 8
+    assert oct((data / "secret.yaml").stat().st_mode & 0o777) == "0o600"
+    assert oct((data / "network.yaml").stat().st_mode & 0o777) == "0o600"
+    schema_file = REPO / ".cache" / f"zigbee2mqtt-{_pinned_version()}" / "settings.schema.json"
+    assert schema_file.exists(), "run `make setup`: it fetches the pinned Zigbee2MQTT settings schema"
+    jsonschema.validate(config, json.loads(schema_file.read_text()))
+
+    # a restart keeps the network and what Zigbee2MQTT wrote (device names), re-renders the rest
+    (data / "devices.yaml").write_text("'0x00124b0022aa0001':\n  friendly_name: kitchen/plug\n")
+    network = (data / "network.yaml").read_text()
+    result = _run({**env, "Z2M_MQTT_PASSWORD": "new", "Z2M_FRONTEND_TOKEN": ""})
+    assert result.returncode == 0, result.stdout + result.stderr
+    config = _resolved(data)
+    assert (data / "network.yaml").read_text() == network
+    assert config["devices"] == {"0x00124b0022aa0001": {"friendly_name": "kitchen/plug"}}
+    assert config["mqtt"]["password"] == "new"
+    assert config["frontend"] == {"enabled": False}
+    jsonschema.validate(config, json.loads(schema_file.read_text()))
+
+
+def test_password_from_a_file_and_tcp_adapters(tmp_path: Path) -> None:
+    secret = tmp_path / "z2m.pass"
+    secret.write_text("from-file\n")
+    env = _env(tmp_path / "data", "tcp://192.0.2.10:6638", Z2M_MQTT_PASSWORD="", Z2M_MQTT_PASSWORD_FILE=str(secret))
+    result = _run(env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert _resolved(tmp_path / "data")["mqtt"]["password"] == "from-file"
+
+
+def test_shellcheck() -> None:
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "shellcheck"), "--shell=sh", "--severity=style", str(SCRIPT)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout
+
+
+def test_dockerfile_uses_the_entrypoint_and_keeps_the_image_command() -> None:
+    text = (SERVICE / "Dockerfile").read_text()
+    assert 'ENTRYPOINT ["/usr/local/bin/hems-entrypoint.sh"]' in text
+    # the official image's command: tini as PID 1, then node
+    assert 'CMD ["/sbin/tini", "--", "node", "index.js"]' in text
+    assert _pinned_version()
