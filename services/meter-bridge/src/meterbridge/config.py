@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field, SecretStr, ValidationError
 
 from .configbase import Identifier, StrictModel
 from .errors import ConfigError
+from .sources.emu2.config import Emu2SourceConfig
 from .sources.simulated import SimulatedSourceConfig
 from .yamlsource import KeyPath, LoadedYaml, Problem, format_path, load_yaml
 
@@ -94,7 +95,7 @@ class HubConfig(StrictModel):
     )
 
 
-SourceConfig = Annotated[SimulatedSourceConfig, Field(discriminator="type")]
+SourceConfig = Annotated[SimulatedSourceConfig | Emu2SourceConfig, Field(discriminator="type")]
 
 
 class BridgeConfig(StrictModel):

@@ -27,6 +27,8 @@ class Quantity(StrEnum):
     FREQUENCY = "frequency"
     POWER_FACTOR = "power_factor"
     PRICE = "price"
+    #: Radio link to the meter (e.g. the EMU-2's Zigbee LinkStrength), 0-100 %.
+    LINK_QUALITY = "link_quality"
 
 
 class Unit(StrEnum):
@@ -39,6 +41,7 @@ class Unit(StrEnum):
     HERTZ = "Hz"
     RATIO = ""
     CURRENCY_PER_KWH = "currency/kWh"
+    PERCENT = "%"
 
 
 UNITS: dict[Quantity, Unit] = {
@@ -50,6 +53,7 @@ UNITS: dict[Quantity, Unit] = {
     Quantity.FREQUENCY: Unit.HERTZ,
     Quantity.POWER_FACTOR: Unit.RATIO,
     Quantity.PRICE: Unit.CURRENCY_PER_KWH,
+    Quantity.LINK_QUALITY: Unit.PERCENT,
 }
 
 #: Quantities that are running totals: they must never be dropped by rate limiting

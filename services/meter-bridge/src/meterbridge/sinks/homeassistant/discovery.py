@@ -29,6 +29,8 @@ class QuantityEntity:
     unit: str | None
     precision: int
     icon: str | None = None
+    #: `diagnostic` for figures about the link rather than the energy (HA hides them by default).
+    entity_category: str | None = None
 
 
 #: Energy totals are `total_increasing` in kWh and power is W `measurement`: what the
@@ -42,6 +44,7 @@ ENTITY_DESCRIPTIONS: dict[Quantity, QuantityEntity] = {
     Quantity.FREQUENCY: QuantityEntity("Frequency", "frequency", "measurement", "Hz", 2),
     Quantity.POWER_FACTOR: QuantityEntity("Power factor", "power_factor", "measurement", None, 2),
     Quantity.PRICE: QuantityEntity("Price", "monetary", None, "{currency}/kWh", 4, "mdi:cash"),
+    Quantity.LINK_QUALITY: QuantityEntity("Link quality", None, "measurement", "%", 0, "mdi:signal", "diagnostic"),
 }
 
 
@@ -120,6 +123,8 @@ def discovery_message(
         payload["unit_of_measurement"] = entity.unit.format(currency=currency)
     if entity.icon:
         payload["icon"] = entity.icon
+    if entity.entity_category:
+        payload["entity_category"] = entity.entity_category
     return topics.discovery("sensor", object_id), payload
 
 
