@@ -66,6 +66,8 @@ class Emu2Simulator:
     workdir: Path
     meter: MeterState = field(default_factory=MeterState)
     chaos: bool = False
+    #: In chaos mode, the chance of each kind of misbehaviour per push.
+    chaos_rate: float = 0.15
     seed: int = 0
     push_demand: bool = True
     device_mac: str = "0xd8d5b90000001a2b"
@@ -250,12 +252,12 @@ class Emu2Simulator:
     def _push(self, data: bytes, replies: list[bytes]) -> None:
         """Write a pushed fragment, misbehaving now and then in chaos mode."""
         self.pushes += 1
-        if self.chaos and self._rng.random() < 0.15:
+        if self.chaos and self._rng.random() < self.chaos_rate:
             self._write(b"\xff" * self._rng.randint(1, 8))
-        if self.chaos and replies and self._rng.random() < 0.5:
+        if self.chaos and replies and self._rng.random() < max(0.5, self.chaos_rate):
             cut = self._rng.randint(1, len(data) - 1)
             self._write(data[:cut] + replies.pop(0) + data[cut:])  # a reply lands inside the push
-        elif self.chaos and self._rng.random() < 0.15:
+        elif self.chaos and self._rng.random() < self.chaos_rate:
             self._write(data[: self._rng.randint(1, len(data) - 1)])  # clobbered by what follows
         else:
             self._write(data)
