@@ -206,3 +206,17 @@ def test_chunking_invariance(cuts: list[int]) -> None:
     """Feeding the ugliest stream in random chunks gives the same events as feeding it whole."""
     stream = (FIXTURES / "ugly_stream.xml").read_bytes()
     assert parse(stream, cuts) == parse(stream)
+
+
+@settings(max_examples=200, deadline=None)
+@given(watts=st.integers(min_value=-(2**31) // 1000, max_value=(2**31 - 1) // 1000))
+def test_demand_in_watts_is_exact(watts: int) -> None:
+    """A demand of N W (raw N with Divisor 1000, kW) comes out as exactly N.0 W, import or export."""
+    raw = f"0x{watts & 0xFFFFFFFF:08x}"
+    fragment = (
+        f"<InstantaneousDemand><DeviceMacId>0x01</DeviceMacId><Demand>{raw}</Demand>"
+        "<Multiplier>0x00000001</Multiplier><Divisor>0x000003e8</Divisor></InstantaneousDemand>"
+    ).encode()
+    (reading,) = Emu2Parser("m").feed(fragment)
+    assert isinstance(reading, Reading)
+    assert reading.value == float(watts)

@@ -183,9 +183,17 @@ def _hex_digits(raw: bytes) -> bytes:
 
 def signed_hex(raw: bytes) -> int:
     """A hex field as a signed integer (see the module docstring); raises `ParseError`."""
-    digits = _hex_digits(raw)
-    value = int(digits, 16)
-    width = len(digits)
+    if raw.isalnum() and raw[:2] == b"0x" and len(raw) <= 18:
+        # the common, clean `0x...` form: int() checks the digits (hot path)
+        try:
+            value = int(raw, 16)
+        except ValueError:
+            raise ParseError(f"not a hex number: {raw[:20]!r}") from None
+        width = len(raw) - 2
+    else:
+        digits = _hex_digits(raw)
+        value = int(digits, 16)
+        width = len(digits)
     bits = 24 if width == 6 else 32 if width <= 8 else 64
     if value >= 1 << (bits - 1):
         value -= 1 << bits
@@ -194,6 +202,11 @@ def signed_hex(raw: bytes) -> int:
 
 def unsigned_hex(raw: bytes) -> int:
     """A hex field as an unsigned integer; raises `ParseError`."""
+    if raw.isalnum() and raw[:2] == b"0x" and len(raw) <= 18:
+        try:
+            return int(raw, 16)
+        except ValueError:
+            raise ParseError(f"not a hex number: {raw[:20]!r}") from None
     return int(_hex_digits(raw), 16)
 
 
@@ -224,10 +237,11 @@ def _text(raw: bytes | None) -> str | None:
     return raw.strip(_PADDING).decode("cp1252", errors="replace").strip() or None
 
 
-def _scale(fields: dict[bytes, bytes], raw: int) -> float:
+def _factor(fields: dict[bytes, bytes]) -> tuple[int, int]:
+    """(Multiplier, Divisor) of a fragment, a 0 (or a missing field) meaning 1."""
     multiplier = unsigned_hex(fields[b"multiplier"]) if fields.get(b"multiplier") else 1
     divisor = unsigned_hex(fields[b"divisor"]) if fields.get(b"divisor") else 1
-    return raw * (multiplier or 1) / (divisor or 1)
+    return multiplier or 1, divisor or 1
 
 
 def _required(fields: dict[bytes, bytes], key: bytes, label: str) -> bytes:
@@ -263,6 +277,7 @@ class Emu2Parser:
         self._body = 0
         self._scan = 0
         self._closers: dict[bytes, re.Pattern[bytes]] = {}
+        self._factors: dict[tuple[bytes | None, bytes | None], tuple[int, int]] = {}
         self._handlers: dict[bytes, Callable[[dict[bytes, bytes], list[tuple[bytes, bytes]]], list[Emu2Event]]] = {
             b"instantaneousdemand": self._demand,
             b"currentsummationdelivered": self._summation,
@@ -292,7 +307,8 @@ class Emu2Parser:
         # Fast path: most chunks only extend the fragment being collected.
         end_tag = self._end_tag
         if end_tag is not None and size - self._start <= MAX_FRAGMENT_BYTES and end_tag.search(buf, self._scan) is None:
-            self._scan = max(self._body, size - _END_OVERLAP)
+            scan = size - _END_OVERLAP
+            self._scan = scan if scan > self._body else self._body
             return []
         out: list[Emu2Event] = []
         pos = 0
@@ -349,7 +365,7 @@ class Emu2Parser:
 
     def _junk(self, buf: bytearray, start: int, end: int) -> None:
         if end > start:
-            self.junk_bytes += len(bytes(buf[start:end]).strip(_BLANK))
+            self.junk_bytes += len(buf[start:end].strip(_BLANK))
 
     def _closer(self, root: bytes) -> re.Pattern[bytes]:
         """The end tag of `root` or of any known fragment."""
@@ -369,24 +385,35 @@ class Emu2Parser:
         handler = self._handlers.get(key)
         if handler is None:
             return [] if key in self._ignored else [UnknownFragment(root.decode("ascii"))]
-        children = [(name.lower(), value) for name, value in raw_children]
-        fields = dict(children)
+        fields = {name.lower(): value for name, value in raw_children}
         mac = fields.get(b"metermacid")
         if self.meter_mac is not None and mac:
             other = normalise_mac(mac.strip(_PADDING).decode("ascii", errors="replace"))
             if other != self.meter_mac:
                 return [OtherMeter(root.decode("ascii"), other)]
         try:
-            return handler(fields, children)
+            return handler(fields, raw_children)
         except ParseError as err:
             return [Garbled(root.decode("ascii"), str(err))]
+
+    def _scale(self, fields: dict[bytes, bytes], raw: int) -> float:
+        # a device sends the same Multiplier/Divisor pair every time: parse it once
+        key = (fields.get(b"multiplier"), fields.get(b"divisor"))
+        factor = self._factors.get(key)
+        if factor is None:
+            factor = _factor(fields)
+            if len(self._factors) >= 16:
+                self._factors.clear()
+            self._factors[key] = factor
+        # multiply before dividing: 290 * 1 / 1000 is exactly 0.29, 290 * 0.001 is not
+        return raw * factor[0] / factor[1]
 
     def _ts(self, fields: dict[bytes, bytes]) -> datetime:
         return timestamp(fields.get(b"timestamp")) or self.clock()
 
     def _demand(self, fields: dict[bytes, bytes], _: list[tuple[bytes, bytes]]) -> list[Emu2Event]:
         raw = signed_hex(_required(fields, b"demand", "Demand"))
-        watts = _scale(fields, raw) * 1000.0  # the device reports kW
+        watts = self._scale(fields, raw * 1000)  # the device reports kW
         return [Reading.of(self.meter_id, Quantity.POWER, watts, self._ts(fields))]
 
     def _summation(self, fields: dict[bytes, bytes], _: list[tuple[bytes, bytes]]) -> list[Emu2Event]:
@@ -399,7 +426,7 @@ class Emu2Parser:
             raw = fields.get(key)
             if not raw:
                 continue
-            kwh = _scale(fields, signed_hex(raw))
+            kwh = self._scale(fields, signed_hex(raw))
             if kwh < 0:
                 raise ParseError(f"negative total {kwh!r} kWh in {key.decode()}")
             out.append(Reading.of(self.meter_id, quantity, kwh, ts))
@@ -454,7 +481,7 @@ class Emu2Parser:
     def _meter_list(self, fields: dict[bytes, bytes], children: list[tuple[bytes, bytes]]) -> list[Emu2Event]:
         mac = _text(fields.get(b"devicemacid"))
         meters = tuple(
-            normalise_mac(text) for name, value in children if name == b"metermacid" and (text := _text(value))
+            normalise_mac(text) for name, value in children if name.lower() == b"metermacid" and (text := _text(value))
         )
         return [MeterList(normalise_mac(mac) if mac else None, meters)]
 
