@@ -19,6 +19,7 @@ from meterbridge.model import Event, MeterAvailability, Quantity, Reading
 from meterbridge.sources import SourceContext
 from meterbridge.sources.emu2.config import Emu2SourceConfig
 from meterbridge.sources.emu2.source import Emu2Source
+from meterbridge.sources.emu2.transport import COMMAND_GAP_S, Emu2Transport
 from meterbridge.stats import SourceStats
 
 
@@ -92,7 +93,7 @@ async def test_end_to_end_retained_state_with_export(broker: Mosquitto, base_top
     async with recording(broker, state_topic) as late:
         await late.wait_for(lambda r: state_topic in r.last, timeout=10)
         assert late.json(state_topic)["power"] == -1500.0
-    assert sim.commands[0] == "initialize"
+    assert sim.commands[:4] == ["initialize", "get_device_info", "get_meter_list", "get_connection_status"]
     assert sim.commands.count("set_schedule") == 2
     assert sim.demand_interval_s == 1
 
@@ -117,6 +118,23 @@ async def test_unplug_marks_offline_and_replug_recovers(broker: Mosquitto, base_
         assert isinstance(source, Emu2Source)
         assert source.sessions >= 2
         assert bridge.stats.sources["grid"].errors["connection"] >= 2
+
+
+async def test_commands_are_serialized_with_a_gap(sim: Emu2Simulator) -> None:
+    """Concurrent commands go out one at a time, COMMAND_GAP_S apart (the device does not queue)."""
+    transport = await Emu2Transport.open(sim.port)
+    try:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await asyncio.gather(*(transport.send("get_connection_status") for _ in range(4)))
+        elapsed = loop.time() - started
+        data = b""
+        while data.count(b"</ConnectionStatus>") < 4:
+            data += await transport.read(5)
+    finally:
+        transport.close()
+    assert elapsed >= 3 * COMMAND_GAP_S
+    assert sim.commands.count("get_connection_status") == 4
 
 
 async def collect(source: Emu2Source, seconds: float) -> tuple[list[Event], SourceStats]:

@@ -56,3 +56,22 @@ def test_link_quality_is_a_diagnostic_percentage() -> None:
     assert payload["state_class"] == "measurement"
     assert payload["entity_category"] == "diagnostic"
     assert "device_class" not in payload
+
+
+def test_unknown_fragments_counted_and_logged_once_per_name(caplog: pytest.LogCaptureFixture) -> None:
+    """Every unknown fragment is counted; each name is logged once."""
+    from meterbridge.sources import SourceContext
+    from meterbridge.sources.emu2.parser import Emu2Parser
+    from meterbridge.stats import SourceStats
+
+    source = Emu2Source(Emu2SourceConfig(type="emu2", id="grid", port="/dev/null"))
+    ctx = SourceContext("grid", SourceStats("emu2", 300), lambda event: None)
+    unknown = b"<FastPollStatus><DeviceMacId>0x01</DeviceMacId></FastPollStatus>"
+    other = b"<BillingPeriodList><DeviceMacId>0x01</DeviceMacId></BillingPeriodList>"
+    parser = Emu2Parser("grid")
+    with caplog.at_level("INFO", logger="meterbridge.sources.emu2"):
+        for _ in range(3):
+            source._handle(ctx, parser.feed(unknown + other), 0.0)
+    assert ctx.stats.errors["unknown_fragment"] == 6
+    logged = [r.getMessage() for r in caplog.records if "unknown fragment" in r.getMessage()]
+    assert len(logged) == 2

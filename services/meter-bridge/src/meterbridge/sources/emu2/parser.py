@@ -294,11 +294,6 @@ class Emu2Parser:
         """Bytes held for a fragment not complete yet (bounded by `MAX_FRAGMENT_BYTES`)."""
         return len(self._buf)
 
-    def reset(self) -> None:
-        """Forget any partial fragment (after the port was reopened)."""
-        self._buf.clear()
-        self._root = self._end_tag = None
-
     def feed(self, data: bytes) -> list[Emu2Event]:
         """Add `data` and return the events of every fragment it completed, in stream order."""
         buf = self._buf
