@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field, SecretStr, ValidationError
 from .configbase import Identifier, StrictModel
 from .errors import ConfigError
 from .sinks.kasa.config import KasaConfig
+from .sources.emu2.config import Emu2SourceConfig
 from .sources.glow.config import GlowSourceConfig
 from .sources.green_button.source import GreenButtonSourceConfig
 from .sources.ha import HaSourceConfig
@@ -106,7 +107,8 @@ SourceConfig = Annotated[
     | Zigbee2MqttSourceConfig
     | GlowSourceConfig
     | HaSourceConfig
-    | GreenButtonSourceConfig,
+    | GreenButtonSourceConfig
+    | Emu2SourceConfig,
     Field(discriminator="type"),
 ]
 

@@ -31,6 +31,8 @@ class Quantity(StrEnum):
     GAS_ENERGY = "gas_energy"
     #: Fixed daily charge of a tariff (currency per day).
     STANDING_CHARGE = "standing_charge"
+    #: Radio link to the meter (e.g. the EMU-2's Zigbee LinkStrength), 0-100 %.
+    LINK_QUALITY = "link_quality"
 
 
 class Unit(StrEnum):
@@ -44,6 +46,7 @@ class Unit(StrEnum):
     RATIO = ""
     CURRENCY_PER_KWH = "currency/kWh"
     CURRENCY_PER_DAY = "currency/day"
+    PERCENT = "%"
 
 
 UNITS: dict[Quantity, Unit] = {
@@ -57,6 +60,7 @@ UNITS: dict[Quantity, Unit] = {
     Quantity.PRICE: Unit.CURRENCY_PER_KWH,
     Quantity.GAS_ENERGY: Unit.KILOWATT_HOUR,
     Quantity.STANDING_CHARGE: Unit.CURRENCY_PER_DAY,
+    Quantity.LINK_QUALITY: Unit.PERCENT,
 }
 
 #: Quantities that are running totals: they must never be dropped by rate limiting

@@ -7,6 +7,8 @@ from typing import Any
 from ..config import BridgeConfig
 from ..configbase import SourceConfigBase
 from . import Source
+from .emu2.config import Emu2SourceConfig
+from .emu2.source import Emu2Source
 from .glow.config import GlowSourceConfig
 from .glow.source import GlowSource
 from .green_button.source import GreenButtonSource, GreenButtonSourceConfig
@@ -36,4 +38,6 @@ def build_source(config: SourceConfigBase, bridge: BridgeConfig) -> Source[Any]:
         return HaSource(config)
     if isinstance(config, GreenButtonSourceConfig):
         return GreenButtonSource(config)
+    if isinstance(config, Emu2SourceConfig):
+        return Emu2Source(config)
     raise TypeError(f"no source implements {type(config).__name__}")

@@ -30,6 +30,8 @@ class QuantityEntity:
     unit: str | None
     precision: int
     icon: str | None = None
+    #: `diagnostic` for figures about the link rather than the energy (HA hides them by default).
+    entity_category: str | None = None
 
 
 #: Energy totals are `total_increasing` in kWh and power is W `measurement`: what the
@@ -50,6 +52,7 @@ ENTITY_DESCRIPTIONS: dict[Quantity, QuantityEntity] = {
     # GAS_USAGE_UNITS).
     Quantity.GAS_ENERGY: QuantityEntity("Gas energy", "energy", "total_increasing", "kWh", 3, "mdi:fire"),
     Quantity.STANDING_CHARGE: QuantityEntity("Standing charge", "monetary", None, "{currency}/day", 4, "mdi:cash"),
+    Quantity.LINK_QUALITY: QuantityEntity("Link quality", None, "measurement", "%", 0, "mdi:signal", "diagnostic"),
 }
 
 
@@ -128,6 +131,8 @@ def discovery_message(
         payload["unit_of_measurement"] = entity.unit.format(currency=currency)
     if entity.icon:
         payload["icon"] = entity.icon
+    if entity.entity_category:
+        payload["entity_category"] = entity.entity_category
     return topics.discovery("sensor", object_id), payload
 
 
