@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VENV=${VENV:-.venv}
-APT_PACKAGES=(mosquitto mosquitto-clients)
+# nginx and openssl: the release tests run the nginx entrypoint and `nginx -t` natively
+APT_PACKAGES=(mosquitto mosquitto-clients nginx openssl)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -17,10 +18,12 @@ if ((${#missing[@]})); then
     [[ $(id -u) -eq 0 ]] || sudo_cmd=(sudo)
     "${sudo_cmd[@]}" apt-get update -qq
     DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-    # Debian starts a system-wide broker on :1883; ours run on private ports, so stop it.
-    if command -v systemctl >/dev/null && systemctl is-active --quiet mosquitto 2>/dev/null; then
-        "${sudo_cmd[@]}" systemctl disable --now mosquitto >/dev/null 2>&1 || true
-    fi
+    # Debian starts a system-wide broker on :1883 and nginx on :80; ours run on private ports.
+    for unit in mosquitto nginx; do
+        if command -v systemctl >/dev/null && systemctl is-active --quiet "$unit" 2>/dev/null; then
+            "${sudo_cmd[@]}" systemctl disable --now "$unit" >/dev/null 2>&1 || true
+        fi
+    done
 fi
 
 stamp="$VENV/.installed"
@@ -33,4 +36,13 @@ if [[ ! -f "$stamp" ]] || [[ -n "$(find "${inputs[@]}" -newer "$stamp" 2>/dev/nu
     "$VENV/bin/pip" install -q --upgrade pip
     "$VENV/bin/pip" install -q -e "services/meter-bridge[dev]"
     touch "$stamp"
+fi
+
+# balena's own compose parser for tests/release (npm, offline once installed). Without npm the
+# test that needs it skips and says so.
+BALENA_COMPOSE_DIR=${BALENA_COMPOSE_DIR:-.cache/npm-balena-compose}
+if command -v npm >/dev/null && [[ ! -f "$BALENA_COMPOSE_DIR/node_modules/@balena/compose/package.json" ]]; then
+    echo "setup: installing @balena/compose@7.4.1 into $BALENA_COMPOSE_DIR"
+    mkdir -p "$BALENA_COMPOSE_DIR"
+    npm install --silent --no-audit --no-fund --ignore-scripts --prefix "$BALENA_COMPOSE_DIR" @balena/compose@7.4.1 >/dev/null
 fi
