@@ -9,7 +9,8 @@ from pathlib import Path
 
 import aiomqtt
 import pytest
-from conftest import MOSQUITTO_DIR, ReleaseBroker
+
+from helpers.release import MOSQUITTO_DIR, ReleaseBroker
 
 USERS = ("bridge", "homeassistant", "zigbee2mqtt", "shelly", "healthcheck")
 
