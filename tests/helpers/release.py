@@ -9,7 +9,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .net import free_port, wait_for_port
+from .net import free_port, stop_process, wait_for_port
 
 REPO = Path(__file__).resolve().parents[2]
 MOSQUITTO_DIR = REPO / "services" / "mosquitto"
@@ -79,11 +79,6 @@ class ReleaseBroker:
         """Stop the broker."""
         if self.process is None:
             return
-        self.process.terminate()
-        try:
-            self.process.wait(5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process)
         self.process = None
         self.log.close()

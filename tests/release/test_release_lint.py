@@ -52,12 +52,15 @@ def test_found_the_release_files() -> None:
     assert REPO / "scripts" / "setup.sh" in SCRIPTS
 
 
+def assert_clean(tool: str, *args: str) -> None:
+    """Run a linter from the virtualenv; its findings are the failure message."""
+    result = subprocess.run([str(BIN / tool), *args], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.relative_to(REPO).as_posix())
 def test_hadolint(dockerfile: Path) -> None:
-    result = subprocess.run(
-        [str(BIN / "hadolint"), "--no-color", str(dockerfile)], capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert_clean("hadolint", "--no-color", str(dockerfile))
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.relative_to(REPO).as_posix())
@@ -73,10 +76,7 @@ def test_hadolint_ignores_carry_a_reason(dockerfile: Path) -> None:
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.relative_to(REPO).as_posix())
 def test_shellcheck(script: Path) -> None:
-    result = subprocess.run(
-        [str(BIN / "shellcheck"), "--external-sources", str(script)], capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert_clean("shellcheck", "--external-sources", str(script))
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.relative_to(REPO).as_posix())
