@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from helpers.net import free_port, wait_for_port
+from helpers.net import free_port, stop_process, wait_for_port
 from helpers.release import REPO
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -251,7 +252,59 @@ async def test_live_proxy(tmp_path: Path, upstream: tuple[int, list[dict[str, st
                 assert echoed["authorization"] == "Token tok123"
         assert len(seen) == 3
     finally:
-        process.terminate()
-        process.wait(10)
+        stop_process(process)
         log.close()
     assert json.dumps(seen)  # the upstream saw exactly the three authorised/plain requests
+
+
+async def test_real_hass_configurator_behind_nginx(tmp_path: Path) -> None:
+    """hass-configurator 0.7.0 (the image's pin) under /configurator/, set up with the image's
+    HC_ variables: its relative API URLs work below the sub-path, and only through nginx's auth."""
+    config_dir = tmp_path / "ha"
+    config_dir.mkdir()
+    (config_dir / "configuration.yaml").write_text("default_config:\n")
+    configurator_port, http_port, https_port = free_port(), free_port(), free_port()
+    hc_env = {
+        "PATH": os.environ["PATH"],
+        "HC_BASEPATH": str(config_dir),
+        "HC_ENFORCE_BASEPATH": "true",
+        "HC_LISTENIP": "127.0.0.1",
+        "HC_PORT": str(configurator_port),
+        "HC_ALLOWED_NETWORKS": "127.0.0.0/8",
+        "HC_HASS_API": "none",
+    }
+    configurator_bin = Path(sys.executable).parent / "hass-configurator"
+    hc_log = (tmp_path / "configurator.log").open("wb")
+    configurator = subprocess.Popen([str(configurator_bin)], env=hc_env, stdout=hc_log, stderr=hc_log)
+    env = environment(
+        tmp_path / "nginx",
+        http_port=str(http_port),
+        https_port=str(https_port),
+        PROXY_ADMIN_PASSWORD="correct horse battery",
+        NGINX_UPSTREAM_CONFIGURATOR=f"127.0.0.1:{configurator_port}",
+    )
+    log = (tmp_path / "nginx.log").open("wb")
+    proxy = subprocess.Popen(["sh", str(ENTRYPOINT)], env=env, stdout=log, stderr=log)
+    try:
+        wait_for_port(configurator_port)
+        wait_for_port(https_port)
+        base = f"https://127.0.0.1:{https_port}/configurator/"
+        auth = basic("admin", "correct horse battery")
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=False)) as session:
+            async with session.get(base) as r:
+                assert r.status == 401
+            async with session.get(base, headers=auth) as r:
+                assert r.status == 200
+                page = await r.text()
+                assert '"api/listdir' in page, "the UI calls its API relative to the sub-path"
+            async with session.get(f"{base}api/listdir?path={config_dir}", headers=auth) as r:
+                assert r.status == 200
+                listing = await r.json(content_type=None)
+                assert "configuration.yaml" in json.dumps(listing)
+            async with session.get(f"https://127.0.0.1:{https_port}/configurator", headers=auth) as r:
+                assert r.status == 200, "no trailing slash: redirected below the sub-path"
+    finally:
+        stop_process(proxy)
+        stop_process(configurator)
+        log.close()
+        hc_log.close()
