@@ -23,8 +23,8 @@ demo-stop:
 	@bash scripts/demo.sh stop
 
 lint: setup
-	$(VENV)/bin/ruff check services/meter-bridge/src tests scripts
-	$(VENV)/bin/ruff format --check services/meter-bridge/src tests scripts
+	$(VENV)/bin/ruff check services/meter-bridge/src services/homeassistant tests scripts
+	$(VENV)/bin/ruff format --check services/meter-bridge/src services/homeassistant tests scripts
 
 typecheck: setup
 	$(VENV)/bin/mypy

@@ -5,9 +5,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VENV=${VENV:-.venv}
-APT_PACKAGES=(mosquitto mosquitto-clients)
 # npm fetches the pinned Zigbee2MQTT release's settings schema (tests validate the
 # zigbee2mqtt service's rendered configuration against it); only if no npm is present.
+command -v npm >/dev/null || APT_PACKAGES+=(npm)
+# nginx and openssl: the release tests run the nginx entrypoint and `nginx -t` natively
+APT_PACKAGES=(mosquitto mosquitto-clients nginx openssl)
+# npm: the release tests' @balena/compose parser and the Zigbee2MQTT settings schema come
+# from the npm registry; Debian's npm only if the machine has none.
 command -v npm >/dev/null || APT_PACKAGES+=(npm)
 
 missing=()
@@ -20,10 +24,12 @@ if ((${#missing[@]})); then
     [[ $(id -u) -eq 0 ]] || sudo_cmd=(sudo)
     "${sudo_cmd[@]}" apt-get update -qq
     DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-    # Debian starts a system-wide broker on :1883; ours run on private ports, so stop it.
-    if command -v systemctl >/dev/null && systemctl is-active --quiet mosquitto 2>/dev/null; then
-        "${sudo_cmd[@]}" systemctl disable --now mosquitto >/dev/null 2>&1 || true
-    fi
+    # Debian starts a system-wide broker on :1883 and nginx on :80; ours run on private ports.
+    for unit in mosquitto nginx; do
+        if command -v systemctl >/dev/null && systemctl is-active --quiet "$unit" 2>/dev/null; then
+            "${sudo_cmd[@]}" systemctl disable --now "$unit" >/dev/null 2>&1 || true
+        fi
+    done
 fi
 
 stamp="$VENV/.installed"
@@ -51,4 +57,13 @@ if [[ -n $z2m_version && ! -f $z2m_dir/settings.schema.json ]]; then
         mv package/dist/util/settings.schema.json .
         rm -rf package "zigbee2mqtt-$z2m_version.tgz"
     )
+fi
+
+# balena's own compose parser for tests/release (npm, offline once installed). Without npm the
+# test that needs it skips and says so.
+BALENA_COMPOSE_DIR=${BALENA_COMPOSE_DIR:-.cache/npm-balena-compose}
+if command -v npm >/dev/null && [[ ! -f "$BALENA_COMPOSE_DIR/node_modules/@balena/compose/package.json" ]]; then
+    echo "setup: installing @balena/compose@7.4.1 into $BALENA_COMPOSE_DIR"
+    mkdir -p "$BALENA_COMPOSE_DIR"
+    npm install --silent --no-audit --no-fund --ignore-scripts --prefix "$BALENA_COMPOSE_DIR" @balena/compose@7.4.1 >/dev/null
 fi

@@ -9,7 +9,7 @@
 # Variables: ZIGBEE_ADAPTER (required: /dev/ttyUSB0, /dev/serial/by-id/..., or
 # tcp://host:port), ZIGBEE_ADAPTER_TYPE (zstack, ember, deconz, zigate, ezsp, zboss, zoh;
 # default: detected), ZIGBEE_CHANNEL (11-26), Z2M_MQTT_SERVER (mqtt://mqtt:1883),
-# Z2M_MQTT_USER (zigbee2mqtt), Z2M_MQTT_PASSWORD or Z2M_MQTT_PASSWORD_FILE (required, no
+# Z2M_MQTT_USER (zigbee2mqtt), MQTT_ZIGBEE2MQTT_PASSWORD or Z2M_MQTT_PASSWORD_FILE (required, no
 # default), Z2M_BASE_TOPIC (zigbee2mqtt), Z2M_HOMEASSISTANT (true), Z2M_FRONTEND_TOKEN
 # (the web UI is off unless a token is set), ZIGBEE2MQTT_DATA (/app/data).
 #
@@ -36,8 +36,8 @@ quote() {
 }
 
 mqtt_password() {
-    if [ -n "${Z2M_MQTT_PASSWORD:-}" ]; then
-        printf '%s' "$Z2M_MQTT_PASSWORD"
+    if [ -n "${MQTT_ZIGBEE2MQTT_PASSWORD:-}" ]; then
+        printf '%s' "$MQTT_ZIGBEE2MQTT_PASSWORD"
     elif [ -n "${Z2M_MQTT_PASSWORD_FILE:-}" ] && [ -r "$Z2M_MQTT_PASSWORD_FILE" ]; then
         cat "$Z2M_MQTT_PASSWORD_FILE"
     fi
@@ -60,7 +60,7 @@ not_ready() {
     esac
     password=$(mqtt_password)
     if [ -z "$password" ]; then
-        echo "no MQTT password (set Z2M_MQTT_PASSWORD or Z2M_MQTT_PASSWORD_FILE)"
+        echo "no MQTT password (set MQTT_ZIGBEE2MQTT_PASSWORD or Z2M_MQTT_PASSWORD_FILE)"
     elif [ "$(printf '%s' "$password" | wc -l)" -ne 0 ]; then
         echo "the MQTT password contains a line break"
     fi
@@ -147,11 +147,31 @@ render() {
     } >"$DATA/configuration.yaml"
 }
 
+# Without `privileged` (balena gives this container only device_cgroup_rules for USB serial
+# majors 188 and 166), /dev holds no node for an adapter plugged in after start: make the
+# nodes of the USB serial adapters the host has now (sysfs shows the host's), as the
+# meter-bridge entrypoint does. Re-run on every check so a hot-plugged dongle is found.
+make_serial_nodes() {
+    [ "$(id -u)" = 0 ] || return 0
+    for sys in "${SYSFS_TTY_DIR:-/sys/class/tty}"/ttyUSB* "${SYSFS_TTY_DIR:-/sys/class/tty}"/ttyACM*; do
+        [ -r "$sys/dev" ] || continue
+        node="${DEV_DIR:-/dev}/$(basename "$sys")"
+        [ -e "$node" ] && continue
+        numbers=$(cat "$sys/dev")
+        mknod -m 0660 "$node" c "${numbers%%:*}" "${numbers##*:}" 2>/dev/null && log "serial device $node"
+    done
+}
+
+# The healthcheck counts the idle state as healthy: waiting for a dongle is not a fault.
+IDLE_MARKER=${Z2M_IDLE_MARKER:-/tmp/hems-zigbee2mqtt-idle}
+
 mkdir -p "$DATA"
 said=""
 while :; do
+    make_serial_nodes
     reason=$(not_ready)
     [ -z "$reason" ] && break
+    : >"$IDLE_MARKER"
     if [ "$reason" != "$said" ]; then
         log "$reason; Zigbee2MQTT is idle, checking again every ${RECHECK_S} s"
         said=$reason
@@ -159,6 +179,7 @@ while :; do
     sleep "$RECHECK_S"
 done
 
+rm -f "$IDLE_MARKER"
 render
 log "starting Zigbee2MQTT with the adapter at $ADAPTER (MQTT user $MQTT_USER on $MQTT_SERVER)"
 export ZIGBEE2MQTT_DATA="$DATA"

@@ -36,7 +36,17 @@ def _pinned_version() -> str:
 
 def _env(data: Path, adapter: str, **extra: str) -> dict[str, str]:
     env = {"PATH": os.environ["PATH"], "ZIGBEE2MQTT_DATA": str(data), "ZIGBEE_ADAPTER": adapter}
-    env.update({"ZIGBEE_RECHECK_S": "0.2", "Z2M_MQTT_USER": "zigbee2mqtt_hems", "Z2M_MQTT_PASSWORD": "s3cr'et pw"})
+    # keep the entrypoint's device-node making and idle marker inside the test's folder
+    env.update(
+        {
+            "SYSFS_TTY_DIR": str(data.parent / "no-sysfs"),
+            "DEV_DIR": str(data.parent / "dev"),
+            "Z2M_IDLE_MARKER": str(data.parent / "idle"),
+        }
+    )
+    env.update(
+        {"ZIGBEE_RECHECK_S": "0.2", "Z2M_MQTT_USER": "zigbee2mqtt_hems", "MQTT_ZIGBEE2MQTT_PASSWORD": "s3cr'et pw"}
+    )
     env.update(extra)
     return env
 
@@ -81,6 +91,7 @@ def test_idles_without_an_adapter_then_starts_when_it_appears(tmp_path: Path) ->
         time.sleep(1.5)  # several re-checks
         assert process.poll() is None, "the entrypoint must idle, not exit"
         assert not (tmp_path / "data" / "configuration.yaml").exists()
+        assert (tmp_path / "idle").exists(), "the healthcheck counts idling as healthy"
         adapter.touch()  # the dongle is plugged in
         out, _ = process.communicate(timeout=10)
     finally:
@@ -92,13 +103,14 @@ def test_idles_without_an_adapter_then_starts_when_it_appears(tmp_path: Path) ->
     assert sum("Zigbee2MQTT is idle" in line for line in lines) == 1, "one clear line, not one per check"
     assert lines[-1] == f"STARTED {tmp_path / 'data'}"
     assert process.returncode == 0
+    assert not (tmp_path / "idle").exists(), "running, no longer idle"
 
 
 @pytest.mark.parametrize(
     ("extra", "reason"),
     [
         ({"ZIGBEE_ADAPTER": ""}, "ZIGBEE_ADAPTER is not set"),
-        ({"Z2M_MQTT_PASSWORD": ""}, "no MQTT password"),
+        ({"MQTT_ZIGBEE2MQTT_PASSWORD": ""}, "no MQTT password"),
         ({"ZIGBEE_CHANNEL": "27"}, "is not a Zigbee channel"),
         ({"ZIGBEE_ADAPTER_TYPE": "cc2531"}, "is not one of"),
     ],
@@ -144,7 +156,7 @@ def test_renders_a_valid_config_without_default_secrets(tmp_path: Path) -> None:
     # a restart keeps the network and what Zigbee2MQTT wrote (device names), re-renders the rest
     (data / "devices.yaml").write_text("'0x00124b0022aa0001':\n  friendly_name: kitchen/plug\n")
     network = (data / "network.yaml").read_text()
-    result = _run({**env, "Z2M_MQTT_PASSWORD": "new", "Z2M_FRONTEND_TOKEN": ""})
+    result = _run({**env, "MQTT_ZIGBEE2MQTT_PASSWORD": "new", "Z2M_FRONTEND_TOKEN": ""})
     assert result.returncode == 0, result.stdout + result.stderr
     config = _resolved(data)
     assert (data / "network.yaml").read_text() == network
@@ -157,7 +169,9 @@ def test_renders_a_valid_config_without_default_secrets(tmp_path: Path) -> None:
 def test_password_from_a_file_and_tcp_adapters(tmp_path: Path) -> None:
     secret = tmp_path / "z2m.pass"
     secret.write_text("from-file\n")
-    env = _env(tmp_path / "data", "tcp://192.0.2.10:6638", Z2M_MQTT_PASSWORD="", Z2M_MQTT_PASSWORD_FILE=str(secret))
+    env = _env(
+        tmp_path / "data", "tcp://192.0.2.10:6638", MQTT_ZIGBEE2MQTT_PASSWORD="", Z2M_MQTT_PASSWORD_FILE=str(secret)
+    )
     result = _run(env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert _resolved(tmp_path / "data")["mqtt"]["password"] == "from-file"

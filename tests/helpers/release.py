@@ -1,0 +1,84 @@
+"""Service entrypoints of the release run natively: paths redirected by the variables each
+image sets with ENV, servers on 127.0.0.1 with ports chosen at run time."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .net import free_port, stop_process, wait_for_port
+
+REPO = Path(__file__).resolve().parents[2]
+MOSQUITTO_DIR = REPO / "services" / "mosquitto"
+CONSUMERS = ("bridge", "homeassistant", "zigbee2mqtt")
+
+
+@dataclass
+class ReleaseBroker:
+    """The mqtt service's entrypoint run natively: it renders users, ACL and config into
+    `root`, then execs a real Mosquitto on 127.0.0.1:`port`."""
+
+    root: Path
+    env: dict[str, str] = field(default_factory=dict)
+    port: int = 0
+    process: subprocess.Popen[bytes] | None = None
+
+    def __post_init__(self) -> None:
+        self.port = self.port or free_port()
+        for consumer in CONSUMERS:
+            (self.share / consumer).mkdir(parents=True, exist_ok=True)
+
+    @property
+    def share(self) -> Path:
+        """Where each consumer's credentials volume is mounted (one directory per consumer)."""
+        return self.root / "share"
+
+    @property
+    def data(self) -> Path:
+        """The broker's data volume (persistence and generated secrets)."""
+        return self.root / "data"
+
+    def environment(self) -> dict[str, str]:
+        """The variables the image sets, pointed at `root`, plus the test's own."""
+        return {
+            "PATH": os.environ["PATH"],
+            "MOSQUITTO_CONFIG_DIR": str(self.root / "config"),
+            "MOSQUITTO_DATA_DIR": str(self.data),
+            "MQTT_SHARE_DIR": str(self.share),
+            "MOSQUITTO_LISTEN_ADDRESS": "127.0.0.1",
+            "MOSQUITTO_PORT": str(self.port),
+            # as root Mosquitto would drop to `mosquitto`; keep root so it reads our files
+            "MOSQUITTO_RUN_USER": "root",
+            "MOSQUITTO_BIN": shutil.which("mosquitto") or "/usr/sbin/mosquitto",
+            **self.env,
+        }
+
+    def password(self, user: str) -> str:
+        """The password the entrypoint generated (or took from a variable) for `user`."""
+        return (self.data / "secrets" / user).read_text() if not self._override(user) else self._override(user)
+
+    def _override(self, user: str) -> str:
+        return self.env.get(f"MQTT_{user.upper()}_PASSWORD", "")
+
+    def start(self) -> None:
+        """Run the entrypoint and wait for the broker's port."""
+        self.log = (self.root / "entrypoint.log").open("ab")
+        self.process = subprocess.Popen(
+            ["sh", str(MOSQUITTO_DIR / "entrypoint.sh")], env=self.environment(), stdout=self.log, stderr=self.log
+        )
+        try:
+            wait_for_port(self.port)
+        except TimeoutError:
+            self.stop()
+            raise RuntimeError((self.root / "entrypoint.log").read_text()) from None
+
+    def stop(self) -> None:
+        """Stop the broker."""
+        if self.process is None:
+            return
+        stop_process(self.process)
+        self.process = None
+        self.log.close()

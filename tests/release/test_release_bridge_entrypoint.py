@@ -1,0 +1,122 @@
+"""The meter-bridge image's entrypoint, run natively against the broker the mqtt entrypoint set
+up: the password travels only through the shared credentials volume (MQTT_PASSWORD_FILE), the
+first-boot config is written and checked, BRIDGE_CONFIG replaces it, serial nodes are made."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import aiomqtt
+import pytest
+
+from helpers.net import free_port
+from helpers.release import REPO, ReleaseBroker
+
+BRIDGE_DIR = REPO / "services" / "meter-bridge"
+ENTRYPOINT = BRIDGE_DIR / "entrypoint.sh"
+
+
+def environment(root: Path, broker_port: int, **variables: str) -> dict[str, str]:
+    """The image's ENV pointed at `root` (run as the current user, no privilege drop)."""
+    return {
+        # meter-bridge is on the image's PATH; here it is in the test's virtualenv
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "BRIDGE_CONFIG_FILE": str(root / "data" / "config.yaml"),
+        "BRIDGE_DEFAULT_CONFIG": str(BRIDGE_DIR / "default-config.yaml"),
+        "BRIDGE_RUN_USER": "root",
+        "BRIDGE_HEALTH_PORT": str(free_port()),
+        "MQTT_HOST": "127.0.0.1",
+        "MQTT_PORT": str(broker_port),
+        "MQTT_PASSWORD_FILE": str(root / "creds" / "password"),
+        "MQTT_SHELLY_PASSWORD_FILE": str(root / "creds" / "shelly"),
+        "MQTT_WAIT_S": "2",
+        "SYSFS_TTY_DIR": str(root / "sys"),
+        "DEV_DIR": str(root / "dev"),
+        **variables,
+    }
+
+
+async def test_bridge_connects_with_the_shared_password(tmp_path: Path, release_broker: ReleaseBroker) -> None:
+    # the bridge container mounts mqtt-creds-bridge read-only at /run/hems/mqtt
+    creds = release_broker.share / "bridge"
+    env = environment(tmp_path, release_broker.port, MQTT_PASSWORD_FILE=str(creds / "password"))
+    log = (tmp_path / "bridge.log").open("wb")
+    topic = "hems/bridge/availability"
+    async with aiomqtt.Client(
+        "127.0.0.1", release_broker.port, username="homeassistant", password=release_broker.password("homeassistant")
+    ) as observer:
+        await observer.subscribe(topic, qos=1)
+        process = subprocess.Popen(["sh", str(ENTRYPOINT), "run"], env=env, stdout=log, stderr=log)
+        try:
+
+            async def online() -> None:
+                async for message in observer.messages:
+                    if message.payload == b"online":
+                        return
+
+            await asyncio.wait_for(online(), 30)
+            status = subprocess.run(
+                ["sh", str(ENTRYPOINT), "status"], env=env, capture_output=True, text=True, timeout=60
+            )
+            assert status.returncode == 0, status.stdout + status.stderr
+        finally:
+            process.terminate()
+            process.wait(15)
+            log.close()
+    config = (tmp_path / "data" / "config.yaml").read_text()
+    assert config == (BRIDGE_DIR / "default-config.yaml").read_text(), "first boot wrote the default"
+    assert release_broker.password("bridge") not in (tmp_path / "bridge.log").read_text()
+
+
+def test_bridge_config_variable_replaces_the_file(tmp_path: Path) -> None:
+    (tmp_path / "creds").mkdir()
+    (tmp_path / "creds" / "password").write_text("secret-from-volume")
+    good = "mqtt: {host: 127.0.0.1, username: bridge, password: '${MQTT_PASSWORD}'}\nsources: []\n"
+    env = environment(tmp_path, 1883, BRIDGE_CONFIG=good)
+    result = subprocess.run(["sh", str(ENTRYPOINT), "check-config"], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "data" / "config.yaml").read_text().rstrip() == good.rstrip()
+
+
+def test_bad_config_stops_the_start_with_file_and_line(tmp_path: Path) -> None:
+    (tmp_path / "creds").mkdir()
+    (tmp_path / "creds" / "password").write_text("secret-from-volume")
+    bad = "mqtt: {username: bridge, password: '${MQTT_PASSWORD}'}\nsources:\n  - {type: nosuch, id: x}\n"
+    env = environment(tmp_path, 1883, BRIDGE_CONFIG=bad)
+    result = subprocess.run(["sh", str(ENTRYPOINT), "run"], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "config.yaml:3:" in result.stderr
+
+
+def test_missing_password_is_a_config_error(tmp_path: Path) -> None:
+    env = environment(tmp_path, 1883)
+    result = subprocess.run(["sh", str(ENTRYPOINT), "run"], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "MQTT_PASSWORD" in result.stderr
+    assert "waiting for the MQTT password" in result.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making device nodes needs root (as in the container)")
+def test_serial_device_nodes_for_present_adapters(tmp_path: Path) -> None:
+    for name, numbers in (("ttyACM0", "166:0"), ("ttyUSB1", "188:1")):
+        (tmp_path / "sys" / name).mkdir(parents=True)
+        (tmp_path / "sys" / name / "dev").write_text(numbers + "\n")
+    (tmp_path / "sys" / "ttyS0").mkdir()  # not a USB adapter: ignored
+    (tmp_path / "sys" / "ttyS0" / "dev").write_text("4:64\n")
+    (tmp_path / "dev").mkdir()
+    (tmp_path / "creds").mkdir()
+    (tmp_path / "creds" / "password").write_text("secret-from-volume")
+    env = environment(tmp_path, 1883)
+    result = subprocess.run(["sh", str(ENTRYPOINT), "check-config"], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    acm = (tmp_path / "dev" / "ttyACM0").stat()
+    assert stat.S_ISCHR(acm.st_mode)
+    assert (os.major(acm.st_rdev), os.minor(acm.st_rdev)) == (166, 0)
+    usb = (tmp_path / "dev" / "ttyUSB1").stat()
+    assert (os.major(usb.st_rdev), os.minor(usb.st_rdev)) == (188, 1)
+    assert not (tmp_path / "dev" / "ttyS0").exists()
