@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VENV=${VENV:-.venv}
-APT_PACKAGES=(mosquitto mosquitto-clients)
+APT_PACKAGES=(mosquitto mosquitto-clients victoria-metrics)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

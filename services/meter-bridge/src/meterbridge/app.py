@@ -26,8 +26,13 @@ SHUTDOWN_TIMEOUT_S = 5.0
 
 
 def build_sinks(config: BridgeConfig) -> list[Sink]:
-    """The sinks the config enables."""
-    return [HomeAssistantSink(config)]
+    """The sinks the config enables (the InfluxDB sink when an enabled `influx` section is present)."""
+    sinks: list[Sink] = [HomeAssistantSink(config)]
+    if config.influx is not None and config.influx.enabled:
+        from .sinks.influx import InfluxSink  # imported here: influxdb-client is slow to import
+
+        sinks.append(InfluxSink(config))
+    return sinks
 
 
 class Bridge:
