@@ -112,6 +112,19 @@ def _cmd_watch(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_influx_provision(_args: argparse.Namespace) -> int:
+    from .influx_provision import ProvisionError, ProvisionSettings, provision
+
+    try:
+        report = provision(ProvisionSettings.from_env())
+    except ProvisionError as err:
+        print(f"influx provision: {err}", file=sys.stderr)
+        return EXIT_UNHEALTHY
+    for change in report.changes or ["nothing to change"]:
+        print(f"influx provision: {change}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `meter-bridge` (sub-commands register here)."""
     parser = argparse.ArgumentParser(prog="meter-bridge", description=__doc__)
@@ -141,6 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
     watch = with_config(sub.add_parser("watch", help="live view of the meters' states on MQTT"))
     watch.add_argument("--seconds", type=float, default=None, help="stop after this long")
     watch.set_defaults(func=_cmd_watch)
+    influx = sub.add_parser("influx", help="InfluxDB helpers").add_subparsers(dest="influx_command", required=True)
+    influx.add_parser(
+        "provision", help="reconcile buckets, task, tokens and edge replication from INFLUX_* variables"
+    ).set_defaults(func=_cmd_influx_provision)
     return parser
 
 
