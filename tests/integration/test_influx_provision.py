@@ -63,7 +63,8 @@ async def test_first_run_creates_second_changes_nothing(double: InfluxMgmtDouble
     assert buckets["meters"]["retentionRules"][0]["everySeconds"] == 30 * 86400
     assert buckets["meters_1h"]["retentionRules"][0]["everySeconds"] == 0
     [task] = double.tasks.values()
-    assert task["name"] == "hems_downsample_1h" and task["every"] == "1h"
+    assert task["name"] == "hems_downsample_1h"
+    assert task["every"] == "1h"
     assert 'to(bucket: "meters_1h")' in task["flux"]
     auths = {a["description"]: a for a in double.authorizations.values()}
     assert set(auths) == {"hems:bridge", "hems:homeassistant", "hems:dashboard"}
@@ -78,7 +79,8 @@ async def test_first_run_creates_second_changes_nothing(double: InfluxMgmtDouble
         path = tokens / f"{name}.token"
         assert path.read_text().strip() == auths[f"hems:{name}"]["token"]
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert not double.remotes and not double.replications
+    assert not double.remotes
+    assert not double.replications
 
     before = list(double.mutations)
     second = await run(env(double, tokens))
@@ -98,15 +100,19 @@ async def test_changed_retention_and_lost_token_file_are_reconciled(double: Infl
 async def test_cloud_replication_create_update_remove(double: InfluxMgmtDouble, tmp_path: Path) -> None:
     tokens = tmp_path / "tokens"
     report = await run(env(double, tokens, **CLOUD))
-    assert "created remote hems-cloud" in report.changes and "created replication hems-cloud-meters" in report.changes
+    assert "created remote hems-cloud" in report.changes
+    assert "created replication hems-cloud-meters" in report.changes
     [remote] = double.remotes.values()
     [repl] = double.replications.values()
     meters = next(b for b in double.buckets.values() if b["name"] == "meters")
-    assert remote["remoteURL"] == CLOUD["INFLUX_CLOUD_URL"] and remote["remoteOrgID"] == CLOUD["INFLUX_CLOUD_ORG_ID"]
+    assert remote["remoteURL"] == CLOUD["INFLUX_CLOUD_URL"]
+    assert remote["remoteOrgID"] == CLOUD["INFLUX_CLOUD_ORG_ID"]
     assert double.remote_tokens[remote["id"]] == "cloud-token-1"
     assert "cloud-token-1" not in str(remote)
-    assert repl["localBucketID"] == meters["id"] and repl["RemoteBucketName"] == "community"
-    assert repl["remoteID"] == remote["id"] and repl["maxAgeSeconds"] == 604800
+    assert repl["localBucketID"] == meters["id"]
+    assert repl["RemoteBucketName"] == "community"
+    assert repl["remoteID"] == remote["id"]
+    assert repl["maxAgeSeconds"] == 604800
 
     before = list(double.mutations)
     assert (await run(env(double, tokens, **CLOUD))).changes == []
@@ -123,10 +129,12 @@ async def test_cloud_replication_create_update_remove(double: InfluxMgmtDouble, 
     assert sorted(report.changes) == ["updated remote hems-cloud", "updated replication hems-cloud-meters"]
     [remote2] = double.remotes.values()
     [repl2] = double.replications.values()
-    assert remote2["id"] == remote["id"] and repl2["id"] == repl["id"]  # updated in place, not added
+    assert remote2["id"] == remote["id"]
+    assert repl2["id"] == repl["id"]
     assert remote2["remoteURL"] == "https://other.example.invalid"
     assert double.remote_tokens[remote["id"]] == "cloud-token-2"
-    assert repl2["maxQueueSizeBytes"] == 100_000_000 and repl2["maxAgeSeconds"] == 2 * 86400
+    assert repl2["maxQueueSizeBytes"] == 100_000_000
+    assert repl2["maxAgeSeconds"] == 2 * 86400
 
     token_only = {**changed, "INFLUX_CLOUD_TOKEN": "cloud-token-3"}
     assert (await run(env(double, tokens, **token_only))).changes == ["updated remote hems-cloud"]
@@ -134,12 +142,13 @@ async def test_cloud_replication_create_update_remove(double: InfluxMgmtDouble, 
 
     report = await run(env(double, tokens))
     assert sorted(report.changes) == ["removed remote hems-cloud", "removed replication hems-cloud-meters"]
-    assert not double.remotes and not double.replications
+    assert not double.remotes
+    assert not double.replications
 
 
 async def test_wrong_admin_token_is_a_clear_error(double: InfluxMgmtDouble, tmp_path: Path) -> None:
     variables = env(double, tmp_path / "tokens", INFLUX_ADMIN_TOKEN="wrong")
-    with pytest.raises(ProvisionError, match="organisation at http://127.0.0.1"):
+    with pytest.raises(ProvisionError, match=r"organisation at http://127\.0\.0\.1"):
         await run(variables)
 
 
@@ -184,7 +193,8 @@ async def test_replication_health_reaches_home_assistant(
                 }
             }
             queue = rec.json(f"{prefix}/sensor/hems_influx_replication_hems_cloud_meters_queue/config")
-            assert queue["device_class"] == "data_size" and queue["unit_of_measurement"] == "B"
+            assert queue["device_class"] == "data_size"
+            assert queue["unit_of_measurement"] == "B"
             assert queue["unique_id"] == "hems_home_influx_replication_hems_cloud_meters_queue"
             problem = rec.json(f"{prefix}/binary_sensor/hems_influx_replication_hems_cloud_meters_problem/config")
             assert problem["device_class"] == "problem"

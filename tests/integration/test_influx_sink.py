@@ -140,7 +140,8 @@ async def test_spool_full_drops_oldest_and_counts(tmp_path: Path, sink_factory: 
     assert sink.stats.gauges["spool_dropped_readings"] + sink.spool.readings + len(sink._memory) * 2 >= 40 * 1000 - 2000
     head = sink.spool.head(10)
     assert head is not None
-    assert b" " in head.payload and not head.payload.startswith(b"unknown,meter=m0,site=home,source=m0 power=0,")
+    assert b" " in head.payload
+    assert not head.payload.startswith(b"unknown,meter=m0,site=home,source=m0 power=0,")
 
 
 async def test_4xx_quarantined_5xx_retried(tmp_path: Path, sink_factory: Any) -> None:
@@ -177,7 +178,8 @@ async def test_4xx_quarantined_5xx_retried(tmp_path: Path, sink_factory: Any) ->
             await asyncio.sleep(0.1)
         assert sink.stats.gauges["quarantined_batches"] == 1
         [entry] = sink.spool.quarantined()
-        assert entry.reason.startswith("HTTP 400") and "unable to parse" in entry.reason
+        assert entry.reason.startswith("HTTP 400")
+        assert "unable to parse" in entry.reason
         assert b"power=13" in entry.payload
         assert sum(b"power=12" in c for c in calls) == 2  # retried after the 503
         assert sum(b"power=13" in c for c in calls) == 1  # never retried
