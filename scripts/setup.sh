@@ -5,11 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VENV=${VENV:-.venv}
-# npm fetches the pinned Zigbee2MQTT release's settings schema (tests validate the
-# zigbee2mqtt service's rendered configuration against it); only if no npm is present.
-command -v npm >/dev/null || APT_PACKAGES+=(npm)
-# nginx and openssl: the release tests run the nginx entrypoint and `nginx -t` natively
-APT_PACKAGES=(mosquitto mosquitto-clients nginx openssl)
+# nginx and openssl: the release tests run the nginx entrypoint and `nginx -t` natively;
+# victoria-metrics: the real peer of the InfluxDB v2 write API in tests.
+APT_PACKAGES=(mosquitto mosquitto-clients nginx openssl victoria-metrics)
 # npm: the release tests' @balena/compose parser and the Zigbee2MQTT settings schema come
 # from the npm registry; Debian's npm only if the machine has none.
 command -v npm >/dev/null || APT_PACKAGES+=(npm)

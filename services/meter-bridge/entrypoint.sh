@@ -28,6 +28,17 @@ if [ -z "${MQTT_PASSWORD:-}" ] && [ -n "${MQTT_PASSWORD_FILE:-}" ]; then
     done
 fi
 
+# On first boot the influx-provision service may not have made our write token yet: wait for
+# it (bounded: without it the bridge still runs, spooling what InfluxDB refuses).
+if [ -z "${INFLUX_TOKEN:-}" ] && [ -n "${INFLUX_TOKEN_FILE:-}" ] && [ "${1:-run}" = run ]; then
+    waited=0
+    while [ ! -s "$INFLUX_TOKEN_FILE" ] && [ "$waited" -lt "${INFLUX_WAIT_S:-0}" ]; do
+        [ "$waited" -gt 0 ] || log "waiting for the InfluxDB token in $INFLUX_TOKEN_FILE"
+        sleep 1
+        waited=$((waited + 1))
+    done
+fi
+
 # FOO_FILE -> FOO for every such variable whose FOO is unset.
 for name in $(env | sed -n 's/^\([A-Z][A-Z0-9_]*\)_FILE=.*/\1/p'); do
     eval "current=\${$name:-}"
@@ -64,6 +75,10 @@ if [ "$(id -u)" = 0 ]; then
         log "serial device $node"
     done
     chown -R "$run_user" "$(dirname "$config")" 2>/dev/null || true
+    # influx-provision writes the services' tokens there as `bridge`
+    if [ -n "${INFLUX_TOKENS_DIR:-}" ] && [ -d "$INFLUX_TOKENS_DIR" ]; then
+        chown "$run_user" "$INFLUX_TOKENS_DIR" 2>/dev/null || true
+    fi
 fi
 
 if [ "${1:-run}" = run ]; then

@@ -27,10 +27,14 @@ SHUTDOWN_TIMEOUT_S = 5.0
 
 
 def build_sinks(config: BridgeConfig) -> list[Sink]:
-    """The sinks the config enables."""
+    """The sinks the config enables (the InfluxDB sink when an enabled `influx` section is present)."""
     sinks: list[Sink] = [HomeAssistantSink(config)]
     if config.kasa.enabled:
         sinks.append(KasaSink(config.kasa))
+    if config.influx is not None and config.influx.enabled:
+        from .sinks.influx import InfluxSink  # imported here: influxdb-client is slow to import
+
+        sinks.append(InfluxSink(config))
     return sinks
 
 

@@ -165,6 +165,32 @@ def _cmd_import_green_button(args: argparse.Namespace) -> int:
         return EXIT_UNHEALTHY
 
 
+def _cmd_influx_provision(args: argparse.Namespace) -> int:
+    import time
+
+    from .backoff import Backoff
+    from .influx_provision import ProvisionError, ProvisionSettings, provision
+
+    # `--every S` keeps reconciling (the release runs it as a service with restart: always);
+    # a failure is retried with backoff instead of exiting into a restart loop.
+    backoff = Backoff(initial=5.0, maximum=300.0)
+    while True:
+        try:
+            report = provision(ProvisionSettings.from_env())
+        except ProvisionError as err:
+            print(f"influx provision: {err}", file=sys.stderr, flush=True)
+            if args.every is None:
+                return EXIT_UNHEALTHY
+            time.sleep(backoff.next_delay())
+            continue
+        for change in report.changes or ["nothing to change"]:
+            print(f"influx provision: {change}", flush=True)
+        if args.every is None:
+            return EXIT_OK
+        backoff.reset()
+        time.sleep(args.every)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `meter-bridge` (sub-commands register here)."""
     parser = argparse.ArgumentParser(prog="meter-bridge", description=__doc__)
@@ -218,6 +244,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="Home Assistant base URL (default $HA_URL or http://127.0.0.1:8123); token from $HA_TOKEN",
     )
     green.set_defaults(func=_cmd_import_green_button)
+    influx = sub.add_parser("influx", help="InfluxDB helpers").add_subparsers(dest="influx_command", required=True)
+    influx_provision = influx.add_parser(
+        "provision", help="reconcile buckets, task, tokens and edge replication from INFLUX_* variables"
+    )
+    influx_provision.add_argument(
+        "--every", type=float, default=None, metavar="S", help="keep running: reconcile again every S seconds"
+    )
+    # accepted for the container entrypoint, which passes --config to every command
+    influx_provision.add_argument("--config", type=Path, default=None, help=argparse.SUPPRESS)
+    influx_provision.set_defaults(func=_cmd_influx_provision)
     return parser
 
 

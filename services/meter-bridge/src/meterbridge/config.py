@@ -113,6 +113,55 @@ SourceConfig = Annotated[
 ]
 
 
+class InfluxConfig(StrictModel):
+    """The InfluxDB 2 write path (`/api/v2/write`): batched line protocol from a durable spool."""
+
+    enabled: bool = Field(default=True, description="Write readings to InfluxDB.")
+    url: str = Field(default="http://influxdb:8086", description="InfluxDB base URL.")
+    org: str = Field(default="hems", min_length=1, description="Organisation name (or id) to write to.")
+    org_id: str | None = Field(
+        default=None, description="Organisation id for the replication monitor (default: looked up by `org`)."
+    )
+    bucket: str = Field(default="meters", min_length=1, description="Bucket the readings go to.")
+    token: SecretStr = Field(description="Write token (required; use `${INFLUX_TOKEN}`).")
+    batch_size: int = Field(default=5000, ge=1, le=50_000, description="Most lines in one write request.")
+    flush_interval_s: float = Field(
+        default=0.5,
+        gt=0,
+        le=60,
+        description="Longest time a line waits for its batch to fill; keep it below `spool.sync_interval_s`.",
+    )
+    timeout_s: float = Field(default=10.0, gt=0, le=300, description="Timeout of one write request.")
+    max_retry_delay_s: float = Field(
+        default=60.0, ge=1, le=3600, description="Longest wait between two attempts after 5xx/429/connection errors."
+    )
+    replication_poll_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="Seconds between polls of `/api/v2/replications` for the Home Assistant sensors (0: off).",
+    )
+
+
+class SpoolConfig(StrictModel):
+    """The on-disk store (SQLite, WAL) of every line InfluxDB has not acknowledged yet."""
+
+    path: Path = Field(default=Path("/data/spool/influx.sqlite"), description="SQLite file of the spool.")
+    max_bytes: int = Field(
+        default=128 * 1024 * 1024,
+        ge=64 * 1024,
+        description="Most (compressed) bytes spooled; when full the oldest are dropped and counted.",
+    )
+    sync_interval_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="Longest time an unacknowledged reading is held only in memory (what `kill -9` may lose).",
+    )
+    quarantine_max_bytes: int = Field(
+        default=16 * 1024 * 1024, ge=0, description="Most bytes of rejected (4xx) batches kept for inspection."
+    )
+
+
 class BridgeConfig(StrictModel):
     """The whole configuration file."""
 
@@ -122,6 +171,8 @@ class BridgeConfig(StrictModel):
     health: HealthConfig = Field(default_factory=HealthConfig, description="Health endpoint.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Logging.")
     hub: HubConfig = Field(default_factory=HubConfig, description="Fan-out hub.")
+    influx: InfluxConfig | None = Field(default=None, description="InfluxDB 2 (off when absent).")
+    spool: SpoolConfig = Field(default_factory=SpoolConfig, description="Durable spool of the InfluxDB sink.")
     sources: list[SourceConfig] = Field(default_factory=list, description="Meter sources, each with `type` and `id`.")
     kasa: KasaConfig = Field(default_factory=KasaConfig, description="Emulated Kasa plugs for Sense.")
 

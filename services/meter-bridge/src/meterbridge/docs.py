@@ -36,6 +36,11 @@ def _type_name(annotation: Any) -> str:
 def _model_of(annotation: Any) -> type[BaseModel] | None:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
+    if typing.get_origin(annotation) in (UnionType, typing.Union):
+        # an optional section (`influx: InfluxConfig | None`): document its keys
+        models = [a for a in typing.get_args(annotation) if a is not NoneType]
+        if len(models) == 1:
+            return _model_of(models[0])
     return None
 
 
