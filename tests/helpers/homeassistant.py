@@ -48,7 +48,7 @@ from typing import Any
 import aiohttp
 
 from .mosquitto import Mosquitto
-from .net import free_port
+from .net import free_port, stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 HA_VENV = REPO / ".cache" / "ha-venv"
@@ -268,12 +268,7 @@ logger:
         """Stop HA (SIGTERM, SIGKILL after 30 s)."""
         if self.process is None:
             return
-        self.process.terminate()
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, timeout=30)
         self.process = None
 
     def restart(self) -> None:

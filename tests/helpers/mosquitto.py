@@ -63,6 +63,17 @@ class Mosquitto:
         """The password of `user`."""
         return self.users[user]
 
+    def bridge_mqtt(self, base_topic: str, user: str = "bridge") -> dict[str, object]:
+        """The bridge config's `mqtt` section for this broker, with a client id unique to `base_topic`."""
+        return {
+            "host": self.host,
+            "port": self.port,
+            "username": user,
+            "password": self.password(user),
+            "base_topic": base_topic,
+            "client_id": f"bridge-{base_topic}",
+        }
+
     def start(self) -> None:
         """Start the broker and wait until it accepts connections."""
         log = self.log_file.open("ab")

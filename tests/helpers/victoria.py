@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .net import free_port, wait_for_port
+from .net import free_port, stop_process, wait_for_port
 
 VICTORIA = shutil.which("victoria-metrics") or "/usr/bin/victoria-metrics"
 
@@ -76,12 +76,7 @@ class Victoria:
         """Stop (SIGTERM, then SIGKILL)."""
         if self.process is None:
             return
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, timeout=10)
         self.process = None
 
     def restart(self) -> None:

@@ -39,14 +39,7 @@ def bridge_config(broker: Mosquitto, base_topic: str, port: str, **source: Any) 
     return BridgeConfig.model_validate(
         {
             "site": {"id": "test", "currency": "USD"},
-            "mqtt": {
-                "host": broker.host,
-                "port": broker.port,
-                "username": "bridge",
-                "password": broker.password("bridge"),
-                "base_topic": base_topic,
-                "client_id": f"bridge-{base_topic}",
-            },
+            "mqtt": broker.bridge_mqtt(base_topic),
             "homeassistant": {"discovery_prefix": f"{base_topic}/ha", "min_interval_s": 0},
             "health": {"enabled": False},
             "sources": [{"type": "emu2", "id": "grid", "port": port, "demand_interval_s": 1, **source}],

@@ -35,13 +35,7 @@ async def test_home_assistant_creates_energy_ready_sensors(
     config = BridgeConfig.model_validate(
         {
             "site": {"id": "e2e"},
-            "mqtt": {
-                "host": broker.host,
-                "port": broker.port,
-                "username": "bridge",
-                "password": broker.password("bridge"),
-                "base_topic": base_topic,
-            },
+            "mqtt": broker.bridge_mqtt(base_topic),
             "homeassistant": {"min_interval_s": 0.5},
             "health": {"enabled": False},
             "sources": [

@@ -27,14 +27,7 @@ from meterbridge.model import Quantity
 def bridge_config(broker: Mosquitto, base_topic: str, **overrides: Any) -> BridgeConfig:
     data: dict[str, Any] = {
         "site": {"id": "home"},
-        "mqtt": {
-            "host": broker.host,
-            "port": broker.port,
-            "username": "bridge",
-            "password": broker.password("bridge"),
-            "base_topic": base_topic,
-            "client_id": f"bridge-{base_topic}",
-        },
+        "mqtt": broker.bridge_mqtt(base_topic),
         "homeassistant": {"discovery_prefix": f"{base_topic}_ha", "min_interval_s": 0},
         "health": {"port": 0},
         "sources": [

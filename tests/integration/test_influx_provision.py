@@ -162,13 +162,7 @@ async def test_replication_health_reaches_home_assistant(
     config = BridgeConfig.model_validate(
         {
             "site": {"id": "home"},
-            "mqtt": {
-                "host": broker.host,
-                "port": broker.port,
-                "username": "bridge",
-                "password": broker.password("bridge"),
-                "base_topic": base_topic,
-            },
+            "mqtt": broker.bridge_mqtt(base_topic),
             "homeassistant": {"discovery_prefix": prefix},
             # the bridge's own least-privilege token, as provisioned
             "influx": {

@@ -27,14 +27,7 @@ def _config(broker: Mosquitto, base_topic: str, sources: list[dict[str, Any]]) -
     return BridgeConfig.model_validate(
         {
             "site": {"id": "t"},
-            "mqtt": {
-                "host": broker.host,
-                "port": broker.port,
-                "username": "bridge",
-                "password": broker.password("bridge"),
-                "base_topic": base_topic,
-                "client_id": f"bridge-{base_topic}",
-            },
+            "mqtt": broker.bridge_mqtt(base_topic),
             "homeassistant": {"discovery_prefix": f"{base_topic}_ha", "min_interval_s": 0},
             "health": {"enabled": False},
             "sources": sources,
