@@ -120,3 +120,29 @@ def test_cli_new_plug_prints_a_usable_mac_and_device_id(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
     path.write_text(HEAD + f'    - {{id: a, alias: A, mac: "{mac[1]}", device_id: {device_id[1]}, watts: 5}}\n')
     assert load_config(path).kasa.plugs[0].mac == mac[1]
+
+
+@pytest.mark.parametrize(("plugs", "warned"), [(20, False), (21, True)])
+async def test_more_than_20_plugs_are_allowed_but_warned_about(
+    plugs: int, warned: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    from helpers.net import free_port
+    from meterbridge.sinks.kasa.config import KasaConfig
+    from meterbridge.sinks.kasa.sink import KasaSink
+
+    config = KasaConfig.model_validate(
+        {
+            "enabled": True,
+            "bind": "127.0.0.1",
+            "port": free_port(),
+            "plugs": [
+                {"id": f"p{n}", "alias": f"Plug {n}", "mac": f"52:00:00:00:01:{n:02x}", "watts": 5}
+                for n in range(plugs)
+            ],
+        }
+    )
+    sink = KasaSink(config)
+    with caplog.at_level("WARNING"):
+        await sink.start()
+    await sink.close()
+    assert any("Sense handles about 20" in message for message in caplog.messages) is warned
