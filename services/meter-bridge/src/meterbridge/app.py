@@ -27,7 +27,12 @@ SHUTDOWN_TIMEOUT_S = 5.0
 
 def build_sinks(config: BridgeConfig) -> list[Sink]:
     """The sinks the config enables."""
-    return [HomeAssistantSink(config)]
+    sinks: list[Sink] = [HomeAssistantSink(config)]
+    if config.flex.enabled:
+        from .flex.controller import FlexController  # flex imports the config: not at module level
+
+        sinks.append(FlexController(config))
+    return sinks
 
 
 class Bridge:

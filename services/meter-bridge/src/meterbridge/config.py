@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field, SecretStr, ValidationError
 
 from .configbase import Identifier, StrictModel
 from .errors import ConfigError
+from .flex.config import FlexConfig
 from .sources.simulated import SimulatedSourceConfig
 from .yamlsource import KeyPath, LoadedYaml, Problem, format_path, load_yaml
 
@@ -107,6 +108,7 @@ class BridgeConfig(StrictModel):
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Logging.")
     hub: HubConfig = Field(default_factory=HubConfig, description="Fan-out hub.")
     sources: list[SourceConfig] = Field(default_factory=list, description="Meter sources, each with `type` and `id`.")
+    flex: FlexConfig = Field(default_factory=FlexConfig, description="Demand response.")
 
     @property
     def client_id(self) -> str:
