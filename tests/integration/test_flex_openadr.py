@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from openleadr import OpenADRServer, enums, utils
+from openleadr import OpenADRServer, utils
 from openleadr.messaging import create_message, parse_message
 
 from helpers.mosquitto import Mosquitto
@@ -145,12 +145,14 @@ async def test_event_opt_in_shed_and_staggered_restore_with_reports(
         async with relay_sim(broker, base_topic, POWERS) as sim, running(FlexController(config), sim) as flex:
             await wait_until(lambda: vtn.registered, 20, "VEN registration")
             start = datetime.now(UTC) + timedelta(seconds=4)
+            start_monotonic = time.monotonic() + 4
             # level 3 of 10 kW flexible power: both relays must go.
             event_id = vtn.add_event(start, duration_s=6, level=3)
             await wait_until(lambda: (event_id, "optIn") in vtn.opt_responses, 15, "optIn at the VTN")
-            assert sim.relays["immersion"].on and sim.relays["ev"].on  # nothing before the start
+            assert sim.relays["immersion"].on  # nothing before the start
+            assert sim.relays["ev"].on
             off = await sim.wait("immersion", False, 15)
-            assert off >= time.monotonic() - 15
+            assert off >= start_monotonic - 0.5  # not before the event starts
             await sim.wait("ev", False, 5)
             # The end: back on one by one, stagger_s (2 s) apart, last shed first.
             on_ev = await sim.wait("ev", True, 15)
@@ -190,6 +192,5 @@ async def test_participation_off_opts_out_and_householder_opt_out_is_reported(
             await wait_until(lambda: (second, "optOut") in vtn.opt_responses, 15, "optOut of the next event")
             await asyncio.sleep(2)
             assert all(r.on for r in sim.relays.values())
-            assert enums.OPT.OPT_OUT == "optOut"
     finally:
         await vtn.server.stop()
