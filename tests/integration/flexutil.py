@@ -15,8 +15,13 @@ from meterbridge.flex.controller import FlexController
 from meterbridge.model import Quantity, Reading, utc_now
 
 
-def flex_config(broker: Mosquitto, base: str, tmp: Path, powers: dict[str, float], **flex: Any) -> BridgeConfig:
-    """A config with one MQTT-command-topic asset per simulated relay (priority in dict order)."""
+def flex_config(
+    broker: Mosquitto, base: str, tmp: Path, powers: dict[str, float], discovery: str | None = None, **flex: Any
+) -> BridgeConfig:
+    """A config with one MQTT-command-topic asset per simulated relay (priority in dict order).
+
+    Discovery goes under `<base>_ha` unless `discovery` is given (a real HA listens on `homeassistant`).
+    """
     assets = [
         {
             "id": relay_id,
@@ -44,7 +49,7 @@ def flex_config(broker: Mosquitto, base: str, tmp: Path, powers: dict[str, float
             "base_topic": base,
             "client_id": f"bridge-{base}",
         },
-        "homeassistant": {"discovery_prefix": "homeassistant"},
+        "homeassistant": {"discovery_prefix": discovery or f"{base}_ha"},
         "health": {"enabled": False},
         "flex": {
             "enabled": True,

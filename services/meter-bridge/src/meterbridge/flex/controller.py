@@ -716,11 +716,9 @@ class FlexController(Sink):
         self._closing = True
         if self._persist_dirty:
             self._save_state()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        self._wake.set()
+        self._publish_wake.set()
+        await _stop_tasks(self._tasks)
         await self._shelly.close()
         if self.ven is not None:
             await self.ven.stop()
@@ -769,9 +767,7 @@ class FlexController(Sink):
             async for message in client.messages:
                 await self._on_message(str(message.topic), message.payload)
         finally:
-            publisher.cancel()
-            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                await publisher
+            await _stop_tasks([publisher])
 
     async def _on_message(self, topic: str, raw: Any) -> None:
         payload = raw if isinstance(raw, bytes) else str(raw).encode()
@@ -788,7 +784,7 @@ class FlexController(Sink):
                 actuator.on_state_message(payload)
 
     async def _publish_loop(self, client: aiomqtt.Client) -> None:
-        while True:
+        while not self._closing:
             await self._publish_wake.wait()
             self._publish_wake.clear()
             if self._rediscover:
@@ -803,6 +799,25 @@ class FlexController(Sink):
                 body = self._state_body()
                 await client.publish(self.topics.state, body, qos=1, retain=True)
                 self._published = body
+
+
+async def _stop_tasks(tasks: list[asyncio.Task[None]], timeout: float = 3.0) -> None:
+    """Cancel `tasks` and wait for them, at most `timeout`.
+
+    Python 3.11's `asyncio.wait_for` (used inside aiomqtt's publish) can swallow a
+    cancellation that races with its result, so the loops also check `_closing` and
+    this never waits forever.
+    """
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        _done, pending = await asyncio.wait(tasks, timeout=timeout)
+        for task in pending:
+            _LOGGER.warning("Flex: task %s did not stop in %.0f s", task.get_name(), timeout)
+    for task in tasks:
+        if task.done() and not task.cancelled():
+            with contextlib.suppress(Exception):
+                task.result()
 
 
 def _summary(entry: dict[str, Any] | None) -> str:
