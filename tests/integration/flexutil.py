@@ -18,6 +18,13 @@ from meterbridge.model import Quantity, Reading, utc_now
 def flex_config(
     broker: Mosquitto, base: str, tmp: Path, powers: dict[str, float], discovery: str | None = None, **flex: Any
 ) -> BridgeConfig:
+    """`config_data` validated."""
+    return BridgeConfig.model_validate(config_data(broker, base, tmp, powers, discovery, **flex))
+
+
+def config_data(
+    broker: Mosquitto, base: str, tmp: Path, powers: dict[str, float], discovery: str | None = None, **flex: Any
+) -> dict[str, Any]:
     """A config with one MQTT-command-topic asset per simulated relay (priority in dict order).
 
     Discovery goes under `<base>_ha` unless `discovery` is given (a real HA listens on `homeassistant`).
@@ -63,7 +70,7 @@ def flex_config(
             **flex,
         },
     }
-    return BridgeConfig.model_validate(data)
+    return data
 
 
 @contextlib.asynccontextmanager

@@ -16,7 +16,7 @@ from openleadr.messaging import create_message, parse_message
 from helpers.mosquitto import Mosquitto
 from helpers.net import free_port
 from helpers.pki import TestCa
-from helpers.relay_sim import relay_sim
+from helpers.relay_sim import RelaySim, relay_sim
 from integration.flexutil import flex_config, running, wait_until
 from meterbridge.flex.controller import FlexController
 
@@ -120,6 +120,14 @@ class Vtn:
         )
 
 
+async def expect_next_event_opted_out(vtn: Vtn, sim: RelaySim) -> None:
+    """A new event gets optOut at the VTN and no relay moves."""
+    event_id = vtn.add_event(datetime.now(UTC) + timedelta(seconds=1), duration_s=5, level=3)
+    await wait_until(lambda: (event_id, "optOut") in vtn.opt_responses, 15, "optOut of the next event")
+    await asyncio.sleep(2)
+    assert all(r.on for r in sim.relays.values())
+
+
 def ven_flex(vtn: Vtn) -> dict[str, Any]:
     return {
         "openadr": {
@@ -188,9 +196,6 @@ async def test_participation_off_opts_out_and_householder_opt_out_is_reported(
             assert any(o["kind"] == "oadrCreateOpt" and o["opt_type"] == "optOut" for o in vtn.create_opts)
             # Participation off: the next event is opted out and nothing switches.
             await flex.handle_command(flex.topics.command("participation"), b"OFF")
-            second = vtn.add_event(datetime.now(UTC) + timedelta(seconds=1), duration_s=5, level=3)
-            await wait_until(lambda: (second, "optOut") in vtn.opt_responses, 15, "optOut of the next event")
-            await asyncio.sleep(2)
-            assert all(r.on for r in sim.relays.values())
+            await expect_next_event_opted_out(vtn, sim)
     finally:
         await vtn.server.stop()

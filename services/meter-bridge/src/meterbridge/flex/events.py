@@ -133,3 +133,7 @@ def target_for_level(level: int, flexible_w: float) -> float:
 def event_schema() -> dict[str, Any]:
     """The JSON schema of `FlexEventMessage` (published as docs/flex-event.schema.json)."""
     return FlexEventMessage.model_json_schema()
+
+
+if __name__ == "__main__":  # regenerate docs/flex-event.schema.json
+    print(json.dumps(event_schema(), indent=2, sort_keys=True))
