@@ -20,6 +20,7 @@ from helpers.relay_sim import relay_sim
 from integration.flexutil import flex_config, running, wait_until
 from integration.test_flex_openadr import POWERS, Vtn, expect_next_event_opted_out, ven_flex
 from meterbridge.flex.controller import FlexController
+from meterbridge.sinks.homeassistant import HomeAssistantSink
 
 pytest.importorskip("helpers.homeassistant")
 pytestmark = pytest.mark.homeassistant
@@ -48,6 +49,9 @@ async def test_opt_out_button_and_participation_switch_in_home_assistant(
     await vtn.server.run()
     try:
         config = flex_config(broker, base_topic, tmp_path, POWERS, discovery="homeassistant", **ven_flex(vtn))
+        # The HA sink owns `<base>/bridge/availability` (every entity's availability), as in the bridge.
+        ha_sink = HomeAssistantSink(config)
+        await ha_sink.start()
         async with relay_sim(broker, base_topic, POWERS) as sim, running(FlexController(config), sim) as flex:
             await wait_ha(ha, "switch.hems_flex_participation", "on", 30)
             await wait_ha(ha, "button.hems_flex_opt_out", "unknown", 10)
@@ -65,5 +69,6 @@ async def test_opt_out_button_and_participation_switch_in_home_assistant(
             await ha.rest("POST", "/api/services/switch/turn_off", {"entity_id": "switch.hems_flex_participation"})
             await wait_until(lambda: not flex.settings.participation, 5, "participation off")
             await expect_next_event_opted_out(vtn, sim)
+            await ha_sink.close()
     finally:
         await vtn.server.stop()
