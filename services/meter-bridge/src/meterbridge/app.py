@@ -35,6 +35,10 @@ def build_sinks(config: BridgeConfig) -> list[Sink]:
         from .sinks.influx import InfluxSink  # imported here: influxdb-client is slow to import
 
         sinks.append(InfluxSink(config))
+    if config.flex.enabled:
+        from .flex.controller import FlexController  # flex imports the config: not at module level
+
+        sinks.append(FlexController(config))
     return sinks
 
 

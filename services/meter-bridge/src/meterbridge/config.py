@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field, SecretStr, ValidationError
 
 from .configbase import Identifier, StrictModel
 from .errors import ConfigError
+from .flex.config import FlexConfig
 from .sinks.kasa.config import KasaConfig
 from .sources.emu2.config import Emu2SourceConfig
 from .sources.glow.config import GlowSourceConfig
@@ -175,6 +176,7 @@ class BridgeConfig(StrictModel):
     spool: SpoolConfig = Field(default_factory=SpoolConfig, description="Durable spool of the InfluxDB sink.")
     sources: list[SourceConfig] = Field(default_factory=list, description="Meter sources, each with `type` and `id`.")
     kasa: KasaConfig = Field(default_factory=KasaConfig, description="Emulated Kasa plugs for Sense.")
+    flex: FlexConfig = Field(default_factory=FlexConfig, description="Demand response.")
 
     @property
     def client_id(self) -> str:

@@ -1,0 +1,74 @@
+"""Real Home Assistant 2024.3.3 + openleadr's VTN: the HEMS Flex entities drive flex.
+
+Pressing "Opt out" through HA's REST API restores the relay and the VTN sees optOut;
+switching "Participation" off in HA makes the next event opt out. Needs the HA test
+infrastructure (`tests/helpers/homeassistant.py`, `make setup-ha`) from the `utility`
+branch: skipped until it is merged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from helpers.mosquitto import Mosquitto
+from helpers.relay_sim import relay_sim
+from integration.flexutil import flex_config, running, wait_until
+from integration.test_flex_openadr import POWERS, Vtn, expect_next_event_opted_out, ven_flex
+from meterbridge.flex.controller import FlexController
+from meterbridge.sinks.homeassistant import HomeAssistantSink
+
+pytest.importorskip("helpers.homeassistant")
+pytestmark = pytest.mark.homeassistant
+
+
+async def ha_state(ha: Any, entity_id: str) -> str | None:
+    try:
+        return str((await ha.rest("GET", f"/api/states/{entity_id}"))["state"])
+    except AssertionError:  # 404 until discovery has created it
+        return None
+
+
+async def wait_ha(ha: Any, entity_id: str, expected: str, timeout: float) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while (state := await ha_state(ha, entity_id)) != expected:
+        assert loop.time() < deadline, f"{entity_id} is {state!r}, not {expected!r} after {timeout} s"
+        await asyncio.sleep(0.2)
+
+
+async def test_opt_out_button_and_participation_switch_in_home_assistant(
+    homeassistant_mqtt: Any, broker: Mosquitto, base_topic: str, tmp_path: Path
+) -> None:
+    ha = homeassistant_mqtt
+    vtn = Vtn(tmp_path)
+    await vtn.server.run()
+    try:
+        config = flex_config(broker, base_topic, tmp_path, POWERS, discovery="homeassistant", **ven_flex(vtn))
+        # The HA sink owns `<base>/bridge/availability` (every entity's availability), as in the bridge.
+        ha_sink = HomeAssistantSink(config)
+        await ha_sink.start()
+        async with relay_sim(broker, base_topic, POWERS) as sim, running(FlexController(config), sim) as flex:
+            await wait_ha(ha, "switch.hems_flex_participation", "on", 30)
+            await wait_ha(ha, "button.hems_flex_opt_out", "unknown", 10)
+            await wait_until(lambda: vtn.registered, 20, "VEN registration")
+            event_id = vtn.add_event(datetime.now(UTC) + timedelta(seconds=1), duration_s=120, level=1)
+            await sim.wait("immersion", False, 15)
+            await wait_ha(ha, "binary_sensor.hems_flex_event_active", "on", 10)
+            await wait_ha(ha, "sensor.hems_flex_immersion_state", "shed", 10)
+            await ha.rest("POST", "/api/services/button/press", {"entity_id": "button.hems_flex_opt_out"})
+            await sim.wait("immersion", True, 5)
+            await wait_until(lambda: (event_id, "optOut") in vtn.opt_responses, 10, "optOut at the VTN")
+            await wait_ha(ha, "sensor.hems_flex_event_status", "opted_out", 10)
+            await wait_ha(ha, "sensor.hems_flex_immersion_state", "normal", 10)
+            # Participation off in HA: the next event is opted out and nothing switches.
+            await ha.rest("POST", "/api/services/switch/turn_off", {"entity_id": "switch.hems_flex_participation"})
+            await wait_until(lambda: not flex.settings.participation, 5, "participation off")
+            await expect_next_event_opted_out(vtn, sim)
+            await ha_sink.close()
+    finally:
+        await vtn.server.stop()
