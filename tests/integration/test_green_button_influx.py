@@ -14,7 +14,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -29,14 +28,6 @@ from meterbridge.sources.green_button.importer import history_sinks
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "green_button"
 CLI = [sys.executable, "-m", "meterbridge.cli", "import", "green-button"]
 FALL = FIXTURES / "feed_15min_fall_dst_received_duplicate.xml"
-
-
-@pytest.fixture
-def victoria(tmp_path: Path) -> Iterator[Victoria]:
-    vm = Victoria(tmp_path / "vm")
-    vm.start()
-    yield vm
-    vm.stop()
 
 
 def _config_data(victoria: Victoria, tmp_path: Path) -> dict[str, object]:
