@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from helpers.homeassistant import HomeAssistant
 from helpers.mosquitto import Mosquitto
+from helpers.victoria import Victoria
 
 # CI runs on 2 shared cores: no per-example deadline, and a fixed seed so a red run can be
 # reproduced; locally hypothesis keeps exploring new examples each run.
@@ -45,6 +46,15 @@ def own_broker(tmp_path: Path) -> Iterator[Mosquitto]:
     instance.start()
     yield instance
     instance.stop()
+
+
+@pytest.fixture
+def victoria(tmp_path: Path) -> Iterator[Victoria]:
+    """A VictoriaMetrics per test (the InfluxDB v2 write peer), on a free loopback port."""
+    vm = Victoria(tmp_path / "vm")
+    vm.start()
+    yield vm
+    vm.stop()
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -41,14 +41,6 @@ def config(url: str, spool: Path, **spool_extra: Any) -> BridgeConfig:
             "spool": {"path": str(spool), **spool_extra},
         }
     )
-
-
-@pytest.fixture
-def victoria(tmp_path: Path) -> Iterator[Victoria]:
-    vm = Victoria(tmp_path / "vm")
-    vm.start()
-    yield vm
-    vm.stop()
 
 
 @pytest.fixture

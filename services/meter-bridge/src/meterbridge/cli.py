@@ -146,16 +146,35 @@ def _cmd_import_green_button(args: argparse.Namespace) -> int:
     if args.dry_run:
         print("dry run: nothing written")
         return EXIT_OK
+    config = None
+    if args.config is not None:
+        try:
+            config = load_config(args.config)
+        except ConfigError as err:
+            print("\n".join(err.problems), file=sys.stderr)
+            return EXIT_CONFIG
+    sinks = history_sinks(config)
     token = os.environ.get("HA_TOKEN", "")
-    if not token:
-        print("HA_TOKEN is not set (a long-lived admin token of Home Assistant)", file=sys.stderr)
+    if not token and not sinks:
+        print(
+            "nothing to write to: set HA_TOKEN (a long-lived admin token of Home Assistant) "
+            "and/or give --config with an influx section",
+            file=sys.stderr,
+        )
         return EXIT_CONFIG
 
     async def run() -> int:
-        async with HaStatisticsClient(args.ha_url, token) as client:
-            result = await import_summary(summary, args.meter, args.name or args.meter, client, history_sinks())
+        meter, name = args.meter, args.name or args.meter
+        if token:
+            async with HaStatisticsClient(args.ha_url, token) as client:
+                result = await import_summary(summary, meter, name, client, sinks)
+        else:
+            print("HA_TOKEN is not set: Home Assistant statistics skipped", file=sys.stderr)
+            result = await import_summary(summary, meter, name, None, sinks)
         for sid, rows in result.rows_written.items():
             print(f"{sid}: {rows} hours written")
+        if sinks:
+            print(f"influx: {result.readings_sent} readings written")
         return EXIT_OK
 
     try:
@@ -236,6 +255,12 @@ def build_parser() -> argparse.ArgumentParser:
     green = imports.add_parser("green-button", help="import a Green Button (ESPI) XML file")
     green.add_argument("file", type=Path, help="ESPI XML file (Download My Data)")
     green.add_argument("--dry-run", action="store_true", help="print a summary, write nothing")
+    green.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="bridge configuration; its `influx` section (if any) receives the hourly totals",
+    )
     green.add_argument("--meter", default="utility", help="meter id of the statistics (default utility)")
     green.add_argument("--name", default=None, help="name shown in Home Assistant (default: the meter id)")
     green.add_argument(

@@ -21,10 +21,12 @@ from .configbase import Identifier, StrictModel
 from .errors import ConfigError
 from .flex.config import FlexConfig
 from .sinks.kasa.config import KasaConfig
+from .sources.duke_energy import DukeEnergySourceConfig
 from .sources.emu2.config import Emu2SourceConfig
 from .sources.glow.config import GlowSourceConfig
 from .sources.green_button.source import GreenButtonSourceConfig
 from .sources.ha import HaSourceConfig
+from .sources.opower import OpowerSourceConfig
 from .sources.shelly.config import ShellySourceConfig
 from .sources.simulated import SimulatedSourceConfig
 from .sources.zigbee2mqtt.config import Zigbee2MqttSourceConfig
@@ -109,6 +111,8 @@ SourceConfig = Annotated[
     | GlowSourceConfig
     | HaSourceConfig
     | GreenButtonSourceConfig
+    | OpowerSourceConfig
+    | DukeEnergySourceConfig
     | Emu2SourceConfig,
     Field(discriminator="type"),
 ]

@@ -7,12 +7,14 @@ from typing import Any
 from ..config import BridgeConfig
 from ..configbase import SourceConfigBase
 from . import Source
+from .duke_energy import DukeEnergySource, DukeEnergySourceConfig
 from .emu2.config import Emu2SourceConfig
 from .emu2.source import Emu2Source
 from .glow.config import GlowSourceConfig
 from .glow.source import GlowSource
 from .green_button.source import GreenButtonSource, GreenButtonSourceConfig
 from .ha import HaSource, HaSourceConfig
+from .opower import OpowerSource, OpowerSourceConfig
 from .shelly.config import ShellySourceConfig
 from .shelly.source import ShellySource
 from .simulated import SimulatedSource, SimulatedSourceConfig
@@ -38,6 +40,10 @@ def build_source(config: SourceConfigBase, bridge: BridgeConfig) -> Source[Any]:
         return HaSource(config)
     if isinstance(config, GreenButtonSourceConfig):
         return GreenButtonSource(config)
+    if isinstance(config, OpowerSourceConfig):
+        return OpowerSource(config, bridge)
+    if isinstance(config, DukeEnergySourceConfig):
+        return DukeEnergySource(config, bridge)
     if isinstance(config, Emu2SourceConfig):
         return Emu2Source(config)
     raise TypeError(f"no source implements {type(config).__name__}")

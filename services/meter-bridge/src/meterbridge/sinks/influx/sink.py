@@ -192,6 +192,20 @@ class InfluxSink(Sink):
             client, self._client = self._client, None
             await client.close()  # type: ignore[no-untyped-call]
 
+    async def wait_sent(self, timeout_s: float) -> bool:
+        """Wait until InfluxDB acknowledged every reading handled so far (True), or `timeout_s` passed (False).
+
+        For one-shot writers (`meter-bridge import`): the bridge itself never waits, it spools.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while self._memory or self._inflight is not None or (self._spool is not None and self._spool.rows):
+            if loop.time() >= deadline:
+                return False
+            self._wake.set()
+            await asyncio.sleep(0.05)
+        return True
+
     # -- durability -------------------------------------------------------------------------
 
     def _oldest_unsynced(self) -> float | None:

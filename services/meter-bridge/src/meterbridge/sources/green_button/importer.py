@@ -16,15 +16,21 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO, TextIO
+from typing import TYPE_CHECKING, BinaryIO, Protocol, TextIO, runtime_checkable
 
-from ...model import Quantity, Reading
+from ...errors import SinkError
+from ...model import Event, MeterDescription, Quantity, Reading
 from ...sinks import Sink
 from ...statistics import HOUR_S, HaStatisticsClient, HourlyEnergy
 from .espi import Direction, EspiParser, EspiReport, IntervalReading
 
+if TYPE_CHECKING:  # config.py imports the source configs, which import this module
+    from ...config import BridgeConfig
+
 CHUNK_BYTES = 256 * 1024
 STATISTICS_SOURCE = "hems"
+#: How long a one-shot import waits for InfluxDB to acknowledge what it wrote.
+SEND_TIMEOUT_S = 120.0
 QUANTITY = {Direction.DELIVERED: Quantity.ENERGY_IMPORT, Direction.RECEIVED: Quantity.ENERGY_EXPORT}
 
 
@@ -140,10 +146,12 @@ async def import_summary(
     name: str,
     statistics: HaStatisticsClient | None,
     sinks: Sequence[Sink] = (),
+    source_type: str = "green_button",
 ) -> ImportResult:
     """Write `summary` to HA statistics (if a client is given) and to `sinks`.
 
-    Raises `SinkError`/`AuthError` from the HA client; a sink is started, fed and closed here.
+    Raises `SinkError`/`AuthError` from the HA client; a sink is started, fed (a description
+    naming `source_type`, the InfluxDB measurement, then the totals), drained and closed here.
     """
     result = ImportResult()
     readings: list[Reading] = []
@@ -165,20 +173,50 @@ async def import_summary(
         readings = total_readings(meter_id, summary)
     result.readings = readings
     if sinks:
-        for sink in sinks:
-            await sink.start()
-            await sink.handle(readings)
-            await sink.close()
+        description = MeterDescription(meter_id, name, source_type, manufacturer="Utility")
+        await write_history(sinks, [description, *readings])
         result.readings_sent = len(readings)
     return result
 
 
-def history_sinks() -> list[Sink]:
-    """Sinks that take historical readings.
+@runtime_checkable
+class AcknowledgingSink(Protocol):
+    """A sink that can say when everything handed to it is stored (the InfluxDB sink)."""
 
-    INTEGRATION POINT (InfluxDB): the InfluxDB sink is being built on branch `influx` and was
-    not committed when this was written. Once merged, return it here (built from the bridge
-    config's `influx` section). The Home Assistant MQTT sink is deliberately not used: it
-    publishes live state, and hours-old totals would show as the meter's current value.
+    async def wait_sent(self, timeout_s: float) -> bool:
+        """True once every event handled so far is stored, False after `timeout_s`."""
+
+
+async def write_history(sinks: Sequence[Sink], events: Sequence[Event], timeout_s: float = SEND_TIMEOUT_S) -> None:
+    """Start each sink, hand it `events`, wait until it stored them, close it.
+
+    Raises `SinkError` when a sink has not stored everything within `timeout_s` (what it
+    still holds stays in its spool and is sent by the next run).
     """
-    return []
+    for sink in sinks:
+        await sink.start()
+        try:
+            await sink.handle(events)
+            if isinstance(sink, AcknowledgingSink) and not await sink.wait_sent(timeout_s):
+                raise SinkError(f"sink {sink.name}: not everything was stored within {timeout_s:.0f} s (kept spooled)")
+        finally:
+            await sink.close()
+
+
+def history_sinks(config: BridgeConfig | None) -> list[Sink]:
+    """Sinks that take historical readings: the InfluxDB sink when `config` enables one.
+
+    It gets its own spool file beside the bridge's (`<spool>-import.sqlite`) so a one-shot
+    import never shares a SQLite spool with a running bridge. The Home Assistant MQTT sink
+    is deliberately not used: it publishes live state, and hours-old totals would show as
+    the meter's current value (HA gets the history as statistics instead).
+    """
+    if config is None or config.influx is None or not config.influx.enabled:
+        return []
+    from ...sinks.influx import InfluxSink  # imported here: influxdb-client is slow to import
+
+    spool = config.spool.model_copy(
+        update={"path": config.spool.path.with_name(f"{config.spool.path.stem}-import{config.spool.path.suffix}")}
+    )
+    influx = config.influx.model_copy(update={"replication_poll_s": 0.0})  # no monitor for a one-shot run
+    return [InfluxSink(config.model_copy(update={"spool": spool, "influx": influx}))]
