@@ -77,6 +77,15 @@ class HomeAssistantWebsocket:
                     raise AssertionError(f"{command} failed: {message.get('error')}")
                 return message.get("result")
 
+    async def next_event(self, timeout: float = 30.0) -> dict[str, Any]:
+        """The next event of a subscription (`subscribe_events` first); TimeoutError otherwise."""
+        async with asyncio.timeout(timeout):
+            while True:
+                message = await self._ws.receive_json()
+                if message.get("type") == "event":
+                    event: dict[str, Any] = message["event"]
+                    return event
+
 
 @dataclass
 class HomeAssistant:
