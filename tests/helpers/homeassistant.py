@@ -220,7 +220,8 @@ logger:
     def _onboard(self) -> None:
         # scripts/ha_onboard.py, shared with `make demo`. The other onboarding steps are
         # left pending on purpose: core_config adds integrations that reach the internet.
-        self.token = ha_onboard.onboard(self.url, "admin", self.password, "tests")
+        access_token = ha_onboard.create_owner(self.url, "admin", self.password)
+        self.token = self._run_async(ha_onboard.long_lived_token(self.url, access_token, "tests"))
 
     async def _fetch_version(self) -> str:
         async with self.websocket() as ws:
