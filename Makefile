@@ -12,11 +12,11 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 setup:
 	@bash scripts/setup.sh
 
-# Home Assistant 2024.3.3 in its own venv (.cache/ha-venv) for the tests that run a real HA.
+# Home Assistant 2024.3.3 in its own venv (.cache/ha-venv) for `make demo` and the tests that run a real HA.
 setup-ha:
 	@bash scripts/setup-ha.sh
 
-demo: setup
+demo: setup setup-ha
 	@bash scripts/demo.sh
 
 demo-stop:

@@ -6,7 +6,8 @@
 # - constraints: the package_constraints.txt shipped inside the HA wheel, so pip resolves the
 #   exact set HA was released with;
 # - josepy 1.14.0: josepy 2.x makes every HTTP request 500 through hass_nabucasa;
-# - the requirements HA would otherwise pip-install at start-up (recorder, mqtt, http, ...), so
+# - the requirements HA would otherwise pip-install at start-up (recorder, mqtt, http, the
+#   influxdb integration of ha-config/packages/influxdb.yaml, ...), so
 #   a test never needs the network and start-up stays ~1.5 s.
 # A stamp file records the inputs; a second run with the same inputs returns at once.
 set -euo pipefail
@@ -25,9 +26,11 @@ EXTRA=(
     home-assistant-frontend==20240307.0
     securetar==2024.2.1
     PyTurboJPEG==1.7.1
+    influxdb==5.3.1
+    influxdb-client==1.24.0
 )
 stamp="$HA_VENV/.installed"
-want="homeassistant==$HA_VERSION ${EXTRA[*]}"
+want="homeassistant==$HA_VERSION ${EXTRA[*]} +requirements-of-ha-config"
 if [[ -f "$stamp" ]] && [[ "$(cat "$stamp")" == "$want" ]] && [[ -x "$HA_VENV/bin/hass" ]]; then
     exit 0
 fi
@@ -51,6 +54,30 @@ lines = [line for line in text.splitlines() if line.split("==")[0].strip().lower
 open(sys.argv[2], "w").write("\n".join(lines) + "\n")
 PY
 "$HA_VENV/bin/pip" install -q -c "$wheels/constraints.txt" "$wheel" "${EXTRA[@]}"
+# The requirements of every integration ha-config/ loads (default_config and what it pulls in,
+# influxdb, mqtt), read from HA's own manifests: `hass --script check_config` on the shipped
+# configuration would otherwise pip-install them from the network on every fresh machine.
+reqs=$("$HA_VENV/bin/python" - <<'PY'
+import json
+import pathlib
+
+import homeassistant.components as components
+
+base = pathlib.Path(components.__file__).parent
+seen, todo, reqs = set(), ["default_config", "influxdb", "mqtt"], set()
+while todo:
+    domain = todo.pop()
+    if domain in seen:
+        continue
+    seen.add(domain)
+    manifest = json.loads((base / domain / "manifest.json").read_text())
+    reqs.update(manifest.get("requirements", []))
+    todo += manifest.get("dependencies", []) + manifest.get("after_dependencies", [])
+print(" ".join(sorted(reqs)))
+PY
+)
+# shellcheck disable=SC2086 # one word per requirement
+"$HA_VENV/bin/pip" install -q -c "$wheels/constraints.txt" $reqs
 "$HA_VENV/bin/hass" --version >/dev/null
 echo "$want" >"$stamp"
 echo "setup-ha: done"

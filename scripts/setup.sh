@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 # nginx and openssl: the release tests run the nginx entrypoint and `nginx -t` natively;
 # victoria-metrics: the real peer of the InfluxDB v2 write API in tests.
-APT_PACKAGES=(mosquitto mosquitto-clients nginx openssl victoria-metrics)
+# chromium: the browser test drives Debian's headless Chromium over the DevTools protocol.
+APT_PACKAGES=(mosquitto mosquitto-clients nginx openssl victoria-metrics chromium)
 # npm: the release tests' @balena/compose parser and the Zigbee2MQTT settings schema come
 # from the npm registry; Debian's npm only if the machine has none.
 command -v npm >/dev/null || APT_PACKAGES+=(npm)

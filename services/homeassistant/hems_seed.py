@@ -4,7 +4,8 @@ First boot: every shipped file is copied. Later boots: a shipped file is updated
 copy in /config is still exactly what we installed (its hash is in the manifest); a file the
 householder edited, or one we did not install, is never touched. Also pre-seeds the MQTT
 integration (broker, user `homeassistant`, the password the mqtt service generated) into a fresh
-/config, so Home Assistant talks to the broker without anyone typing a password.
+/config, so Home Assistant talks to the broker without anyone typing a password, and the Energy
+dashboard's preferences wired to the bridge's entities when the householder has none.
 
 Standard library only: runs under the Home Assistant image's Python and natively in tests.
 Settings (environment): HEMS_SEED_SOURCE, HA_CONFIG_DIR, MQTT_HOMEASSISTANT_PASSWORD,
@@ -113,6 +114,56 @@ def seed_mqtt_entry(config: Path, password: str) -> bool:
     return True
 
 
+#: The bridge's entities the Energy dashboard starts with (ids: sensor.hems_<meter>_<quantity>).
+GRID_IMPORT = "sensor.hems_grid_energy_import"
+GRID_EXPORT = "sensor.hems_grid_energy_export"
+SOLAR = "sensor.hems_solar_energy_export"
+DEVICES = ("sensor.hems_heat_pump_energy_import", "sensor.hems_ev_energy_import")
+
+
+def energy_prefs() -> dict[str, object]:
+    """The Energy dashboard preferences: grid import/export, solar production, two devices.
+
+    Every price key is present as null and the grid has `cost_adjustment_day`: Home Assistant
+    2024.3's schema for these preferences requires them (no tariff is known at first boot).
+    """
+    grid = {
+        "type": "grid",
+        "flow_from": [
+            {
+                "stat_energy_from": GRID_IMPORT,
+                "stat_cost": None,
+                "entity_energy_price": None,
+                "number_energy_price": None,
+            }
+        ],
+        "flow_to": [
+            {
+                "stat_energy_to": GRID_EXPORT,
+                "stat_compensation": None,
+                "entity_energy_price": None,
+                "number_energy_price": None,
+            }
+        ],
+        "cost_adjustment_day": 0.0,
+    }
+    solar = {"type": "solar", "stat_energy_from": SOLAR, "config_entry_solar_forecast": None}
+    return {
+        "energy_sources": [grid, solar],
+        "device_consumption": [{"stat_consumption": entity} for entity in DEVICES],
+    }
+
+
+def seed_energy_prefs(config: Path) -> bool:
+    """Write the Energy dashboard preferences when there are none; False when HA already has them."""
+    path = config / ".storage" / "energy"
+    if path.exists():
+        return False
+    document = {"version": 1, "minor_version": 1, "key": "energy", "data": energy_prefs()}
+    atomic_write(path, (json.dumps(document, indent=2) + "\n").encode(), 0o600)
+    return True
+
+
 def main() -> int:
     """Seed files, then the MQTT entry; exit 1 when the shipped files are missing."""
     source = Path(os.environ.get("HEMS_SEED_SOURCE", "/usr/share/hems/ha-config"))
@@ -127,6 +178,8 @@ def main() -> int:
         log("no MQTT password yet: add the MQTT integration by hand or restart after mqtt is up")
     elif seed_mqtt_entry(config, password):
         log("pre-seeded the MQTT integration (user homeassistant)")
+    if seed_energy_prefs(config):
+        log("pre-wired the Energy dashboard to the bridge's grid, solar and device meters")
     return 0
 
 

@@ -34,11 +34,8 @@ import itertools
 import json
 import secrets
 import subprocess
+import sys
 import threading
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -51,6 +48,9 @@ from .mosquitto import Mosquitto
 from .net import free_port, stop_process
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "scripts"))
+import ha_onboard  # noqa: E402 - scripts/ is not a package
+
 HA_VENV = REPO / ".cache" / "ha-venv"
 HASS = HA_VENV / "bin" / "hass"
 START_TIMEOUT_S = 120.0
@@ -76,6 +76,15 @@ class HomeAssistantWebsocket:
                 if not message.get("success"):
                     raise AssertionError(f"{command} failed: {message.get('error')}")
                 return message.get("result")
+
+    async def next_event(self, timeout: float = 30.0) -> dict[str, Any]:
+        """The next event of a subscription (`subscribe_events` first); TimeoutError otherwise."""
+        async with asyncio.timeout(timeout):
+            while True:
+                message = await self._ws.receive_json()
+                if message.get("type") == "event":
+                    event: dict[str, Any] = message["event"]
+                    return event
 
 
 @dataclass
@@ -191,7 +200,7 @@ logger:
         )
         try:
             steps = self._wait_for_http()
-            if any(step["step"] == "user" and not step["done"] for step in steps):
+            if ha_onboard.user_step_pending(steps):
                 self._onboard()
             elif not self.token:
                 raise RuntimeError("Home Assistant is already onboarded but this helper has no token for it")
@@ -201,44 +210,18 @@ logger:
             raise
 
     def _wait_for_http(self) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"hass exited with {self.process.returncode}: {self.tail_log()}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/api/onboarding", timeout=2) as response:  # noqa: S310
-                    steps: list[dict[str, Any]] = json.load(response)
-                    return steps
-            except (OSError, ValueError):
-                time.sleep(0.2)
-        raise RuntimeError(f"Home Assistant did not answer in {START_TIMEOUT_S} s: {self.tail_log()}")
-
-    def _post(self, path: str, body: bytes, content_type: str) -> Any:
-        request = urllib.request.Request(  # noqa: S310 - our own local URL
-            f"{self.url}{path}", data=body, headers={"Content-Type": content_type}, method="POST"
-        )
-        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
-            return json.load(response)
+        try:
+            return ha_onboard.wait_for_onboarding(
+                self.url, START_TIMEOUT_S, alive=lambda: self.process is not None and self.process.poll() is None
+            )
+        except RuntimeError as err:
+            raise RuntimeError(f"{err}: {self.tail_log()}") from err
 
     def _onboard(self) -> None:
-        # The browser-free onboarding: create the owner (gives an auth code), trade the code
-        # for an access token, then ask the websocket for a long-lived token. The core_config
-        # step is skipped on purpose: it adds integrations that reach the internet.
-        client_id = f"{self.url}/"
-        user = {"client_id": client_id, "name": "Admin", "username": "admin", "password": self.password}
-        user.update(language="en")
-        answer = self._post("/api/onboarding/users", json.dumps(user).encode(), "application/json")
-        form = urllib.parse.urlencode(
-            {"grant_type": "authorization_code", "code": answer["auth_code"], "client_id": client_id}
-        ).encode()
-        tokens = self._post("/auth/token", form, "application/x-www-form-urlencoded")
-        self.token = tokens["access_token"]
-        self.token = self._run_async(self._long_lived_token())
-
-    async def _long_lived_token(self) -> str:
-        async with self.websocket() as ws:
-            token: str = await ws.call("auth/long_lived_access_token", client_name="tests", lifespan=365)
-            return token
+        # scripts/ha_onboard.py, shared with `make demo`. The other onboarding steps are
+        # left pending on purpose: core_config adds integrations that reach the internet.
+        access_token = ha_onboard.create_owner(self.url, "admin", self.password)
+        self.token = self._run_async(ha_onboard.long_lived_token(self.url, access_token, "tests"))
 
     async def _fetch_version(self) -> str:
         async with self.websocket() as ws:

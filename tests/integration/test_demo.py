@@ -1,4 +1,6 @@
-"""`make demo` keeps its promise: simulated readings on screen within 10 s, clean stop."""
+"""`make demo` keeps its promise: simulated readings on screen within 10 s while the whole
+stack (supervisord: Mosquitto, bridge, Home Assistant, configurator, nginx) comes up, the
+credentials are generated and never defaults, and everything stops cleanly."""
 
 from __future__ import annotations
 
@@ -18,8 +20,7 @@ def test_demo_shows_simulated_readings_within_10_s(tmp_path: Path) -> None:
     env = {
         **os.environ,
         "DEMO_DIR": str(demo_dir),
-        "DEMO_MQTT_PORT": str(free_port()),
-        "DEMO_HEALTH_PORT": str(free_port()),
+        **{f"DEMO_{name}_PORT": str(free_port()) for name in ("MQTT", "HEALTH", "HA", "CONFIGURATOR", "HTTPS", "HTTP")},
         "DEMO_SECONDS": "8",
         "VENV": str(Path(os.environ.get("VIRTUAL_ENV", REPO / ".venv"))),
     }
@@ -41,6 +42,15 @@ def test_demo_shows_simulated_readings_within_10_s(tmp_path: Path) -> None:
     password = (demo_dir / "mqtt_password").read_text().strip()
     assert len(password) >= 20
     assert oct((demo_dir / "mqtt_password").stat().st_mode & 0o777) == "0o600"
-    assert password not in result.stdout + (demo_dir / "bridge.log").read_text()
+    assert password not in result.stdout + (demo_dir / "logs" / "bridge.log").read_text()
+    # the Home Assistant owner's password is generated and printed once, on the first run
+    ha_password = (demo_dir / "ha_password").read_text().strip()
+    assert len(ha_password) >= 20
+    assert ha_password in result.stdout
+    assert "https://127.0.0.1:" in result.stdout
     assert "demo stopped" in result.stdout
-    assert not (demo_dir / "bridge.pid").exists()
+    # supervisord and every program it ran are gone
+    assert not (demo_dir / "supervisord.pid").exists()
+    processes = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
+    assert f"mosquitto -c {demo_dir}" not in processes
+    assert f"hass --config {demo_dir}" not in processes

@@ -46,7 +46,12 @@ def test_first_boot_installs_everything(tmp_path: Path, source: Path) -> None:
         if path.is_file():
             assert (config / path.relative_to(source)).read_bytes() == path.read_bytes()
     manifest = json.loads((config / ".hems" / "manifest.json").read_text())
-    assert set(manifest) == {"configuration.yaml", "packages/hems.yaml"}
+    assert set(manifest) == {
+        "configuration.yaml",
+        "packages/hems.yaml",
+        "packages/influxdb.yaml",
+        "dashboards/hems.yaml",
+    }
 
 
 def test_new_release_updates_untouched_files_only(tmp_path: Path, source: Path) -> None:
@@ -112,6 +117,29 @@ def test_shipped_yaml_is_valid() -> None:
     Loader.add_constructor("!include_dir_named", lambda loader, node: loader.construct_scalar(node))
     config = yaml.load((REPO / "ha-config" / "configuration.yaml").read_text(), Loader=Loader)  # noqa: S506
     assert config["homeassistant"]["packages"] == "packages"
-    assert "127.0.0.1" in config["http"]["trusted_proxies"]
     package = yaml.safe_load((REPO / "ha-config" / "packages" / "hems.yaml").read_text())
+    assert "127.0.0.1" in package["http"]["trusted_proxies"]
     assert package["recorder"]["commit_interval"] > 5
+
+
+def test_energy_dashboard_seeded_only_when_the_householder_has_none(tmp_path: Path, source: Path) -> None:
+    config = tmp_path / "config"
+    assert seed(source, config).returncode == 0
+    energy = config / ".storage" / "energy"
+    document: dict[str, Any] = json.loads(energy.read_text())
+    assert document["key"] == "energy"
+    grid, solar = document["data"]["energy_sources"]
+    assert grid["flow_from"][0]["stat_energy_from"] == "sensor.hems_grid_energy_import"
+    assert grid["flow_to"][0]["stat_energy_to"] == "sensor.hems_grid_energy_export"
+    assert solar == {
+        "type": "solar",
+        "stat_energy_from": "sensor.hems_solar_energy_export",
+        "config_entry_solar_forecast": None,
+    }
+    # the householder's own choice (here: nothing at all) is never overwritten
+    mine = '{"version": 1, "key": "energy", "data": {"energy_sources": [], "device_consumption": []}}'
+    energy.write_text(mine)
+    result = seed(source, config)
+    assert result.returncode == 0
+    assert energy.read_text() == mine
+    assert "Energy dashboard" not in result.stderr

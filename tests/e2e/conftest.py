@@ -1,0 +1,74 @@
+"""The native stack of `make demo` (scripts/demo.sh under supervisord), once per session.
+
+Started with DEMO_DETACH=1 on ports chosen at run time, so the tests exercise exactly what a
+newcomer runs; stopped with `scripts/demo.sh stop` (supervisorctl shutdown).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from helpers.homeassistant import HASS, HomeAssistant
+from helpers.net import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+VENV = Path(os.environ.get("VIRTUAL_ENV", REPO / ".venv"))
+
+
+@dataclass
+class Stack:
+    """The running demo: its directory, ports and an API client for its Home Assistant."""
+
+    demo_dir: Path
+    ports: dict[str, int]
+    ha: HomeAssistant
+
+    @property
+    def https_url(self) -> str:
+        """nginx's HTTPS base URL."""
+        return f"https://127.0.0.1:{self.ports['https']}"
+
+    def secret(self, name: str) -> str:
+        """A generated secret of the demo (e.g. `ha_password`, `proxy_password`)."""
+        return (self.demo_dir / name).read_text().strip()
+
+    def supervisorctl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run supervisorctl against the demo's supervisord."""
+        return subprocess.run(
+            [str(VENV / "bin" / "supervisorctl"), "-c", str(self.demo_dir / "supervisord.conf"), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The whole appliance, up and onboarded."""
+    if not HASS.exists():
+        pytest.skip("Home Assistant is not installed: run make setup-ha")
+    demo_dir = tmp_path_factory.mktemp("stack") / "demo"
+    ports = {name: free_port() for name in ("mqtt", "health", "ha", "configurator", "https", "http")}
+    env = {
+        **os.environ,
+        "DEMO_DIR": str(demo_dir),
+        "DEMO_DETACH": "1",
+        "VENV": str(VENV),
+        **{f"DEMO_{name.upper()}_PORT": str(port) for name, port in ports.items()},
+    }
+    result = subprocess.run(
+        ["bash", "scripts/demo.sh"], cwd=REPO, env=env, capture_output=True, text=True, timeout=240, check=False
+    )
+    try:
+        assert result.returncode == 0, result.stdout + result.stderr
+        ha = HomeAssistant(demo_dir / "ha", port=ports["ha"], token=(demo_dir / "ha_token").read_text().strip())
+        yield Stack(demo_dir, ports, ha)
+    finally:
+        subprocess.run(["bash", "scripts/demo.sh", "stop"], cwd=REPO, env=env, timeout=120, check=False)
