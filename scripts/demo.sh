@@ -101,6 +101,20 @@ sources:
   - {type: simulated, id: solar, name: Solar, profile: solar, rated_w: 3500, interval_s: 2, seed: 2}
   - {type: simulated, id: heat_pump, name: Heat pump, profile: heat_pump, interval_s: 2, seed: 3}
   - {type: simulated, id: ev, name: EV charger, profile: ev, interval_s: 2, seed: 4}
+# Demand response: the "HEMS Flex" controls in HA. The heat pump's relay is switched over an
+# MQTT command topic here (on the appliance: a Shelly channel, `type: shelly`).
+flex:
+  enabled: true
+  site_meter_id: grid
+  state_path: ${DEMO_STATE_DIR}/flex-state.json
+  log_path: ${DEMO_STATE_DIR}/logs/flex-events.jsonl
+  assets:
+    - id: heat_pump
+      name: Heat pump
+      kind: heat_pump
+      rated_power_w: 2500
+      meter_id: heat_pump
+      actuator: {type: mqtt, command_topic: demo/heat_pump/relay/set}
 CONF
 
 # --- Home Assistant -------------------------------------------------------------------------
@@ -167,7 +181,7 @@ stdout_logfile=$DEMO/logs/mosquitto.log
 
 [program:bridge]
 command=bash -c 'MQTT_PASSWORD=\$(cat $DEMO/mqtt_password) exec $VENV/bin/meter-bridge run --config $DEMO/config.yaml'
-environment=DEMO_MQTT_PORT="$MQTT_PORT",DEMO_HEALTH_PORT="$HEALTH_PORT"
+environment=DEMO_MQTT_PORT="$MQTT_PORT",DEMO_HEALTH_PORT="$HEALTH_PORT",DEMO_STATE_DIR="$DEMO"
 priority=20
 autorestart=true
 startsecs=2
@@ -238,6 +252,6 @@ if [[ -n "${DEMO_DETACH:-}" ]]; then
     trap - EXIT
     exit 0
 fi
-export MQTT_PASSWORD DEMO_MQTT_PORT=$MQTT_PORT DEMO_HEALTH_PORT=$HEALTH_PORT
+export MQTT_PASSWORD DEMO_MQTT_PORT=$MQTT_PORT DEMO_HEALTH_PORT=$HEALTH_PORT DEMO_STATE_DIR=$DEMO
 MQTT_PASSWORD=$(cat "$DEMO/mqtt_password")
 "$VENV/bin/meter-bridge" watch --config "$DEMO/config.yaml" ${DEMO_SECONDS:+--seconds "$DEMO_SECONDS"}

@@ -28,6 +28,8 @@ EXTRA=(
     PyTurboJPEG==1.7.1
     influxdb==5.3.1
     influxdb-client==1.24.0
+    # `hass --script check_config` (homeassistant/scripts/check_config.py REQUIREMENTS)
+    colorlog==6.8.2
 )
 stamp="$HA_VENV/.installed"
 want="homeassistant==$HA_VERSION ${EXTRA[*]} +requirements-of-ha-config"
