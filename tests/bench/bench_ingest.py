@@ -469,6 +469,7 @@ def one_run(
     try:
         with Observer(broker, "hems/meter/+", work / "states.txt") as obs:
             warm_up(system, broker, obs)
+            base = landed(vm, site, len(DEVICES))  # the warm-up's full statuses (sent until all were seen)
             pid = system.proc.pid
             result["idle_rss_mib"] = mem_mib(pid, "VmRSS")
             # paced
@@ -483,7 +484,7 @@ def one_run(
             result["paced_peak_rss_mib"] = mem_mib(pid, "VmHWM")
             result["paced_sent"] = len(sent)
             result.update(latency_stats(sent, obs.seqs(mark)))
-            result["paced_landed"] = landed(vm, site, len(sent) + len(DEVICES)) - len(DEVICES)
+            result["paced_landed"] = landed(vm, site, base + len(sent)) - base
             # burst: pre-written files, then every publisher at once
             seq0 = 1_000_000
             files: dict[str, Path] = {}
@@ -512,8 +513,8 @@ def one_run(
             if spy is not None:
                 spy.send_signal(signal.SIGINT)
                 spy.wait(60)
-            total_sent = len(sent) + len(DEVICES) + per_device * len(DEVICES)
-            got = landed(vm, site, total_sent) - len(sent) - len(DEVICES)
+            before = base + result["paced_landed"]
+            got = landed(vm, site, before + per_device * len(DEVICES)) - before
             result["burst_sent"] = per_device * len(DEVICES)
             result["burst_landed"] = got
             result["burst_publish_s"] = t_sent - t0
