@@ -5,7 +5,10 @@ each parser. Each parser runs in its own subprocess so that its memory is measur
 alone. aioraven (what Home Assistant's rainforest_raven integration uses) is installed
 into the running venv by this script if it is missing; it is never a test dependency.
 
-    .venv/bin/python tests/bench/bench_emu2.py [--fragments 1000000]
+    .venv/bin/python tests/bench/bench_emu2.py [--fragments 1000000] [--runs 3]
+
+With several runs (each parser once per run, alternating) the medians go to
+`.cache/bench/emu2.json` and `report.py` puts them in docs/benchmarks.md.
 
 aioraven's parser is driven as aioraven drives it: its `RAVEnReaderProtocol` fed the
 bytes, its `RAVEnReader` receiving the elements (no queries waiting). Ours turns every
@@ -19,10 +22,17 @@ import importlib.util
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from report import RESULTS, write_report
 
 AIORAVEN = "aioraven==0.7.1"
 CHUNK = 64
@@ -161,6 +171,8 @@ def main() -> int:
     args = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     args.add_argument("--fragments", type=int, default=1_000_000)
     args.add_argument("--worker", choices=["ours", "aioraven"])
+    args.add_argument("--runs", type=int, default=3)
+    args.add_argument("--report", action="store_true", help="write docs/benchmarks.md even for one run")
     opts = args.parse_args()
     if opts.worker:
         worker(opts.worker, opts.fragments)
@@ -168,26 +180,43 @@ def main() -> int:
     parsers = ["ours"] + (["aioraven"] if ensure_aioraven() else [])
     if len(parsers) == 1:
         print("aioraven could not be installed: ours only", file=sys.stderr)
-    rows = {}
-    for which in parsers:
-        out = subprocess.run(
-            [sys.executable, __file__, "--worker", which, "--fragments", str(opts.fragments)],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-        rows[which] = json.loads(out.strip().splitlines()[-1])
-    print(f"EMU-2 parser: {opts.fragments:,} fragments in {CHUNK}-byte chunks")
+    runs: dict[str, list[dict[str, Any]]] = {which: [] for which in parsers}
+    for _ in range(opts.runs):
+        for which in parsers:
+            load = os.getloadavg()[0]
+            out = subprocess.run(
+                [sys.executable, __file__, "--worker", which, "--fragments", str(opts.fragments)],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
+            row = json.loads(out.strip().splitlines()[-1])
+            row["load1"] = load
+            runs[which].append(row)
+    print(f"EMU-2 parser: {opts.fragments:,} fragments in {CHUNK}-byte chunks, median of {opts.runs} run(s)")
     print(f"{'parser':10} {'fragments':>10} {'frag/s':>10} {'RSS MiB':>8} {'(start)':>8}")
-    for which, row in rows.items():
-        for mark in row["marks"]:
-            rate = mark["fragments"] / mark["seconds"]
-            count, rss, base = mark["fragments"], mark["rss_mib"], row["base_rss_mib"]
-            print(f"{which:10} {count:>10,} {rate:>10,.0f} {rss:>8.1f} {base:>8.1f}")
-        print(f"{which:10} peak RSS {row['peak_rss_mib']:.1f} MiB")
-    if len(rows) == 2:
-        last = {w: r["marks"][-1]["fragments"] / r["marks"][-1]["seconds"] for w, r in rows.items()}
+    median: dict[str, Any] = {}
+    for which, rows in runs.items():
+        marks: dict[str, dict[str, float]] = {}
+        for i, mark in enumerate(rows[0]["marks"]):
+            rates = [r["marks"][i]["fragments"] / r["marks"][i]["seconds"] for r in rows]
+            rss = [r["marks"][i]["rss_mib"] for r in rows]
+            marks[str(mark["fragments"])] = {"rate": statistics.median(rates), "rss_mib": statistics.median(rss)}
+        base = statistics.median(r["base_rss_mib"] for r in rows)
+        peak = statistics.median(r["peak_rss_mib"] for r in rows)
+        median[which] = {"marks": marks, "base_rss_mib": base, "peak_rss_mib": peak}
+        for count, mark in marks.items():
+            print(f"{which:10} {int(count):>10,} {mark['rate']:>10,.0f} {mark['rss_mib']:>8.1f} {base:>8.1f}")
+        print(f"{which:10} peak RSS {peak:.1f} MiB")
+    if len(median) == 2:
+        last = {w: m["marks"][max(m["marks"], key=int)]["rate"] for w, m in median.items()}
         print(f"throughput ratio ours/aioraven: {last['ours'] / last['aioraven']:.2f}x")
+    if opts.runs > 1 or opts.report:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        when = time.strftime("%Y-%m-%d %H:%M")
+        result = {"when": when, "fragments": opts.fragments, "runs": runs, "median": median}
+        (RESULTS / "emu2.json").write_text(json.dumps(result, indent=1))
+        write_report()
     return 0
 
 
