@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector
 
 from . import __version__
 from .model import utc_now
+from .mqtt import DISCARDED
 from .stats import BridgeStats
 
 
@@ -93,7 +94,13 @@ class _StatsCollector(Collector):
                 sink_errors.add_metric([name, kind], count)
             for gauge, value in sink.gauges.items():
                 gauges.add_metric([name, gauge], value)
+        discarded = CounterMetricFamily(
+            "meterbridge_mqtt_discarded",
+            "Incoming MQTT messages discarded because a client's queue was full (the bridge is not keeping up)",
+            value=DISCARDED.discarded,
+        )
         yield from (readings, errors, age, available, received, dropped, sink_errors, connected, queued, gauges)
+        yield discarded
 
 
 class HealthServer:

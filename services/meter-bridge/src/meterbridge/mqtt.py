@@ -7,7 +7,9 @@ subscriber never holds up a publisher.
 
 from __future__ import annotations
 
+import logging
 import ssl
+import time
 
 import aiomqtt
 
@@ -15,6 +17,46 @@ from .config import MqttConfig
 
 #: Bound on messages waiting in a client's incoming queue (aiomqtt's default is unbounded).
 MAX_QUEUED_INCOMING = 10_000
+
+
+class DiscardedMessagesFilter(logging.Filter):
+    """Folds aiomqtt's one-warning-per-message "queue is full" flood into a count.
+
+    aiomqtt logs a WARNING for every message it discards when a client's incoming queue
+    (`MAX_QUEUED_INCOMING`) is full; in a burst that is thousands of lines a second and a
+    tenth of the CPU. The first is let through, later ones are counted and reported at
+    most once per `period_s` as one line with the count. `discarded` is the running total.
+    """
+
+    MESSAGE = "Message queue is full. Discarding message."
+
+    def __init__(self, period_s: float = 60.0) -> None:
+        super().__init__()
+        self.period_s = period_s
+        self.discarded = 0
+        self._window_start: float | None = None
+        self._suppressed = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg != self.MESSAGE:
+            return True
+        self.discarded += 1
+        now = time.monotonic()
+        if self._window_start is not None and now - self._window_start < self.period_s:
+            self._suppressed += 1
+            return False
+        if self._suppressed:
+            record.msg = (
+                f"{self.MESSAGE} ({self._suppressed} more discarded before this one; the bridge is not keeping up)"
+            )
+        self._window_start, self._suppressed = now, 0
+        return True
+
+
+#: The logger every MQTT client of the bridge uses (aiomqtt's own, with the filter above).
+MQTT_LOGGER = logging.getLogger("meterbridge.mqtt.client")
+DISCARDED = DiscardedMessagesFilter()
+MQTT_LOGGER.addFilter(DISCARDED)
 
 
 def endpoint(config: MqttConfig) -> str:
@@ -40,4 +82,5 @@ def make_client(config: MqttConfig, client_id: str, will: aiomqtt.Will | None = 
         tls_context=tls_context,
         max_queued_incoming_messages=MAX_QUEUED_INCOMING,
         timeout=10,
+        logger=MQTT_LOGGER,
     )
