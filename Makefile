@@ -7,7 +7,7 @@ PIP    := $(VENV)/bin/pip
 SRC    := services/meter-bridge/src
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup setup-ha demo demo-stop test unit lint typecheck bench readme clean
+.PHONY: setup setup-ha demo demo-stop test unit lint typecheck bench readme reliability clean
 
 setup:
 	@bash scripts/setup.sh
@@ -38,6 +38,12 @@ unit: setup
 
 readme: setup
 	$(PY) scripts/readme_config.py
+
+# Long chaos/fuzz/security runs (bounded to 30 min), then docs/reliability.md from their figures.
+reliability: setup setup-ha
+	rm -f .cache/reliability/figures-full.json
+	HEMS_RELIABILITY=full timeout 1800 $(VENV)/bin/pytest tests/reliability --timeout=1200 -q || true
+	$(PY) scripts/reliability_report.py --mode full
 
 bench: setup
 	$(PY) tests/bench/run.py

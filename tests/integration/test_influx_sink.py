@@ -25,6 +25,7 @@ from helpers.mosquitto import Mosquitto
 from helpers.net import free_port
 from helpers.victoria import Victoria, sample_count
 from meterbridge.config import BridgeConfig
+from meterbridge.errors import SinkError
 from meterbridge.model import MeterDescription, Quantity, Reading
 from meterbridge.sinks.influx import InfluxSink
 from meterbridge.sinks.influx.spool import Spool
@@ -227,3 +228,53 @@ sources:
         second.terminate()
         second.wait(15)
         vm.stop()
+
+
+async def test_unwritable_spool_while_influx_is_down_keeps_the_sender_alive(
+    tmp_path: Path, sink_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Disk full (the spool refuses writes) during an outage: nothing lost, sent once InfluxDB is back.
+
+    Found by tests/reliability/test_chaos_disk_full.py: the sender task used to die on the spool's
+    SinkError, and the sink never sent again.
+    """
+    up = False
+    calls: list[bytes] = []
+
+    async def write(request: web.Request) -> web.Response:
+        calls.append(await request.read())
+        return web.Response(status=204) if up else web.json_response({"code": "unavailable"}, status=503)
+
+    app = web.Application()
+    app.router.add_post("/api/v2/write", write)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        cfg = config(f"http://127.0.0.1:{port}", tmp_path / "spool.sqlite")
+        assert cfg.influx is not None
+        cfg = cfg.model_copy(update={"influx": cfg.influx.model_copy(update={"max_retry_delay_s": 1.0})})
+        sink = await sink_factory(cfg)
+
+        def full(*_args: Any, **_kwargs: Any) -> list[int]:
+            raise SinkError("cannot write spool: database or disk is full")
+
+        monkeypatch.setattr(sink.spool, "append", full)
+        for step in range(20):
+            await sink.handle(readings("a", step, 1))
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(1.5)
+        assert sink.stats.errors["spool"] >= 1
+        assert all(not task.done() for task in sink._tasks), "sender and syncer survive a full disk"
+        monkeypatch.undo()
+        up = True
+        for _ in range(100):
+            if sink.stats.gauges["sent_readings"] >= 20:
+                break
+            await asyncio.sleep(0.1)
+        assert sink.stats.gauges["sent_readings"] == 20
+        sent = b"\n".join(calls[-5:])
+        assert all(f"power={step} ".encode() in b"\n".join(calls) for step in range(20)), sent
+    finally:
+        await runner.cleanup()

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from meterbridge.errors import ParseError
 from meterbridge.model import Quantity, Reading
 from meterbridge.sources.emu2.parser import (
     MAX_FRAGMENT_BYTES,
@@ -107,6 +108,19 @@ def test_timestamp_epoch_and_none() -> None:
     assert timestamp(b"0x25117e9f") == datetime(2019, 9, 15, 22, 58, 39, tzinfo=UTC)
     assert timestamp(b"0xFFFFFFFF") is None
     assert timestamp(None) is None
+
+
+def test_timestamp_wider_than_32_bits_is_a_parse_error_not_a_crash() -> None:
+    """Found by tests/reliability/test_fuzz_parsers.py: a garbled 16-digit timestamp made
+    datetime raise ValueError out of `feed`; now the fragment is reported as garbled."""
+    with pytest.raises(ParseError):
+        timestamp(b"0x00000025117e9f11")
+    fragment = (FIXTURES / "demand_import.xml").read_bytes()
+    bad = fragment.replace(b"<TimeStamp>0x", b"<TimeStamp>0x00000000ff", 1)
+    assert bad != fragment
+    events = Emu2Parser("m").feed(bad)
+    assert any(isinstance(e, Garbled) for e in events)
+    assert not any(isinstance(e, Reading) for e in events)
 
 
 def test_command_bytes() -> None:

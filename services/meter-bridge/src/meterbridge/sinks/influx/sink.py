@@ -236,8 +236,12 @@ class InfluxSink(Sink):
                 try:
                     self._persist_memory()
                 except SinkError as err:
-                    self.stats.errors["spool"] += 1
-                    self._log.log(logging.ERROR, "spool", "%s", err)
+                    self._spool_failed(err)
+
+    def _spool_failed(self, err: SinkError) -> None:
+        """Count and log (rate-limited) a spool that cannot be written; readings stay in memory."""
+        self.stats.errors["spool"] += 1
+        self._log.log(logging.ERROR, "spool", "%s", err)
 
     def _update_gauges(self) -> None:
         spool = self._spool
@@ -315,7 +319,11 @@ class InfluxSink(Sink):
             return self._failed(backoff, classify(err))
         self._inflight = None
         if inflight.rows:
-            self.spool.delete(inflight.rows)
+            try:
+                self.spool.delete(inflight.rows)
+            except SinkError as err:
+                # sent but still spooled: re-sent later, and InfluxDB overwrites the same points
+                self._spool_failed(err)
         if self._down:
             _LOGGER.info("InfluxDB %s accepts writes again", self._influx.url)
         self._down = False
@@ -331,7 +339,15 @@ class InfluxSink(Sink):
         if inflight is None:  # pragma: no cover
             return None
         # spools a live batch (it gets row ids) and then what arrived meanwhile: order kept
-        self._persist_memory()
+        try:
+            self._persist_memory()
+        except SinkError as err:
+            # disk full or unwritable: the sender must live on; an unspooled live batch goes
+            # back to the front of the memory queue (order kept) and is retried from there
+            self._spool_failed(err)
+            if verdict.action != "quarantine" and not inflight.from_spool and not inflight.rows:
+                self._memory.extendleft(reversed(inflight.lines))
+                self._update_gauges()
         self._inflight = None
         if verdict.action == "quarantine":
             self.spool.quarantine(inflight.rows, verdict.reason)

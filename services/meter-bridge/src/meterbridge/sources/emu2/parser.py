@@ -211,12 +211,18 @@ def unsigned_hex(raw: bytes) -> int:
 
 
 def timestamp(raw: bytes | None) -> datetime | None:
-    """A Rainforest timestamp (seconds since 2000-01-01 UTC); None for none (`0xFFFFFFFF`)."""
+    """A Rainforest timestamp (seconds since 2000-01-01 UTC); None for none (`0xFFFFFFFF`).
+
+    Raises `ParseError` for a value wider than the field's 32 bits (a garbled digit run:
+    datetime would raise ValueError/OverflowError for it).
+    """
     if not raw:
         return None
     seconds = unsigned_hex(raw)
     if seconds == NO_TIMESTAMP:
         return None
+    if seconds > NO_TIMESTAMP:
+        raise ParseError(f"timestamp wider than 32 bits: {raw[:20]!r}")
     return datetime.fromtimestamp(_EPOCH_2000_S + seconds, UTC)
 
 

@@ -206,8 +206,9 @@ class EspiParser:
         if self._closed:
             raise ParseError("the parser is closed")
         try:
+            # LookupError: a declaration naming an encoding Python has no codec for
             self._sax.feed(data)
-        except (xml.sax.SAXException, DefusedXmlException, ValueError, UnicodeError) as err:
+        except (xml.sax.SAXException, DefusedXmlException, ValueError, UnicodeError, LookupError) as err:
             self._failed = f"invalid ESPI XML: {err}"
             raise ParseError(self._failed) from err
         out, self._out = self._out, []
@@ -219,7 +220,7 @@ class EspiParser:
             return []
         try:
             self._sax.close()
-        except (xml.sax.SAXException, DefusedXmlException, ValueError, UnicodeError) as err:
+        except (xml.sax.SAXException, DefusedXmlException, ValueError, UnicodeError, LookupError) as err:
             self._failed = f"invalid ESPI XML: {err}"
             raise ParseError(self._failed) from err
         finally:
