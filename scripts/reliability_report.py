@@ -74,8 +74,9 @@ NOTES = """
   because both share `homeassistant/#` and an MQTT ACL cannot split a topic level
   (`test_bridge_cannot_write_another_services_discovery`, strict xfail). Closing it needs a
   node_id level in the bridge's discovery topics and an ACL of `homeassistant/+/hems/#`.
-- Demand-response (flex) MQTT events: `meterbridge.flex` is on an unmerged branch; its fuzz
-  target and its control-refusal check are skipped until it lands (the skip fails once it does).
+- Demand-response (flex) MQTT events: fuzzed as `flex_event` above (seeded from valid events in
+  the documented schema); invalid events are rejected with nothing switched and counted
+  (`tests/integration/test_flex_mqtt.py::test_invalid_events_are_rejected_and_change_nothing`).
 """
 
 

@@ -15,7 +15,6 @@ run is the memory figure.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import os
 import random
@@ -103,6 +102,21 @@ def _config(data: bytes) -> None:
     validate_data(loaded)
 
 
+def _flex_event(data: bytes) -> None:
+    from meterbridge.flex.events import parse_event_message
+
+    parse_event_message(data, "fuzz")
+
+
+#: Valid community events in the documented schema (docs/flex-event.schema.json).
+FLEX_EVENT_SEEDS = [
+    b'{"id": "dfs-2026-11-21", "start": "2026-11-21T17:00:00Z", "duration_s": 3600, "direction": "down", '
+    b'"target_w": 1500}',
+    b'{"id": "up-1", "start": "2026-11-21T12:00:00+01:00", "duration_s": 900, "direction": "up", "level": 2}',
+    b'{"id": "x", "start": "2026-01-01T00:00:00Z", "duration_s": 1, "direction": "down", "level": 3}',
+]
+
+
 def _corpus(*patterns: str) -> list[bytes]:
     seeds = [p.read_bytes() for pattern in patterns for p in sorted(FIXTURES.glob(pattern))]
     assert seeds, patterns
@@ -123,6 +137,7 @@ TARGETS: dict[str, tuple[Callable[[bytes], None], tuple[type[Exception], ...], C
     "glow": (_glow, (ParseError,), lambda: _corpus("glow/*.payload.json")),
     "espi": (_espi, (ParseError,), lambda: _corpus("green_button/*.xml")),
     "kasa": (_kasa, (ParseError,), _kasa_corpus),
+    "flex_event": (_flex_event, (ParseError,), lambda: list(FLEX_EVENT_SEEDS)),
     "config": (
         _config,
         (ConfigError,),
@@ -244,7 +259,9 @@ def test_hypothesis_structured_json(name: str, value: object) -> None:
         target(payload)
 
 
-def test_flex_events() -> None:
-    if importlib.util.find_spec("meterbridge.flex") is None:
-        pytest.skip("meterbridge.flex is not importable: demand response is on the unmerged `flex` branch")
-    pytest.fail("meterbridge.flex exists now: add its MQTT event parser to TARGETS")
+def test_flex_event_seeds_are_valid_events() -> None:
+    """The fuzz corpus starts from events the bridge accepts, so mutations probe near-valid input."""
+    from meterbridge.flex.events import parse_event_message
+
+    for seed in FLEX_EVENT_SEEDS:
+        assert parse_event_message(seed, "seed").event_id
