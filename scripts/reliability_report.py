@@ -70,10 +70,11 @@ NOTES = """
   `test_real_hass_configurator_behind_nginx`); the Kasa emulator refusing python-kasa's
   `turn_off` (`tests/integration/test_kasa_python_kasa.py::test_control_commands_are_refused_and_counted`);
   anonymous and wrong-password MQTT clients refused (`tests/release/test_release_mosquitto.py`).
-- Finding (open): the bridge user can publish to zigbee2mqtt's Home Assistant discovery topics,
-  because both share `homeassistant/#` and an MQTT ACL cannot split a topic level
-  (`test_bridge_cannot_write_another_services_discovery`, strict xfail). Closing it needs a
-  node_id level in the bridge's discovery topics and an ACL of `homeassistant/+/hems/#`.
+- Finding (closed): the bridge user could publish to zigbee2mqtt's Home Assistant discovery topics,
+  because both shared `homeassistant/#` and an MQTT ACL cannot split a topic level. The bridge's
+  discovery topics now carry the node_id level `hems` (`homeassistant/<component>/hems/<object_id>/config`)
+  and its ACL is `homeassistant/+/hems/#` plus read on `homeassistant/status`
+  (`test_bridge_cannot_write_another_services_discovery`).
 - Demand-response (flex) MQTT events: fuzzed as `flex_event` above (seeded from valid events in
   the documented schema); invalid events are rejected with nothing switched and counted
   (`tests/integration/test_flex_mqtt.py::test_invalid_events_are_rejected_and_change_nothing`).

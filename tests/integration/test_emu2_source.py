@@ -75,7 +75,7 @@ async def test_end_to_end_retained_state_with_export(broker: Mosquitto, base_top
             timeout=20,
         )
         await rec.wait_for(lambda r: r.last.get(f"{state_topic}/availability") == b"online", timeout=10)
-        link_config = f"{base_topic}/ha/sensor/hems_grid_link_quality/config"
+        link_config = f"{base_topic}/ha/sensor/hems/hems_grid_link_quality/config"
         await rec.wait_for(lambda r: link_config in r.last, timeout=10)
         discovery = rec.json(link_config)
         assert discovery["entity_category"] == "diagnostic"

@@ -77,7 +77,7 @@ async def test_home_assistant_entities_and_commands_within_a_second(
 ) -> None:
     config = flex_config(broker, base_topic, tmp_path, POWERS)
     async with (
-        recording(broker, f"{base_topic}_ha/+/+/config", f"{base_topic}/flex/#") as rec,
+        recording(broker, f"{base_topic}_ha/+/hems/+/config", f"{base_topic}/flex/#") as rec,
         running(FlexController(config)) as flex,
     ):
         expected = [
@@ -94,9 +94,9 @@ async def test_home_assistant_entities_and_commands_within_a_second(
             "switch/hems_flex_immersion_allow",
             "sensor/hems_flex_ev_state",
         ]
-        topics = [f"{base_topic}_ha/{e}/config" for e in expected]
+        topics = [f"{base_topic}_ha/{e.replace('/', '/hems/', 1)}/config" for e in expected]
         await rec.wait_for(lambda r: all(t in r.last for t in topics), 10)
-        participation = rec.json(f"{base_topic}_ha/switch/hems_flex_participation/config")
+        participation = rec.json(f"{base_topic}_ha/switch/hems/hems_flex_participation/config")
         assert participation["device"]["name"] == "HEMS Flex"
         assert participation["command_topic"] == f"{base_topic}/flex/participation/set"
         state_topic = f"{base_topic}/flex/state"

@@ -55,11 +55,11 @@ async def test_discovery_and_retained_state_field_by_field(broker: Mosquitto, ba
     await bridge.start()
     try:
         async with recording(broker, f"{base_topic}/#", f"{prefix}/#") as rec:
-            power_topic = f"{prefix}/sensor/hems_grid_power/config"
+            power_topic = f"{prefix}/sensor/hems/hems_grid_power/config"
             wanted = {
                 power_topic,
-                f"{prefix}/sensor/hems_grid_energy_import/config",
-                f"{prefix}/sensor/hems_heat_pump_power/config",
+                f"{prefix}/sensor/hems/hems_grid_energy_import/config",
+                f"{prefix}/sensor/hems/hems_heat_pump_power/config",
                 f"{base_topic}/meter/grid",
                 f"{base_topic}/meter/grid/availability",
             }
@@ -78,14 +78,14 @@ async def test_discovery_and_retained_state_field_by_field(broker: Mosquitto, ba
             assert discovery["device"]["identifiers"] == ["hems_home_grid"]
             assert discovery["device"]["name"] == "Grid"
             assert discovery["origin"]["name"] == "meter-bridge"
-            energy = rec.json(f"{prefix}/sensor/hems_grid_energy_import/config")
+            energy = rec.json(f"{prefix}/sensor/hems/hems_grid_energy_import/config")
             assert (energy["device_class"], energy["state_class"], energy["unit_of_measurement"]) == (
                 "energy",
                 "total_increasing",
                 "kWh",
             )
             # one device per meter
-            heat_pump = rec.json(f"{prefix}/sensor/hems_heat_pump_power/config")
+            heat_pump = rec.json(f"{prefix}/sensor/hems/hems_heat_pump_power/config")
             assert heat_pump["device"]["identifiers"] == ["hems_home_heat_pump"]
 
             state = rec.json(f"{base_topic}/meter/grid")
@@ -98,7 +98,7 @@ async def test_discovery_and_retained_state_field_by_field(broker: Mosquitto, ba
         async with recording(broker, f"{base_topic}/#", f"{prefix}/#") as late:
             await late.wait_for(lambda r: wanted <= set(r.last))
             retained = {topic for topic, _payload, retain in late.messages if retain}
-            assert f"{prefix}/sensor/hems_grid_power/config" in retained
+            assert f"{prefix}/sensor/hems/hems_grid_power/config" in retained
             assert f"{base_topic}/meter/grid" in retained
             assert f"{base_topic}/bridge/availability" in retained
     finally:
@@ -131,11 +131,11 @@ async def test_state_energy_totals_are_exact_under_rate_limiting(broker: Mosquit
 async def test_homeassistant_online_makes_it_republish_discovery(broker: Mosquitto, base_topic: str) -> None:
     config = bridge_config(broker, base_topic)
     prefix = f"{base_topic}_ha"
-    topic = f"{prefix}/sensor/hems_grid_power/config"
+    topic = f"{prefix}/sensor/hems/hems_grid_power/config"
     bridge = Bridge(config)
     await bridge.start()
     try:
-        async with recording(broker, f"{prefix}/sensor/+/config") as rec:
+        async with recording(broker, f"{prefix}/sensor/hems/+/config") as rec:
             await rec.wait_for(lambda r: topic in r.last)
             await asyncio.sleep(0.3)
             before = sum(1 for t, _p, _r in rec.messages if t == topic)
@@ -156,7 +156,7 @@ async def test_broker_down_10_s_bridge_recovers_by_itself(own_broker: Mosquitto,
     await bridge.start()
     try:
         async with recording(own_broker, f"{base_topic}/#", f"{prefix}/#") as rec:
-            await rec.wait_for(lambda r: f"{prefix}/sensor/hems_grid_power/config" in r.last)
+            await rec.wait_for(lambda r: f"{prefix}/sensor/hems/hems_grid_power/config" in r.last)
         sink = bridge.stats.sinks["homeassistant"]
         assert sink.connected is True
 
@@ -170,8 +170,8 @@ async def test_broker_down_10_s_bridge_recovers_by_itself(own_broker: Mosquitto,
             await rec.wait_for(
                 lambda r: (
                     r.last.get(f"{base_topic}/bridge/availability") == b"online"
-                    and f"{prefix}/sensor/hems_grid_power/config" in r.last
-                    and f"{prefix}/sensor/hems_heat_pump_energy_import/config" in r.last
+                    and f"{prefix}/sensor/hems/hems_grid_power/config" in r.last
+                    and f"{prefix}/sensor/hems/hems_heat_pump_energy_import/config" in r.last
                     and r.last.get(f"{base_topic}/meter/grid/availability") == b"online"
                     and f"{base_topic}/meter/grid" in r.last
                 ),

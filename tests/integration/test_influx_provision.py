@@ -186,11 +186,11 @@ async def test_replication_health_reaches_home_assistant(
                     "problem": True,
                 }
             }
-            queue = rec.json(f"{prefix}/sensor/hems_influx_replication_hems_cloud_meters_queue/config")
+            queue = rec.json(f"{prefix}/sensor/hems/hems_influx_replication_hems_cloud_meters_queue/config")
             assert queue["device_class"] == "data_size"
             assert queue["unit_of_measurement"] == "B"
             assert queue["unique_id"] == "hems_home_influx_replication_hems_cloud_meters_queue"
-            problem = rec.json(f"{prefix}/binary_sensor/hems_influx_replication_hems_cloud_meters_problem/config")
+            problem = rec.json(f"{prefix}/binary_sensor/hems/hems_influx_replication_hems_cloud_meters_problem/config")
             assert problem["device_class"] == "problem"
             await rec.wait_for(lambda r: r.last.get(f"{base_topic}/influx/replication/availability") == b"online")
 
@@ -200,8 +200,7 @@ async def test_replication_health_reaches_home_assistant(
 
             await asyncio.to_thread(provision, ProvisionSettings.from_env(env(double, tokens)))  # cloud unset
             await rec.wait_for(lambda r: r.json(state_topic) == {})
-            await rec.wait_for(
-                lambda r: r.last.get(f"{prefix}/sensor/hems_influx_replication_hems_cloud_meters_queue/config") == b""
-            )
+            queue_config = f"{prefix}/sensor/hems/hems_influx_replication_hems_cloud_meters_queue/config"
+            await rec.wait_for(lambda r: r.last.get(queue_config) == b"")
         finally:
             await monitor.close()

@@ -191,7 +191,7 @@ async def test_relay_set_with_toggle_after_and_timeout(shelly_broker: Mosquitto,
 async def test_relay_is_a_home_assistant_switch(shelly_broker: Mosquitto, base_topic: str, plus1pm: ShellySim) -> None:
     source = _source(shelly_broker, base_topic, [{"prefix": plus1pm.prefix, "id": "heater"}])
     events = Events("shelly")
-    config_topic = f"{base_topic}_ha/switch/hems_shelly_heater_relay/config"
+    config_topic = f"{base_topic}_ha/switch/hems/hems_shelly_heater_relay/config"
     state_topic = f"{base_topic}/shelly/shelly_heater/relay"
     async with recording(shelly_broker, f"{base_topic}_ha/#", f"{base_topic}/#") as rec:
         async for _ in _running(source, events):

@@ -100,7 +100,7 @@ async def test_zigbee2mqtt_devices_rename_availability_and_totals(
             )
             await rec.wait_for(lambda r: _state(r, state_topic).get("power") == 87.0)
             assert rec.json(state_topic)["energy_import"] == 12.34
-            discovery = rec.json(f"{base_topic}_ha/sensor/hems_{PLUG_METER}_energy_import/config")
+            discovery = rec.json(f"{base_topic}_ha/sensor/hems/hems_{PLUG_METER}_energy_import/config")
             assert discovery["device"]["name"] == "kitchen/dishwasher plug"
             assert (discovery["device_class"], discovery["state_class"]) == ("energy", "total_increasing")
 
@@ -126,7 +126,7 @@ async def test_zigbee2mqtt_devices_rename_availability_and_totals(
             )
             await rec.wait_for(
                 lambda r: (
-                    r.json(f"{base_topic}_ha/sensor/hems_{PLUG_METER}_power/config")["device"]["name"]
+                    r.json(f"{base_topic}_ha/sensor/hems/hems_{PLUG_METER}_power/config")["device"]["name"]
                     == "utility/dishwasher"
                 )
             )
@@ -251,11 +251,11 @@ async def test_glow_sentinels_kw_units_and_gas(broker: Mosquitto, base_topic: st
             await publisher.publish(f"{sensor}/gasmeter", GLOW_GAS.format(ts="2026-11-21T19:30:00Z", imp=6728.026))
             await rec.wait_for(lambda r: _state(r, gas_topic).get("gas_energy") == 6728.026)
             assert rec.json(gas_topic)["price"] == 0.07276
-            discovery = rec.json(f"{base_topic}_ha/sensor/hems_smart_gas_gas_energy/config")
+            discovery = rec.json(f"{base_topic}_ha/sensor/hems/hems_smart_gas_gas_energy/config")
             assert discovery["device_class"] == "energy"
             assert discovery["state_class"] == "total_increasing"
             assert discovery["unit_of_measurement"] == "kWh"
-            charge = rec.json(f"{base_topic}_ha/sensor/hems_smart_electricity_standing_charge/config")
+            charge = rec.json(f"{base_topic}_ha/sensor/hems/hems_smart_electricity_standing_charge/config")
             assert (charge["device_class"], charge["unit_of_measurement"]) == ("monetary", "GBP/day")
 
             # the CAD leaves the meters' network: both meters unavailable

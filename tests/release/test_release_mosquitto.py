@@ -66,6 +66,10 @@ async def test_wrong_password_is_refused(release_broker: ReleaseBroker) -> None:
         ("bridge", "zigbee2mqtt", "zigbee2mqtt/plug/set", False),  # the bridge only reads zigbee2mqtt/
         ("shelly", "bridge", "shelly/em-1/events/rpc", True),
         ("shelly", "homeassistant", "homeassistant/sensor/x/config", False),  # devices cannot fake discovery
+        # the bridge writes its own discovery (node_id `hems`) and nobody else's
+        ("bridge", "homeassistant", "homeassistant/sensor/hems/hems_grid_power/config", True),
+        ("bridge", "homeassistant", "homeassistant/sensor/hems_grid_power/config", False),
+        ("homeassistant", "bridge", "homeassistant/status", True),
         ("bridge", "shelly", "hems/meter/grid", False),  # devices cannot read the home's data
         ("homeassistant", "zigbee2mqtt", "zigbee2mqtt/plug/set", True),
         ("healthcheck", "bridge", "hems/meter/grid", False),

@@ -42,7 +42,7 @@ def config(broker: Mosquitto, vm: Victoria, tmp_path: Path) -> str:
 def restored(rec: object) -> bool:
     last = rec.last  # type: ignore[attr-defined]
     return last.get("chaos/bridge/availability") == b"online" and all(
-        f"chaosha/sensor/hems_m{i:02d}_power/config" in last
+        f"chaosha/sensor/hems/hems_m{i:02d}_power/config" in last
         and last.get(f"chaos/meter/m{i:02d}/availability") == b"online"
         and f"chaos/meter/m{i:02d}" in last
         for i in range(METERS)

@@ -85,13 +85,6 @@ async def test_acl_least_privilege(release_broker: ReleaseBroker, request: pytes
     assert not wrong
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding: the bridge and zigbee2mqtt share HA's discovery prefix (homeassistant/#), and an "
-    "MQTT ACL cannot split a topic level, so the bridge can overwrite zigbee2mqtt's discovery. Fix needs "
-    "a node_id level in the bridge's discovery topics (homeassistant/<component>/hems/<object>/config) "
-    "and ACL homeassistant/+/hems/#: a contract change for the lead.",
-)
 async def test_bridge_cannot_write_another_services_discovery(
     release_broker: ReleaseBroker, request: pytest.FixtureRequest
 ) -> None:
@@ -102,7 +95,7 @@ async def test_bridge_cannot_write_another_services_discovery(
         area="Security",
         check="Bridge user publishing to zigbee2mqtt's HA discovery topics",
         goal="refused",
-        measured="delivered (shared homeassistant/# prefix; see the finding)" if got else "refused",
+        measured="delivered" if got else "refused (the bridge's ACL is homeassistant/+/hems/#)",
         ok=not got,
         test=request.node.nodeid,
     )

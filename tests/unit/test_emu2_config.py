@@ -51,7 +51,7 @@ def test_link_quality_is_a_diagnostic_percentage() -> None:
     """Link quality shows in HA as a % measurement under the device's diagnostics."""
     meter = MeterDescription(meter_id="grid", name="Grid", source_type="emu2")
     topic, payload = discovery_message(Topics(), "home", meter, Quantity.LINK_QUALITY)
-    assert topic == "homeassistant/sensor/hems_grid_link_quality/config"
+    assert topic == "homeassistant/sensor/hems/hems_grid_link_quality/config"
     assert payload["unit_of_measurement"] == "%"
     assert payload["state_class"] == "measurement"
     assert payload["entity_category"] == "diagnostic"

@@ -31,7 +31,7 @@ METER = MeterDescription(
 @pytest.mark.parametrize("quantity", list(Quantity))
 def test_discovery_snapshot(quantity: Quantity) -> None:
     topic, payload = discovery_message(Topics(), "home", METER, quantity, currency="GBP")
-    assert topic == f"homeassistant/sensor/hems_grid_{quantity.value}/config"
+    assert topic == f"homeassistant/sensor/hems/hems_grid_{quantity.value}/config"
     payload["origin"]["sw_version"] = "<version>"  # the snapshot must not change with every release
     snapshot = SNAPSHOTS / f"discovery_{quantity.value}.json"
     if os.environ.get("UPDATE_SNAPSHOTS"):  # UPDATE_SNAPSHOTS=1 pytest ... then review the diff

@@ -172,7 +172,7 @@ class StatusPublisher:
         status_id = f"hems_{self._source_id}_status"
         return [
             (
-                f"{self._prefix}/binary_sensor/{problem_id}/config",
+                f"{self._prefix}/binary_sensor/hems/{problem_id}/config",
                 {
                     **common,
                     "name": "Utility account problem",
@@ -183,7 +183,7 @@ class StatusPublisher:
                 },
             ),
             (
-                f"{self._prefix}/sensor/{status_id}/config",
+                f"{self._prefix}/sensor/hems/{status_id}/config",
                 {
                     **common,
                     "name": "Utility account status",

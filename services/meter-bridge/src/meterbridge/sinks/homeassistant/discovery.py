@@ -1,6 +1,6 @@
 """Pure builders of Home Assistant MQTT discovery messages and state payloads.
 
-One discovery config per (meter, quantity): `<prefix>/sensor/hems_<id>_<quantity>/config`,
+One discovery config per (meter, quantity): `<prefix>/sensor/hems/hems_<id>_<quantity>/config`,
 one HA device per meter, availability = bridge AND meter. Per-entity discovery (not
 the device-based `cmps` form of 2024.11+) so that Home Assistant 2024.3 and current
 releases both accept it.
@@ -56,6 +56,10 @@ ENTITY_DESCRIPTIONS: dict[Quantity, QuantityEntity] = {
 }
 
 
+#: The node_id level of every discovery topic the bridge publishes (see `Topics.discovery`).
+DISCOVERY_NODE_ID = "hems"
+
+
 @dataclass(frozen=True, slots=True)
 class Topics:
     """The topics the bridge publishes under `base` and HA listens on under `discovery_prefix`."""
@@ -82,8 +86,14 @@ class Topics:
         return f"{self.base}/meter/{meter_id}/availability"
 
     def discovery(self, component: str, object_id: str) -> str:
-        """The discovery config topic of one entity."""
-        return f"{self.discovery_prefix}/{component}/{object_id}/config"
+        """The discovery config topic of one entity: `<prefix>/<component>/hems/<object_id>/config`.
+
+        The `hems` node_id level (HA: `<prefix>/<component>/[<node_id>/]<object_id>/config`,
+        in 2024.3 and current releases) lets the broker's ACL confine the bridge's user to
+        `<prefix>/+/hems/#`: it cannot overwrite zigbee2mqtt's or anyone else's discovery.
+        Entity ids come from `object_id`, so the node_id changes nothing in HA.
+        """
+        return f"{self.discovery_prefix}/{component}/{DISCOVERY_NODE_ID}/{object_id}/config"
 
 
 def device_block(site_id: str, meter: MeterDescription) -> dict[str, Any]:

@@ -7,7 +7,7 @@ before any full status, and re-sends the last known values every `reemit_s`.
 Availability of every meter of a device follows `<prefix>/online`.
 
 Relays (`switch:N`) are published as Home Assistant `switch` entities:
-`homeassistant/switch/hems_<id>_relay/config`, state `hems/shelly/<id>/relay`
+`homeassistant/switch/hems/hems_<id>_relay/config`, state `hems/shelly/<id>/relay`
 (`ON`/`OFF`, retained), commands on `hems/shelly/<id>/relay/set`; `<id>` is the
 channel's meter id, so the switch joins that meter's HA device and availability.
 """
