@@ -29,11 +29,11 @@ import aiomqtt
 from ..backoff import Backoff
 from ..config import BridgeConfig
 from ..errors import ParseError, SinkError
+from ..ha_topics import Topics
 from ..logutil import RateLimitedLog
 from ..model import Event, Quantity, Reading, utc_now
 from ..mqtt import endpoint, make_client
 from ..sinks import Sink
-from ..sinks.homeassistant.discovery import Topics
 from ..sources.shelly.relay import ShellyMqttRpc, ShellyRelay, shelly_rpc_session
 from .actuators import Actuator, HomeAssistantActuator, MqttActuator, RelayLike, ShellyActuator
 from .assets import AssetConfig, HomeAssistantActuatorConfig, MqttActuatorConfig, ShellyActuatorConfig, in_windows

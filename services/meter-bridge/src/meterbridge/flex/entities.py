@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..sinks.homeassistant.discovery import ORIGIN, Topics
+from ..ha_topics import ORIGIN, Topics
 from .assets import AssetConfig
 
 ON, OFF, PRESS = "ON", "OFF", "PRESS"

@@ -38,10 +38,10 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import aiomqtt
 from pydantic import Field, SecretStr
 
-from .. import __version__
 from ..backoff import Backoff
 from ..configbase import SourceConfigBase
 from ..errors import AuthError, BridgeError, SinkError
+from ..ha_topics import ORIGIN, Topics
 from ..model import MeterDescription
 from ..statistics import HaStatisticsClient
 from . import Source, SourceContext
@@ -143,9 +143,8 @@ class StatusPublisher:
 
     def __init__(self, bridge: BridgeConfig, source_id: str, name: str, status: UtilityStatus) -> None:
         self._bridge = bridge
-        # topic layout of DESIGN.md, spelled out here: a source does not import from the sinks
+        self._topics = Topics(bridge.mqtt.base_topic, bridge.homeassistant.discovery_prefix)
         self._base = bridge.mqtt.base_topic
-        self._prefix = bridge.homeassistant.discovery_prefix
         self._source_id = source_id
         self._name = name
         self._status = status
@@ -163,16 +162,16 @@ class StatusPublisher:
         device = {"identifiers": [f"hems_{site}_{self._source_id}"], "name": self._name, "manufacturer": "Utility"}
         common = {
             "state_topic": self.state_topic,
-            "availability_topic": f"{self._base}/bridge/availability",
+            "availability_topic": self._topics.bridge_availability,
             "device": device,
-            "origin": {"name": "meter-bridge", "sw_version": __version__},
+            "origin": dict(ORIGIN),
             "entity_category": "diagnostic",
         }
         problem_id = f"hems_{self._source_id}_problem"
         status_id = f"hems_{self._source_id}_status"
         return [
             (
-                f"{self._prefix}/binary_sensor/hems/{problem_id}/config",
+                self._topics.discovery("binary_sensor", problem_id),
                 {
                     **common,
                     "name": "Utility account problem",
@@ -183,7 +182,7 @@ class StatusPublisher:
                 },
             ),
             (
-                f"{self._prefix}/sensor/hems/{status_id}/config",
+                self._topics.discovery("sensor", status_id),
                 {
                     **common,
                     "name": "Utility account status",

@@ -13,11 +13,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ... import __version__
+from ...ha_topics import DISCOVERY_NODE_ID, ORIGIN, Topics, device_block
 from ...model import MeterDescription, Quantity
 
-#: The `origin` block: which software published the discovery config.
-ORIGIN = {"name": "meter-bridge", "sw_version": __version__}
+__all__ = [
+    "DISCOVERY_NODE_ID",
+    "ENTITY_DESCRIPTIONS",
+    "ORIGIN",
+    "QuantityEntity",
+    "Topics",
+    "device_block",
+    "discovery_message",
+    "state_payload",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,62 +62,6 @@ ENTITY_DESCRIPTIONS: dict[Quantity, QuantityEntity] = {
     Quantity.STANDING_CHARGE: QuantityEntity("Standing charge", "monetary", None, "{currency}/day", 4, "mdi:cash"),
     Quantity.LINK_QUALITY: QuantityEntity("Link quality", None, "measurement", "%", 0, "mdi:signal", "diagnostic"),
 }
-
-
-#: The node_id level of every discovery topic the bridge publishes (see `Topics.discovery`).
-DISCOVERY_NODE_ID = "hems"
-
-
-@dataclass(frozen=True, slots=True)
-class Topics:
-    """The topics the bridge publishes under `base` and HA listens on under `discovery_prefix`."""
-
-    base: str = "hems"
-    discovery_prefix: str = "homeassistant"
-
-    @property
-    def bridge_availability(self) -> str:
-        """Retained `online`/`offline` of the bridge (last will)."""
-        return f"{self.base}/bridge/availability"
-
-    @property
-    def ha_status(self) -> str:
-        """Where HA announces `online` after it (re)starts."""
-        return f"{self.discovery_prefix}/status"
-
-    def meter_state(self, meter_id: str) -> str:
-        """Retained JSON state of one meter."""
-        return f"{self.base}/meter/{meter_id}"
-
-    def meter_availability(self, meter_id: str) -> str:
-        """Retained `online`/`offline` of one meter."""
-        return f"{self.base}/meter/{meter_id}/availability"
-
-    def discovery(self, component: str, object_id: str) -> str:
-        """The discovery config topic of one entity: `<prefix>/<component>/hems/<object_id>/config`.
-
-        The `hems` node_id level (HA: `<prefix>/<component>/[<node_id>/]<object_id>/config`,
-        in 2024.3 and current releases) lets the broker's ACL confine the bridge's user to
-        `<prefix>/+/hems/#`: it cannot overwrite zigbee2mqtt's or anyone else's discovery.
-        Entity ids come from `object_id`, so the node_id changes nothing in HA.
-        """
-        return f"{self.discovery_prefix}/{component}/{DISCOVERY_NODE_ID}/{object_id}/config"
-
-
-def device_block(site_id: str, meter: MeterDescription) -> dict[str, Any]:
-    """The HA `device` block of a meter: one device per meter."""
-    device: dict[str, Any] = {"identifiers": [f"hems_{site_id}_{meter.meter_id}"], "name": meter.name}
-    for key, value in (
-        ("manufacturer", meter.manufacturer),
-        ("model", meter.model),
-        ("sw_version", meter.sw_version),
-        ("hw_version", meter.hw_version),
-    ):
-        if value:
-            device[key] = value
-    if meter.via:
-        device["via_device"] = f"hems_{site_id}_{meter.via}"
-    return device
 
 
 def discovery_message(

@@ -36,8 +36,8 @@ import aiomqtt
 
 from ...backoff import Backoff
 from ...config import BridgeConfig
+from ...ha_topics import ORIGIN, Topics
 from ...mqtt import make_client
-from ..homeassistant.discovery import ORIGIN, Topics
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -26,9 +26,9 @@ import aiomqtt
 from ...backoff import Backoff
 from ...config import BridgeConfig
 from ...errors import BridgeError, ParseError, SourceConnectionError
+from ...ha_topics import ORIGIN, Topics, device_block
 from ...model import MeterDescription, utc_now
 from ...mqtt import endpoint, make_client
-from ...sinks.homeassistant.discovery import ORIGIN, Topics, device_block
 from .. import Source, SourceContext
 from .config import ShellyDeviceConfig, ShellySourceConfig
 from .parser import (
