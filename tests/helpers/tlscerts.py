@@ -1,8 +1,14 @@
-"""Certificates made at test time with `cryptography`: a CA, a server and a client cert."""
+"""Certificates made at test time with `cryptography`: a throw-away CA and leaf certificates.
+
+`TestCa(dir).issue(name)` gives a certificate valid for `localhost` and 127.0.0.1 and usable for
+both TLS server and client authentication (OpenADR's VTN and VEN sign with theirs too);
+`make_certs(dir)` is the PG&E-style set: a CA, a server certificate and a client certificate.
+Private keys are written 0600, as the bridge requires of a key file.
+"""
 
 from __future__ import annotations
 
-import datetime
+import datetime as dt
 import ipaddress
 import os
 from dataclasses import dataclass
@@ -14,9 +20,17 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 
+@dataclass(frozen=True)
+class CertFiles:
+    """PEM files of one certificate and its key."""
+
+    cert: Path
+    key: Path
+
+
 @dataclass
 class CertSet:
-    """Paths of the PEM files made in `directory`."""
+    """Paths of the PEM files `make_certs` made."""
 
     ca: Path
     server_cert: Path
@@ -36,49 +50,64 @@ def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> None:
     os.chmod(path, 0o600)
 
 
-def make_certs(directory: Path) -> CertSet:
-    """A CA that signs a server cert for 127.0.0.1 and a client cert."""
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(_name("Test CA"))
-        .issuer_name(_name("Test CA"))
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
+class TestCa:
+    """`ca = TestCa(dir)`; `ca.issue("vtn")` -> CertFiles valid for 127.0.0.1; `ca.ca_file`."""
 
-    def leaf(
-        common_name: str, usage: x509.ObjectIdentifier, san: x509.GeneralName | None
-    ) -> tuple[bytes, ec.EllipticCurvePrivateKey]:
+    __test__ = False  # not a pytest class
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self._key = ec.generate_private_key(ec.SECP256R1())
+        now = dt.datetime.now(dt.UTC)
+        self._cert = (
+            x509.CertificateBuilder()
+            .subject_name(_name("HEMS test CA"))
+            .issuer_name(_name("HEMS test CA"))
+            .public_key(self._key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(hours=1))
+            .not_valid_after(now + dt.timedelta(days=2))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(self._key, hashes.SHA256())
+        )
+        self.ca_file = workdir / "ca.pem"
+        self.ca_file.write_bytes(self._cert.public_bytes(serialization.Encoding.PEM))
+
+    def issue(self, common_name: str, file_stem: str | None = None) -> CertFiles:
+        """A certificate for `common_name`, also valid for IP 127.0.0.1 and `localhost`."""
         key = ec.generate_private_key(ec.SECP256R1())
-        builder = (
+        now = dt.datetime.now(dt.UTC)
+        cert = (
             x509.CertificateBuilder()
             .subject_name(_name(common_name))
-            .issuer_name(ca.subject)
+            .issuer_name(self._cert.subject)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=2))
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .not_valid_before(now - dt.timedelta(hours=1))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(
+                x509.SubjectAlternativeName(
+                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                ),
+                critical=False,
+            )
+            .add_extension(
+                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+                critical=False,
+            )
+            .sign(self._key, hashes.SHA256())
         )
-        if san is not None:
-            builder = builder.add_extension(x509.SubjectAlternativeName([san]), critical=False)
-        return builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM), key
+        stem = file_stem or common_name
+        files = CertFiles(self.workdir / f"{stem}.pem", self.workdir / f"{stem}.key")
+        files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        _write_key(key, files.key)
+        return files
 
-    directory.mkdir(parents=True, exist_ok=True)
-    certs = CertSet(*(directory / n for n in ("ca.pem", "server.pem", "server.key", "client.pem", "client.key")))
-    certs.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    server_pem, server_key = leaf(
-        "127.0.0.1", ExtendedKeyUsageOID.SERVER_AUTH, x509.IPAddress(ipaddress.ip_address("127.0.0.1"))
-    )
-    certs.server_cert.write_bytes(server_pem)
-    _write_key(server_key, certs.server_key)
-    client_pem, client_key = leaf("hems-client", ExtendedKeyUsageOID.CLIENT_AUTH, None)
-    certs.client_cert.write_bytes(client_pem)
-    _write_key(client_key, certs.client_key)
-    return certs
+
+def make_certs(directory: Path) -> CertSet:
+    """A CA that signs a server certificate for 127.0.0.1 and a client certificate."""
+    ca = TestCa(directory)
+    server = ca.issue("127.0.0.1", file_stem="server")
+    client = ca.issue("hems-client", file_stem="client")
+    return CertSet(ca.ca_file, server.cert, server.key, client.cert, client.key)

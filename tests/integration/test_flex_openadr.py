@@ -15,8 +15,8 @@ from openleadr.messaging import create_message, parse_message
 
 from helpers.mosquitto import Mosquitto
 from helpers.net import free_port
-from helpers.pki import TestCa
 from helpers.relay_sim import RelaySim, relay_sim
+from helpers.tlscerts import TestCa
 from integration.flexutil import flex_config, running, wait_until
 from meterbridge.flex.controller import FlexController
 
