@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -143,59 +145,61 @@ def ven_flex(vtn: Vtn) -> dict[str, Any]:
     }
 
 
-async def test_event_opt_in_shed_and_staggered_restore_with_reports(
+@contextlib.asynccontextmanager
+async def registered_ven(
     broker: Mosquitto, base_topic: str, tmp_path: Path
-) -> None:
+) -> AsyncIterator[tuple[Vtn, RelaySim, FlexController]]:
+    """openleadr's VTN running, relays simulated on the broker, our VEN registered with the VTN."""
     vtn = Vtn(tmp_path)
     await vtn.server.run()
     try:
         config = flex_config(broker, base_topic, tmp_path, POWERS, **ven_flex(vtn))
         async with relay_sim(broker, base_topic, POWERS) as sim, running(FlexController(config), sim) as flex:
             await wait_until(lambda: vtn.registered, 20, "VEN registration")
-            start = datetime.now(UTC) + timedelta(seconds=4)
-            start_monotonic = time.monotonic() + 4
-            # level 3 of 10 kW flexible power: both relays must go.
-            event_id = vtn.add_event(start, duration_s=6, level=3)
-            await wait_until(lambda: (event_id, "optIn") in vtn.opt_responses, 15, "optIn at the VTN")
-            assert sim.relays["immersion"].on  # nothing before the start
-            assert sim.relays["ev"].on
-            off = await sim.wait("immersion", False, 15)
-            assert off >= start_monotonic - 0.5  # not before the event starts
-            await sim.wait("ev", False, 5)
-            # The end: back on one by one, stagger_s (2 s) apart, last shed first.
-            on_ev = await sim.wait("ev", True, 15)
-            on_immersion = await sim.wait("immersion", True, 10)
-            assert on_immersion - on_ev >= 1.8
-            await wait_until(lambda: {r for r, _ in vtn.reports} >= {"site", "immersion", "ev"}, 15, "reports")
-            site_values = [v for r, v in vtn.reports if r == "site"]
-            assert max(site_values) >= 10_000  # the simulated site import as the VEN saw it
-            log = [json.loads(line) for line in (tmp_path / "flex-events.jsonl").read_text().splitlines()]
-            kinds = [(e["kind"], e.get("asset_id"), e.get("state")) for e in log]
-            assert ("opt_in", None, None) in kinds
-            assert ("switch", "immersion", "shed") in kinds
-            assert ("switch", "ev", "normal") in kinds
-            assert flex.stats.gauges["events_accepted"] == 1
+            yield vtn, sim, flex
     finally:
         await vtn.server.stop()
+
+
+async def test_event_opt_in_shed_and_staggered_restore_with_reports(
+    broker: Mosquitto, base_topic: str, tmp_path: Path
+) -> None:
+    async with registered_ven(broker, base_topic, tmp_path) as (vtn, sim, flex):
+        start = datetime.now(UTC) + timedelta(seconds=4)
+        start_monotonic = time.monotonic() + 4
+        # level 3 of 10 kW flexible power: both relays must go.
+        event_id = vtn.add_event(start, duration_s=6, level=3)
+        await wait_until(lambda: (event_id, "optIn") in vtn.opt_responses, 15, "optIn at the VTN")
+        assert sim.relays["immersion"].on  # nothing before the start
+        assert sim.relays["ev"].on
+        off = await sim.wait("immersion", False, 15)
+        assert off >= start_monotonic - 0.5  # not before the event starts
+        await sim.wait("ev", False, 5)
+        # The end: back on one by one, stagger_s (2 s) apart, last shed first.
+        on_ev = await sim.wait("ev", True, 15)
+        on_immersion = await sim.wait("immersion", True, 10)
+        assert on_immersion - on_ev >= 1.8
+        await wait_until(lambda: {r for r, _ in vtn.reports} >= {"site", "immersion", "ev"}, 15, "reports")
+        site_values = [v for r, v in vtn.reports if r == "site"]
+        assert max(site_values) >= 10_000  # the simulated site import as the VEN saw it
+        log = [json.loads(line) for line in (tmp_path / "flex-events.jsonl").read_text().splitlines()]
+        kinds = [(e["kind"], e.get("asset_id"), e.get("state")) for e in log]
+        assert ("opt_in", None, None) in kinds
+        assert ("switch", "immersion", "shed") in kinds
+        assert ("switch", "ev", "normal") in kinds
+        assert flex.stats.gauges["events_accepted"] == 1
 
 
 async def test_participation_off_opts_out_and_householder_opt_out_is_reported(
     broker: Mosquitto, base_topic: str, tmp_path: Path
 ) -> None:
-    vtn = Vtn(tmp_path)
-    await vtn.server.run()
-    try:
-        config = flex_config(broker, base_topic, tmp_path, POWERS, **ven_flex(vtn))
-        async with relay_sim(broker, base_topic, POWERS) as sim, running(FlexController(config), sim) as flex:
-            await wait_until(lambda: vtn.registered, 20, "VEN registration")
-            event_id = vtn.add_event(datetime.now(UTC) + timedelta(seconds=1), duration_s=60, level=1)
-            await sim.wait("immersion", False, 15)
-            await flex.handle_command(flex.topics.command("opt_out"), b"PRESS")
-            await sim.wait("immersion", True, 3)  # at once, not staggered
-            await wait_until(lambda: (event_id, "optOut") in vtn.opt_responses, 10, "optOut at the VTN")
-            assert any(o["kind"] == "oadrCreateOpt" and o["opt_type"] == "optOut" for o in vtn.create_opts)
-            # Participation off: the next event is opted out and nothing switches.
-            await flex.handle_command(flex.topics.command("participation"), b"OFF")
-            await expect_next_event_opted_out(vtn, sim)
-    finally:
-        await vtn.server.stop()
+    async with registered_ven(broker, base_topic, tmp_path) as (vtn, sim, flex):
+        event_id = vtn.add_event(datetime.now(UTC) + timedelta(seconds=1), duration_s=60, level=1)
+        await sim.wait("immersion", False, 15)
+        await flex.handle_command(flex.topics.command("opt_out"), b"PRESS")
+        await sim.wait("immersion", True, 3)  # at once, not staggered
+        await wait_until(lambda: (event_id, "optOut") in vtn.opt_responses, 10, "optOut at the VTN")
+        assert any(o["kind"] == "oadrCreateOpt" and o["opt_type"] == "optOut" for o in vtn.create_opts)
+        # Participation off: the next event is opted out and nothing switches.
+        await flex.handle_command(flex.topics.command("participation"), b"OFF")
+        await expect_next_event_opted_out(vtn, sim)
