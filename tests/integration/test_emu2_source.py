@@ -49,12 +49,8 @@ def bridge_config(broker: Mosquitto, base_topic: str, port: str, **source: Any) 
 
 @contextlib.asynccontextmanager
 async def running(config: BridgeConfig) -> AsyncIterator[Bridge]:
-    bridge = Bridge(config)
-    await bridge.start()
-    try:
+    async with Bridge(config) as bridge:
         yield bridge
-    finally:
-        await bridge.shutdown()
 
 
 def _state(rec: Any, topic: str) -> dict[str, Any]:

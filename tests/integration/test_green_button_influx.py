@@ -119,13 +119,9 @@ async def test_green_button_source_writes_the_same_points_through_the_bridge_sin
     config = BridgeConfig.model_validate(data)
     from meterbridge.sinks.influx import InfluxSink
 
-    bridge = Bridge(config, sinks=[InfluxSink(config)])
-    await bridge.start()
-    try:
+    async with Bridge(config, sinks=[InfluxSink(config)]):
         match = '{__name__="green_button_energy_import", meter="pge_src"}'
         series = await asyncio.to_thread(victoria.export, match, lambda s: sample_count(s) >= 25)
-    finally:
-        await bridge.shutdown()
     imported = _samples(series, "green_button_energy_import")
     expected = _expected_points()
     assert [t for t, _ in imported] == list(expected)

@@ -44,9 +44,7 @@ async def test_home_assistant_creates_energy_ready_sensors(
             ],
         }
     )
-    bridge = Bridge(config)
-    await bridge.start()
-    try:
+    async with Bridge(config) as bridge:
         wanted = {
             "sensor.hems_grid_power",
             "sensor.hems_grid_energy_import",
@@ -119,5 +117,3 @@ async def test_home_assistant_creates_energy_ready_sensors(
                 break
             await asyncio.sleep(0.2)
         assert state == "unavailable"
-    finally:
-        await bridge.shutdown()

@@ -51,9 +51,7 @@ async def test_anonymous_and_wrong_password_are_refused(broker: Mosquitto) -> No
 async def test_discovery_and_retained_state_field_by_field(broker: Mosquitto, base_topic: str) -> None:
     config = bridge_config(broker, base_topic)
     prefix = f"{base_topic}_ha"
-    bridge = Bridge(config)
-    await bridge.start()
-    try:
+    async with Bridge(config):
         async with recording(broker, f"{base_topic}/#", f"{prefix}/#") as rec:
             power_topic = f"{prefix}/sensor/hems/hems_grid_power/config"
             wanted = {
@@ -101,8 +99,6 @@ async def test_discovery_and_retained_state_field_by_field(broker: Mosquitto, ba
             assert f"{prefix}/sensor/hems/hems_grid_power/config" in retained
             assert f"{base_topic}/meter/grid" in retained
             assert f"{base_topic}/bridge/availability" in retained
-    finally:
-        await bridge.shutdown()
 
 
 async def test_state_energy_totals_are_exact_under_rate_limiting(broker: Mosquitto, base_topic: str) -> None:
@@ -132,29 +128,22 @@ async def test_homeassistant_online_makes_it_republish_discovery(broker: Mosquit
     config = bridge_config(broker, base_topic)
     prefix = f"{base_topic}_ha"
     topic = f"{prefix}/sensor/hems/hems_grid_power/config"
-    bridge = Bridge(config)
-    await bridge.start()
-    try:
-        async with recording(broker, f"{prefix}/sensor/hems/+/config") as rec:
-            await rec.wait_for(lambda r: topic in r.last)
-            await asyncio.sleep(0.3)
-            before = sum(1 for t, _p, _r in rec.messages if t == topic)
-            async with client_for(broker) as ha:
-                await ha.publish(f"{prefix}/status", b"online", qos=1)
-            await rec.wait_for(lambda r: sum(1 for t, _p, _r in r.messages if t == topic) > before)
-            fresh = [(t, r) for t, _p, r in rec.messages if t == topic][-1]
-            assert fresh == (topic, False)  # a live re-publish, not the retained copy
-    finally:
-        await bridge.shutdown()
+    async with Bridge(config), recording(broker, f"{prefix}/sensor/hems/+/config") as rec:
+        await rec.wait_for(lambda r: topic in r.last)
+        await asyncio.sleep(0.3)
+        before = sum(1 for t, _p, _r in rec.messages if t == topic)
+        async with client_for(broker) as ha:
+            await ha.publish(f"{prefix}/status", b"online", qos=1)
+        await rec.wait_for(lambda r: sum(1 for t, _p, _r in r.messages if t == topic) > before)
+        fresh = [(t, r) for t, _p, r in rec.messages if t == topic][-1]
+        assert fresh == (topic, False)  # a live re-publish, not the retained copy
 
 
 @pytest.mark.slow
 async def test_broker_down_10_s_bridge_recovers_by_itself(own_broker: Mosquitto, base_topic: str) -> None:
     config = bridge_config(own_broker, base_topic)
     prefix = f"{base_topic}_ha"
-    bridge = Bridge(config)
-    await bridge.start()
-    try:
+    async with Bridge(config) as bridge:
         async with recording(own_broker, f"{base_topic}/#", f"{prefix}/#") as rec:
             await rec.wait_for(lambda r: f"{prefix}/sensor/hems/hems_grid_power/config" in r.last)
         sink = bridge.stats.sinks["homeassistant"]
@@ -181,8 +170,6 @@ async def test_broker_down_10_s_bridge_recovers_by_itself(own_broker: Mosquitto,
             assert state["energy_import"] > 0
         assert sink.connected is True
         assert bridge.stats.sources["grid"].readings > readings_during_outage  # sources never stopped
-    finally:
-        await bridge.shutdown()
 
 
 def test_sigterm_shuts_down_within_5_s_and_says_offline(tmp_path: Path, broker: Mosquitto, base_topic: str) -> None:
@@ -270,17 +257,13 @@ async def test_status_reports_a_stale_source(broker: Mosquitto, base_topic: str)
     config = bridge_config(
         broker, base_topic, sources=[{"type": "simulated", "id": "slow", "interval_s": 3600, "stale_after_s": 0.5}]
     )
-    bridge = Bridge(config)
-    await bridge.start()
-    try:
+    async with Bridge(config) as bridge:
         await asyncio.sleep(1.0)
         assert bridge.health is not None
         from meterbridge.cli import main
 
         code = await asyncio.to_thread(main, ["status", "--url", f"http://127.0.0.1:{bridge.health.port}/healthz"])
         assert code == 1
-    finally:
-        await bridge.shutdown()
 
 
 def test_quantities_used_by_simulated_meters_have_discovery() -> None:

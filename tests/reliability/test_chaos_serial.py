@@ -55,24 +55,19 @@ async def test_unplug_replug_recovers_every_time(
     state = f"{base_topic}/meter/grid"
     availability = f"{state}/availability"
     recover_s: list[float] = []
-    bridge = Bridge(config)
-    await bridge.start()
-    try:
-        async with recording(broker, f"{base_topic}/#") as rec:
-            await rec.wait_for(lambda r: r.last.get(availability) == b"online", timeout=30)
-            for cycle in range(CYCLES):
-                sim.unplug()
-                await rec.wait_for(lambda r: r.last.get(availability) == b"offline", timeout=15)
-                sim.meter.demand_w = 1000.0 + cycle  # a value only this cycle's device reports
-                sim.replug()
-                plugged = time.monotonic()
-                await rec.wait_for(
-                    lambda r, c=cycle: r.last.get(availability) == b"online" and _power(r, state) == 1000.0 + c,
-                    timeout=60,
-                )
-                recover_s.append(time.monotonic() - plugged)
-    finally:
-        await bridge.shutdown()
+    async with Bridge(config), recording(broker, f"{base_topic}/#") as rec:
+        await rec.wait_for(lambda r: r.last.get(availability) == b"online", timeout=30)
+        for cycle in range(CYCLES):
+            sim.unplug()
+            await rec.wait_for(lambda r: r.last.get(availability) == b"offline", timeout=15)
+            sim.meter.demand_w = 1000.0 + cycle  # a value only this cycle's device reports
+            sim.replug()
+            plugged = time.monotonic()
+            await rec.wait_for(
+                lambda r, c=cycle: r.last.get(availability) == b"online" and _power(r, state) == 1000.0 + c,
+                timeout=60,
+            )
+            recover_s.append(time.monotonic() - plugged)
     record_figure(
         "chaos_serial",
         area="Chaos",

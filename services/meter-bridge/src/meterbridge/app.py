@@ -56,6 +56,15 @@ class Bridge:
         self.health: HealthServer | None = None
         self._source_tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
+        self._shut_down = False
+
+    async def __aenter__(self) -> Bridge:
+        """`async with Bridge(config) as bridge:` starts it and shuts it down on the way out."""
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.shutdown()
 
     def request_stop(self) -> None:
         """Ask `run` to shut down (signal handlers call this)."""
@@ -93,7 +102,13 @@ class Bridge:
         _LOGGER.info("Bridge started: %d sources, sinks %s", len(self.sources), ", ".join(s.name for s in self.sinks))
 
     async def shutdown(self, timeout: float = SHUTDOWN_TIMEOUT_S) -> None:
-        """Stop sources, deliver what is queued, flush and close sinks, within `timeout`."""
+        """Stop sources, deliver what is queued, flush and close sinks, within `timeout`.
+
+        Safe to call more than once: only the first call does anything.
+        """
+        if self._shut_down:
+            return
+        self._shut_down = True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         for task in self._source_tasks:
@@ -121,8 +136,5 @@ class Bridge:
         for signum in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(signum, self.request_stop)
-        await self.start()
-        try:
+        async with self:
             await self._stop.wait()
-        finally:
-            await self.shutdown()
