@@ -140,6 +140,11 @@ persistence true
 persistence_location $data_dir/
 # SD card: write the in-memory database every 5 minutes, not on every change
 autosave_interval 300
+# A subscriber that lags behind a burst (meter-bridge stops reading rather than drop) has
+# up to 20,000 messages / 16 MiB queued here before Mosquitto drops any; its default of
+# 1,000 also drops QoS 0 (tests/bench/bench_ingest.py).
+max_queued_messages 20000
+max_queued_bytes 16777216
 log_dest stdout
 log_type error
 log_type warning

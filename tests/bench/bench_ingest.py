@@ -476,10 +476,12 @@ def one_run(
             mark = obs.poll()
             pubs = Publishers(broker)
             seq0 = 1_000
+            spy = py_spy(args, kind, pid, f"paced-{run}")
             cpu0 = cpu_s(pid)
             sent = paced(pubs, args.rate, args.seconds, seq0)
             pubs.close()
             wait_quiet(obs)
+            stop_py_spy(spy)
             result["paced_cpu_s_per_10k"] = (cpu_s(pid) - cpu0) / len(sent) * 10_000
             result["paced_peak_rss_mib"] = mem_mib(pid, "VmHWM")
             result["paced_sent"] = len(sent)
@@ -496,12 +498,7 @@ def one_run(
                 path.write_text("\n".join(lines) + "\n")
                 files[prefix] = path
             mark = obs.poll()
-            spy = None
-            if args.profile and kind == "bridge":
-                out = Path(args.profile) / f"bridge-burst-{run}.txt"
-                spy_cmd = [str(Path(sys.executable).with_name("py-spy")), "record", "--nonblocking", "-r", "200"]
-                spy = subprocess.Popen([*spy_cmd, "-f", "raw", "-o", str(out), "-p", str(pid)])
-                time.sleep(1.0)
+            spy = py_spy(args, kind, pid, f"burst-{run}")
             cpu0 = cpu_s(pid)
             t0 = time.time()
             Publishers(broker, files).close()
@@ -510,9 +507,7 @@ def one_run(
             arrivals = obs.seqs(mark)
             t_last = max((a for a, _ in arrivals), default=t_sent)
             result["burst_cpu_s"] = cpu_s(pid) - cpu0
-            if spy is not None:
-                spy.send_signal(signal.SIGINT)
-                spy.wait(60)
+            stop_py_spy(spy)
             before = base + result["paced_landed"]
             got = landed(vm, site, before + per_device * len(DEVICES)) - before
             result["burst_sent"] = per_device * len(DEVICES)
@@ -527,6 +522,23 @@ def one_run(
     finally:
         system.stop()
     return result
+
+
+def py_spy(args: argparse.Namespace, kind: str, pid: int, phase: str) -> subprocess.Popen[bytes] | None:
+    """With `--profile`, py-spy records the bridge (raw collapsed stacks) until `stop_py_spy`."""
+    if not args.profile or kind != "bridge":
+        return None
+    out = Path(args.profile) / f"bridge-{phase}.txt"
+    spy_cmd = [str(Path(sys.executable).with_name("py-spy")), "record", "--nonblocking", "-r", "200"]
+    spy = subprocess.Popen([*spy_cmd, "-f", "raw", "-o", str(out), "-p", str(pid)])
+    time.sleep(1.0)
+    return spy
+
+
+def stop_py_spy(spy: subprocess.Popen[bytes] | None) -> None:
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(60)
 
 
 def latency_stats(sent: dict[int, float], seen: list[tuple[float, int]]) -> dict[str, float]:

@@ -221,7 +221,7 @@ sources:
             metrics = response.read().decode()
         assert 'meterbridge_source_readings_total{source="grid"}' in metrics
         assert 'meterbridge_sink_connected{sink="homeassistant"} 1.0' in metrics
-        assert "meterbridge_mqtt_discarded_total 0.0" in metrics
+        assert "meterbridge_mqtt_reader_paused_total 0.0" in metrics
 
         started = time.monotonic()
         bridge.send_signal(signal.SIGTERM)

@@ -17,7 +17,7 @@ from prometheus_client.registry import Collector
 
 from . import __version__
 from .model import utc_now
-from .mqtt import DISCARDED
+from .mqtt import READER_STATS
 from .stats import BridgeStats
 
 
@@ -94,13 +94,14 @@ class _StatsCollector(Collector):
                 sink_errors.add_metric([name, kind], count)
             for gauge, value in sink.gauges.items():
                 gauges.add_metric([name, gauge], value)
-        discarded = CounterMetricFamily(
-            "meterbridge_mqtt_discarded",
-            "Incoming MQTT messages discarded because a client's queue was full (the bridge is not keeping up)",
-            value=DISCARDED.discarded,
+        paused = CounterMetricFamily(
+            "meterbridge_mqtt_reader_paused",
+            "Times an MQTT client stopped reading its socket because its incoming queue was full "
+            "(back-pressure: the bridge is not keeping up, messages wait at the broker)",
+            value=READER_STATS.pauses,
         )
         yield from (readings, errors, age, available, received, dropped, sink_errors, connected, queued, gauges)
-        yield discarded
+        yield paused
 
 
 class HealthServer:

@@ -213,9 +213,15 @@ class HomeAssistantSink(Sink):
             if self._closing:
                 await client.publish(self._topics.bridge_availability, OFFLINE, qos=1, retain=True)
                 return
-            timeout = None if next_due is None else max(0.0, next_due - time.monotonic())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+            # a timer, not `wait_for`: that would make a task per wake-up
+            timer = None
+            if next_due is not None:
+                timer = asyncio.get_running_loop().call_later(max(0.0, next_due - time.monotonic()), self._wake.set)
+            try:
+                await self._wake.wait()
+            finally:
+                if timer is not None:
+                    timer.cancel()
 
     async def _publish_discovery(self, client: aiomqtt.Client, state: MeterState) -> None:
         if not self._config.homeassistant.enabled:

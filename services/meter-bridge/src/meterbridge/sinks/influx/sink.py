@@ -143,11 +143,15 @@ class InfluxSink(Sink):
                 self._descriptions[event.meter_id] = event
         if readings:
             now = self._clock()
+            was_empty = not self._memory
             self._memory.extend(
                 _Pending(line, now) for line in encode(readings, self._config.site.id, self._descriptions)
             )
             self.stats.queued = len(self._memory)
-            self._wake.set()
+            # The sender sleeps until the oldest line is due; wake it only when that changes
+            # (the first line, or a full batch), not for every reading.
+            if was_empty or len(self._memory) >= self._influx.batch_size:
+                self._wake.set()
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -293,11 +297,17 @@ class InfluxSink(Sink):
                 await asyncio.sleep(delay)  # down: the syncer spools what arrives meanwhile
                 continue
             self._wake.clear()
-            timeout = None
-            if self._memory:
-                timeout = max(0.0, self._memory[0].since + self._influx.flush_interval_s - self._clock())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+            if self._memory_due():
+                continue
+            timer = None
+            if self._memory and not self._down:
+                delay = max(0.0, self._memory[0].since + self._influx.flush_interval_s - self._clock())
+                timer = asyncio.get_running_loop().call_later(delay, self._wake.set)
+            try:
+                await self._wake.wait()
+            finally:
+                if timer is not None:
+                    timer.cancel()
 
     async def _attempt(
         self, backoff: Backoff, payload: bytes | None = None, readings: int | None = None

@@ -1,0 +1,149 @@
+"""The bridge's MQTT client (`meterbridge.mqtt.BridgeMqttClient`) against a real Mosquitto.
+
+What it changes in aiomqtt's socket handling must keep every message: back-pressure
+instead of discards, buffered reads, direct writes with the event-loop writer as the
+fallback when the socket is full, and the message iterator without a task per message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiomqtt
+import pytest
+from pydantic import SecretStr
+
+from helpers.mosquitto import Mosquitto
+from helpers.mqtt import client_for
+from meterbridge.config import MqttConfig
+from meterbridge.mqtt import READER_STATS, BridgeMqttClient, BufferedSocket, make_client
+
+
+@pytest.fixture
+def roomy_broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A broker that queues a burst for a slow subscriber (as the release's does) instead of dropping it."""
+    broker = Mosquitto(tmp_path / "mosquitto")
+    with broker.config_file.open("a") as conf:
+        conf.write("max_queued_messages 100000\n")
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+def bridge_client(broker: Mosquitto, client_id: str) -> BridgeMqttClient:
+    config = MqttConfig(
+        host=broker.host, port=broker.port, username="bridge", password=SecretStr(broker.password("bridge"))
+    )
+    client = make_client(config, client_id)
+    assert isinstance(client, BridgeMqttClient)
+    return client
+
+
+async def publish_burst(broker: Mosquitto, topic: str, count: int) -> None:
+    """`count` QoS 0 messages `0`..`count-1` as fast as a C publisher goes."""
+    lines = "".join(f"{n}\n" for n in range(count)).encode()
+    cmd = ["mosquitto_pub", "-h", broker.host, "-p", str(broker.port), "-u", "observer"]
+    cmd += ["-P", broker.password("observer"), "-t", topic, "-q", "0", "-l"]
+    proc = await asyncio.create_subprocess_exec(*cmd, stdin=subprocess.PIPE)
+    await proc.communicate(lines)
+    assert proc.returncode == 0
+
+
+async def test_a_burst_larger_than_the_queue_pauses_reading_and_loses_nothing(roomy_broker: Mosquitto) -> None:
+    count = 30_000
+    client = bridge_client(roomy_broker, "burst")
+    client._incoming.high_water, client._incoming.low_water = 500, 250  # small, so the burst overflows it
+    pauses_before = READER_STATS.pauses
+    async with client:
+        await client.subscribe("burst/t", qos=0)
+        await publish_burst(roomy_broker, "burst/t", count)
+        # nobody takes messages: the client must stop reading, not queue without end
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if client.reading_paused:
+                break
+        assert client.reading_paused
+        await asyncio.sleep(0.5)
+        assert len(client.messages) <= 500 + 1
+        assert READER_STATS.pauses > pauses_before
+        got: list[int] = []
+        async with asyncio.timeout(60):
+            async for message in client.messages:
+                assert isinstance(message.payload, bytes)
+                got.append(int(message.payload))
+                if len(got) == count:
+                    break
+    assert got == list(range(count))  # every message, in order
+
+
+async def test_qos0_publish_is_on_the_wire_when_it_returns(broker: Mosquitto, base_topic: str) -> None:
+    async with client_for(broker) as observer, bridge_client(broker, f"{base_topic}-direct") as client:
+        await observer.subscribe(f"{base_topic}/direct")
+        for n in range(50):
+            await client.publish(f"{base_topic}/direct", str(n).encode(), qos=0)
+            assert not client._client.want_write()  # written by the call itself, no writer left waiting
+        got = []
+        async with asyncio.timeout(10):
+            async for message in observer.messages:
+                got.append(message.payload)
+                if len(got) == 50:
+                    break
+        assert got == [str(n).encode() for n in range(50)]
+
+
+async def test_a_publish_larger_than_the_socket_buffer_is_finished_by_the_loop_writer(own_broker: Mosquitto) -> None:
+    payload = os.urandom(8 * 1024 * 1024)  # far more than a loopback socket buffer takes at once
+    assert own_broker.process is not None
+    async with client_for(own_broker) as observer, bridge_client(own_broker, "big") as client:
+        await observer.subscribe("big/t", qos=1)
+        os.kill(own_broker.process.pid, signal.SIGSTOP)  # the broker reads nothing for a while
+        try:
+            publish = asyncio.create_task(client.publish("big/t", payload, qos=1))
+            await asyncio.sleep(0.5)
+            assert client._client.want_write()  # the rest waits for the socket
+            assert not publish.done()
+        finally:
+            os.kill(own_broker.process.pid, signal.SIGCONT)
+        async with asyncio.timeout(30):
+            await publish
+            async for message in observer.messages:
+                assert message.payload == payload
+                break
+
+
+async def test_iteration_ends_with_mqtt_error_when_the_broker_goes(own_broker: Mosquitto) -> None:
+    async def read_until_the_broker_goes() -> None:
+        async with bridge_client(own_broker, "goes") as client:
+            await client.subscribe("goes/t")
+            async with asyncio.timeout(20):
+                own_broker.stop()
+                async for _ in client.messages:
+                    pass
+
+    with pytest.raises(aiomqtt.MqttError):
+        await read_until_the_broker_goes()
+
+
+def test_buffered_socket_serves_small_reads_from_one_large_read() -> None:
+    left, right = socket.socketpair()
+    with contextlib.closing(left), contextlib.closing(right):
+        right.setblocking(False)
+        wrapped = BufferedSocket(right)
+        with pytest.raises(BlockingIOError):
+            wrapped.recv(1)
+        left.sendall(b"\x30\x05hello\x30")
+        assert wrapped.recv(1) == b"\x30"
+        assert wrapped.pending() == 7
+        assert wrapped.recv(1) == b"\x05"
+        assert wrapped.recv(100) == b"hello\x30"  # never more than is buffered
+        assert wrapped.pending() == 0
+        left.close()
+        assert wrapped.recv(1) == b""  # the peer closed: as a socket says it
+        assert wrapped.fileno() == right.fileno()
