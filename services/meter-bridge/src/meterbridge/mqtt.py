@@ -24,6 +24,10 @@ is covered by `tests/integration/test_mqtt_transport.py`:
   `asyncio.wait` for every message, even when the queue holds thousands. Here a queued
   message is returned at once (yielding to the loop every `FAIRNESS_BATCH` messages),
   and an empty queue is waited on with one future.
+- **Cancellation is never lost.** aiomqtt waits for acknowledgements with
+  `asyncio.wait_for`, which on Python 3.11 can swallow a task's cancellation when the
+  acknowledgement arrives at the same moment (the task then runs on and shutdown hangs);
+  it also starts a task per wait. `asyncio.timeout` has neither problem.
 - **Direct writes.** aiomqtt registers a writer with the event loop for every packet
   paho queues (a thread-safe call, a loop iteration, two `epoll_ctl`s) and makes every
   QoS 0 publish wait on an event. When the loop's own thread queues a packet, the client
@@ -37,16 +41,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import socket
 import ssl
 import threading
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import aiomqtt
 import paho.mqtt.client as paho
 
 from .config import MqttConfig
+
+T = TypeVar("T")
 
 #: Incoming messages waiting in a client's queue at which it stops reading the socket.
 MAX_QUEUED_INCOMING = 10_000
@@ -197,6 +204,15 @@ class BridgeMqttClient(aiomqtt.Client):
     def disconnected_future(self) -> asyncio.Future[None]:
         """aiomqtt's future of the current connection's end (it is replaced on every connect)."""
         return self._disconnected
+
+    async def _wait_for(self, fut: Awaitable[T], timeout: float | None) -> T:
+        if timeout is None:
+            timeout = self.timeout
+        try:
+            async with asyncio.timeout(None if math.isinf(timeout) else timeout):
+                return await fut
+        except TimeoutError:
+            raise aiomqtt.MqttError("Operation timed out") from None
 
     # -- reading ------------------------------------------------------------------------------
 
