@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from influxdb_client.rest import ApiException
+from influxdb_client.client.write.point import Point
 
 from meterbridge.model import MeterDescription, Quantity, Reading
-from meterbridge.sinks.influx.lineprotocol import Line, encode
+from meterbridge.sinks.influx.lineprotocol import Line, SeriesTags, encode, line
 from meterbridge.sinks.influx.sink import classify
 from meterbridge.sinks.influx.spool import Spool
+from meterbridge.sinks.influx.writer import WriteRejectedError, retry_after_seconds
 
 TS = datetime(2026, 11, 21, 20, 0, 0, 123000, tzinfo=UTC)
 
@@ -105,20 +106,6 @@ def test_spool_order_any_chunking(tmp_path_factory: pytest.TempPathFactory, size
     assert got == expected
 
 
-class _Resp:
-    def __init__(self, status: int, headers: dict[str, str] | None = None) -> None:
-        self.status = status
-        self.reason = "r"
-        self.data = b"body"
-        self._headers = headers or {}
-
-    def getheaders(self) -> dict[str, str]:
-        return self._headers
-
-    def getheader(self, name: str, default: str | None = None) -> str | None:
-        return self._headers.get(name, default)
-
-
 @pytest.mark.parametrize(
     ("status", "action"),
     [
@@ -133,11 +120,43 @@ class _Resp:
     ],
 )
 def test_classify_by_status(status: int, action: str) -> None:
-    assert classify(ApiException(http_resp=_Resp(status))).action == action
+    assert classify(WriteRejectedError(status, "Status", '{"code":"x"}')).action == action
 
 
 def test_classify_retry_after_and_connection_errors() -> None:
-    verdict = classify(ApiException(http_resp=_Resp(429, {"Retry-After": "7"})))
+    verdict = classify(WriteRejectedError(429, "Too Many Requests", "", retry_after_seconds("7")))
     assert verdict.retry_after_s == 7.0
+    assert verdict.reason == "HTTP 429 Too Many Requests:"
+    assert retry_after_seconds("Wed, 21 Oct 2026 07:28:00 GMT") is None
     assert classify(ConnectionRefusedError()).action == "retry"
     assert classify(TimeoutError()).action == "retry"
+
+
+_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=12)
+
+
+@settings(max_examples=300)
+@given(
+    measurement=_TEXT.filter(lambda m: not m.startswith("#")),
+    meter=_TEXT,
+    site=_TEXT,
+    phase=st.none() | _TEXT,
+    values=st.dictionaries(
+        st.sampled_from(list(Quantity)),
+        st.floats(allow_nan=True, allow_infinity=True) | st.integers(-(10**12), 10**12).map(float),
+        min_size=1,
+    ),
+    ms=st.integers(0, 4_102_444_800_000),
+)
+def test_line_protocol_is_the_same_as_influxdb_clients_point(
+    measurement: str, meter: str, site: str, phase: str | None, values: dict[Quantity, float], ms: int
+) -> None:
+    ts = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
+    tags = SeriesTags(measurement, site, meter, meter, phase)
+    point = Point(measurement).tag("site", site).tag("meter", meter).tag("source", meter)
+    if phase:
+        point = point.tag("phase", phase)
+    for quantity, value in values.items():
+        point = point.field(quantity.value, value)
+    expected = point.time(ts, "ms").to_line_protocol()
+    assert (line(tags, values, ts) or "") == expected

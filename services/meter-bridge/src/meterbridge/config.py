@@ -21,7 +21,7 @@ from .configbase import Identifier, StrictModel
 from .errors import ConfigError
 from .flex.config import FlexConfig
 from .sinks.kasa.config import KasaConfig
-from .sources.duke_energy import DukeEnergySourceConfig
+from .sources.duke_energy_config import DukeEnergySourceConfig
 from .sources.emu2.config import Emu2SourceConfig
 from .sources.glow.config import GlowSourceConfig
 from .sources.green_button.source import GreenButtonSourceConfig

@@ -18,28 +18,15 @@ import os
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import aiohttp
 from aiodukeenergy import AbstractDukeEnergyAuth, Auth0Client, DukeEnergy, DukeEnergyAuthError
-from pydantic import Field, SecretStr
 
 from ..errors import AuthError, SourceConnectionError
-from .utilitypoll import UsageInterval, UtilityAccount, UtilityPollConfigBase, UtilityPollSource
-
-
-class DukeEnergySourceConfig(UtilityPollConfigBase):
-    """Duke Energy meters, polled with the `aiodukeenergy` library."""
-
-    type: Literal["duke_energy"] = Field(description="Source family.")
-    refresh_token: SecretStr = Field(
-        description="Auth0 refresh token of a Duke Energy app login (`${DUKE_REFRESH_TOKEN}`)."
-    )
-    token_file: Path = Field(
-        default=Path("/data/duke_energy/token.json"), description="Where the rotated refresh token is kept (0600)."
-    )
-    timezone: str = Field(default="America/New_York", description="Time zone Duke's hourly data is in.")
+from .duke_energy_config import DukeEnergySourceConfig
+from .utilitypoll import UsageInterval, UtilityAccount, UtilityPollSource
 
 
 class RefreshTokenAuth(AbstractDukeEnergyAuth):

@@ -7,7 +7,7 @@ from typing import Any
 from ..config import BridgeConfig
 from ..configbase import SourceConfigBase
 from . import Source
-from .duke_energy import DukeEnergySource, DukeEnergySourceConfig
+from .duke_energy_config import DukeEnergySourceConfig
 from .emu2.config import Emu2SourceConfig
 from .emu2.source import Emu2Source
 from .glow.config import GlowSourceConfig
@@ -43,6 +43,8 @@ def build_source(config: SourceConfigBase, bridge: BridgeConfig) -> Source[Any]:
     if isinstance(config, OpowerSourceConfig):
         return OpowerSource(config, bridge)
     if isinstance(config, DukeEnergySourceConfig):
+        from .duke_energy import DukeEnergySource  # imports aiodukeenergy: only where it is used
+
         return DukeEnergySource(config, bridge)
     if isinstance(config, Emu2SourceConfig):
         return Emu2Source(config)

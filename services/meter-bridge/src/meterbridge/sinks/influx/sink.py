@@ -29,11 +29,8 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import aiohttp
-from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
-from influxdb_client.rest import ApiException
 
 from ...backoff import Backoff
 from ...config import BridgeConfig, InfluxConfig
@@ -41,9 +38,10 @@ from ...errors import SinkError
 from ...logutil import RateLimitedLog
 from ...model import Event, MeterDescription, Reading
 from .. import Sink
-from .lineprotocol import PRECISION, Line, encode
+from .lineprotocol import Line, encode
 from .replication import ReplicationMonitor
 from .spool import Spool
+from .writer import InfluxWriter, WriteRejectedError
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -62,15 +60,10 @@ class Verdict:
 
 def classify(err: BaseException) -> Verdict:
     """Decide on a failed write from its exception (pure; unknown exceptions are retried)."""
-    if isinstance(err, ApiException):
-        status = int(err.status or 0)
-        body = err.body.decode(errors="replace") if isinstance(err.body, bytes) else str(err.body or "")
-        reason = f"HTTP {status} {err.reason or ''}: {body}".strip()[:500]
-        retry_after = None
-        raw: Any = getattr(err, "retry_after", None)  # influxdb-client reads the Retry-After header
-        if raw is not None:
-            with contextlib.suppress(ValueError, TypeError):
-                retry_after = float(raw)
+    if isinstance(err, WriteRejectedError):
+        status = err.status
+        reason = str(err)[:500]
+        retry_after = err.retry_after_s
         if status == 429 or status >= 500 or status == 0:
             return Verdict("retry", reason, retry_after)
         if status in BLOCKED_STATUSES:
@@ -110,7 +103,7 @@ class InfluxSink(Sink):
         self._memory: deque[_Pending] = deque()
         self._inflight: _InFlight | None = None
         self._spool: Spool | None = None
-        self._client: InfluxDBClientAsync | None = None
+        self._client: InfluxWriter | None = None
         self._wake = asyncio.Event()
         self._down = False
         self._closing = False
@@ -163,11 +156,12 @@ class InfluxSink(Sink):
             _LOGGER.info(
                 "Influx spool %s holds %d readings from before: replaying", spool_cfg.path, self._spool.readings
             )
-        self._client = InfluxDBClientAsync(
-            url=self._influx.url,
-            token=self._influx.token.get_secret_value(),
-            org=self._influx.org,
-            timeout=int(self._influx.timeout_s * 1000),
+        self._client = InfluxWriter(
+            self._influx.url,
+            self._influx.token.get_secret_value(),
+            self._influx.org,
+            self._influx.bucket,
+            self._influx.timeout_s,
         )
         self._update_gauges()
         self._tasks = [
@@ -194,7 +188,7 @@ class InfluxSink(Sink):
             self._spool = None
         if self._client is not None:
             client, self._client = self._client, None
-            await client.close()  # type: ignore[no-untyped-call]
+            await client.close()
 
     async def wait_sent(self, timeout_s: float) -> bool:
         """Wait until InfluxDB acknowledged every reading handled so far (True), or `timeout_s` passed (False).
@@ -320,12 +314,10 @@ class InfluxSink(Sink):
             payload = "\n".join(p.line.text for p in inflight.lines).encode()
             readings = sum(p.line.readings for p in inflight.lines)
         try:
-            await self._client.write_api().write(
-                bucket=self._influx.bucket, org=self._influx.org, record=payload, write_precision=PRECISION
-            )
+            await self._client.write(payload)
         except asyncio.CancelledError:
             raise
-        except (ApiException, aiohttp.ClientError, OSError, TimeoutError) as err:
+        except (WriteRejectedError, aiohttp.ClientError, OSError, TimeoutError) as err:
             return self._failed(backoff, classify(err))
         self._inflight = None
         if inflight.rows:
