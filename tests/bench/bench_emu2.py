@@ -5,10 +5,11 @@ each parser. Each parser runs in its own subprocess so that its memory is measur
 alone. aioraven (what Home Assistant's rainforest_raven integration uses) is installed
 into the running venv by this script if it is missing; it is never a test dependency.
 
-    .venv/bin/python tests/bench/bench_emu2.py [--fragments 1000000] [--runs 3]
+    .venv/bin/python tests/bench/bench_emu2.py [--fragments 1000000] [--runs 3] [--no-report]
 
 With several runs (each parser once per run, alternating) the medians go to
-`.cache/bench/emu2.json` and `report.py` puts them in docs/benchmarks.md.
+`.cache/bench/emu2.json` and `report.py` puts them in docs/benchmarks.md (unless
+`--no-report`: measuring on a busy machine must not overwrite the published figures).
 
 aioraven's parser is driven as aioraven drives it: its `RAVEnReaderProtocol` fed the
 bytes, its `RAVEnReader` receiving the elements (no queries waiting). Ours turns every
@@ -173,6 +174,7 @@ def main() -> int:
     args.add_argument("--worker", choices=["ours", "aioraven"])
     args.add_argument("--runs", type=int, default=3)
     args.add_argument("--report", action="store_true", help="write docs/benchmarks.md even for one run")
+    args.add_argument("--no-report", action="store_true", help="do not rewrite docs/benchmarks.md")
     opts = args.parse_args()
     if opts.worker:
         worker(opts.worker, opts.fragments)
@@ -216,7 +218,8 @@ def main() -> int:
         when = time.strftime("%Y-%m-%d %H:%M")
         result = {"when": when, "fragments": opts.fragments, "runs": runs, "median": median}
         (RESULTS / "emu2.json").write_text(json.dumps(result, indent=1))
-        write_report()
+        if not opts.no_report:
+            write_report()
     return 0
 
 

@@ -234,3 +234,14 @@ def test_demand_in_watts_is_exact(watts: int) -> None:
     (reading,) = Emu2Parser("m").feed(fragment)
     assert isinstance(reading, Reading)
     assert reading.value == float(watts)
+
+
+def test_end_tag_with_long_whitespace_across_chunks() -> None:
+    """An end tag longer than any fixed overlap (`</Name` + 120 blanks + `>`) is found in any
+    chunking: the search resumes at the last `<` (a fixed 96-byte overlap lost this fragment)."""
+    fragment = (
+        b"<InstantaneousDemand><DeviceMacId>0x01</DeviceMacId><Demand>0x10</Demand>"
+        b"</InstantaneousDemand" + b" " * 120 + b">"
+    )
+    assert parse(fragment) == parse(fragment, [16] * (len(fragment) // 16))
+    assert [e["value"] for e in parse(fragment, [16] * (len(fragment) // 16))] == [16000.0]
