@@ -24,10 +24,11 @@ is covered by `tests/integration/test_mqtt_transport.py`:
   `asyncio.wait` for every message, even when the queue holds thousands. Here a queued
   message is returned at once (yielding to the loop every `FAIRNESS_BATCH` messages),
   and an empty queue is waited on with one future.
-- **Cancellation is never lost.** aiomqtt waits for acknowledgements with
-  `asyncio.wait_for`, which on Python 3.11 can swallow a task's cancellation when the
-  acknowledgement arrives at the same moment (the task then runs on and shutdown hangs);
-  it also starts a task per wait. `asyncio.timeout` has neither problem.
+- **Waiting for acknowledgements.** aiomqtt waits with `asyncio.wait_for`, which on
+  Python 3.11 can swallow a task's cancellation when the acknowledgement arrives at the
+  same moment (the task then runs on and shutdown hangs), starts a task per wait, and
+  waits out the whole timeout when the connection is lost meanwhile. Here the wait uses
+  `asyncio.timeout` and ends with `MqttError` as soon as the connection is gone.
 - **Direct writes.** aiomqtt registers a writer with the event loop for every packet
   paho queues (a thread-safe call, a loop iteration, two `epoll_ctl`s) and makes every
   QoS 0 publish wait on an event. When the loop's own thread queues a packet, the client
@@ -40,6 +41,7 @@ hence the narrow aiomqtt pin in pyproject.toml.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import math
 import socket
@@ -208,11 +210,45 @@ class BridgeMqttClient(aiomqtt.Client):
     async def _wait_for(self, fut: Awaitable[T], timeout: float | None) -> T:
         if timeout is None:
             timeout = self.timeout
+        deadline = None if math.isinf(timeout) else timeout
+        disconnected = self._disconnected
+        if fut is disconnected or fut is self._connected:  # connecting or disconnecting: as aiomqtt
+            try:
+                async with asyncio.timeout(deadline):
+                    ended: T = await fut
+                    return ended
+            except TimeoutError:
+                raise aiomqtt.MqttError("Operation timed out") from None
+        # An acknowledgement (PUBACK, SUBACK...) never comes once the connection is gone:
+        # end the wait then, as aiomqtt would only after the whole timeout.
+        if disconnected.done():
+            if inspect.iscoroutine(fut):
+                fut.close()  # never awaited: say so to the coroutine, not to the log
+            raise aiomqtt.MqttError("Connection lost before the broker acknowledged")
+        task = asyncio.current_task()
+        lost = False
+
+        def on_lost(ended: asyncio.Future[None]) -> None:
+            nonlocal lost
+            if not ended.cancelled():
+                ended.exception()  # seen here: asyncio need not log it as never retrieved
+            if task is not None and not task.done():
+                lost = True
+                task.cancel()
+
+        disconnected.add_done_callback(on_lost)
         try:
-            async with asyncio.timeout(None if math.isinf(timeout) else timeout):
-                return await fut
+            async with asyncio.timeout(deadline):
+                result: T = await fut
+                return result
         except TimeoutError:
             raise aiomqtt.MqttError("Operation timed out") from None
+        except asyncio.CancelledError:
+            if lost and task is not None and task.uncancel() == 0:
+                raise aiomqtt.MqttError("Connection lost before the broker acknowledged") from None
+            raise
+        finally:
+            disconnected.remove_done_callback(on_lost)
 
     # -- reading ------------------------------------------------------------------------------
 
