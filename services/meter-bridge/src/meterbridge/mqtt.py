@@ -210,18 +210,12 @@ class BridgeMqttClient(aiomqtt.Client):
     async def _wait_for(self, fut: Awaitable[T], timeout: float | None) -> T:
         if timeout is None:
             timeout = self.timeout
-        deadline = None if math.isinf(timeout) else timeout
         disconnected = self._disconnected
-        if fut is disconnected or fut is self._connected:  # connecting or disconnecting: as aiomqtt
-            try:
-                async with asyncio.timeout(deadline):
-                    ended: T = await fut
-                    return ended
-            except TimeoutError:
-                raise aiomqtt.MqttError("Operation timed out") from None
         # An acknowledgement (PUBACK, SUBACK...) never comes once the connection is gone:
-        # end the wait then, as aiomqtt would only after the whole timeout.
-        if disconnected.done():
+        # end such a wait then (aiomqtt would wait out the whole timeout). Connecting and
+        # disconnecting wait on the connection's own futures, as in aiomqtt.
+        watch = fut is not disconnected and fut is not self._connected
+        if watch and disconnected.done():
             if inspect.iscoroutine(fut):
                 fut.close()  # never awaited: say so to the coroutine, not to the log
             raise aiomqtt.MqttError("Connection lost before the broker acknowledged")
@@ -236,9 +230,10 @@ class BridgeMqttClient(aiomqtt.Client):
                 lost = True
                 task.cancel()
 
-        disconnected.add_done_callback(on_lost)
+        if watch:
+            disconnected.add_done_callback(on_lost)
         try:
-            async with asyncio.timeout(deadline):
+            async with asyncio.timeout(None if math.isinf(timeout) else timeout):
                 result: T = await fut
                 return result
         except TimeoutError:
@@ -248,7 +243,8 @@ class BridgeMqttClient(aiomqtt.Client):
                 raise aiomqtt.MqttError("Connection lost before the broker acknowledged") from None
             raise
         finally:
-            disconnected.remove_done_callback(on_lost)
+            if watch:
+                disconnected.remove_done_callback(on_lost)
 
     # -- reading ------------------------------------------------------------------------------
 
