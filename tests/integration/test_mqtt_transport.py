@@ -18,7 +18,6 @@ from pathlib import Path
 
 import aiomqtt
 import pytest
-from pydantic import SecretStr
 
 from helpers.mosquitto import Mosquitto
 from helpers.mqtt import client_for
@@ -38,10 +37,7 @@ def roomy_broker(tmp_path: Path) -> Iterator[Mosquitto]:
 
 
 def bridge_client(broker: Mosquitto, client_id: str) -> BridgeMqttClient:
-    config = MqttConfig(
-        host=broker.host, port=broker.port, username="bridge", password=SecretStr(broker.password("bridge"))
-    )
-    client = make_client(config, client_id)
+    client = make_client(MqttConfig.model_validate(broker.bridge_mqtt(client_id)), client_id)
     assert isinstance(client, BridgeMqttClient)
     return client
 
@@ -59,7 +55,7 @@ async def publish_burst(broker: Mosquitto, topic: str, count: int) -> None:
 async def test_a_burst_larger_than_the_queue_pauses_reading_and_loses_nothing(roomy_broker: Mosquitto) -> None:
     count = 30_000
     client = bridge_client(roomy_broker, "burst")
-    client._incoming.high_water, client._incoming.low_water = 500, 250  # small, so the burst overflows it
+    client.incoming.high_water, client.incoming.low_water = 500, 250  # small, so the burst overflows it
     pauses_before = READER_STATS.pauses
     async with client:
         await client.subscribe("burst/t", qos=0)

@@ -4,7 +4,7 @@ Every part of the bridge that talks MQTT (the HA sink, MQTT-based sources, flex)
 opens its own client through `make_client`, with its own client id, so a slow
 subscriber never holds up a publisher.
 
-The client is aiomqtt's, with three changes to how it drives paho's socket
+The client is aiomqtt's, with five changes to how it drives paho's socket
 (`BridgeMqttClient`); each was measured with `tests/bench/bench_ingest.py` and each
 is covered by `tests/integration/test_mqtt_transport.py`:
 
@@ -160,10 +160,9 @@ class IncomingQueue(asyncio.Queue[aiomqtt.Message]):
 class QueuedMessages(aiomqtt.client.MessagesIterator):
     """`client.messages` without a task per message (see the module docstring)."""
 
-    def __init__(self, client: BridgeMqttClient, queue: IncomingQueue) -> None:
+    def __init__(self, client: BridgeMqttClient) -> None:
         super().__init__(client)
-        self._bridge_client = client
-        self._incoming = queue
+        self._bridge_client = client  # `self._client`, typed as ours
         self._back_to_back = 0
 
     async def __anext__(self) -> aiomqtt.Message:
@@ -171,14 +170,15 @@ class QueuedMessages(aiomqtt.client.MessagesIterator):
         if self._back_to_back >= FAIRNESS_BATCH:
             self._back_to_back = 0
             await asyncio.sleep(0)
-        if self._incoming.empty():
+        incoming = self._bridge_client.incoming
+        if incoming.empty():
             self._back_to_back = 0
             disconnected = self._bridge_client.disconnected_future
-            await self._incoming.wait_not_empty(disconnected)
-            if self._incoming.empty():
+            await incoming.wait_not_empty(disconnected)
+            if incoming.empty():
                 raise aiomqtt.MqttError("Disconnected during message iteration") from disconnected.exception()
         self._back_to_back += 1
-        return self._incoming.get_nowait()
+        return incoming.get_nowait()
 
 
 class BridgeMqttClient(aiomqtt.Client):
@@ -195,12 +195,12 @@ class BridgeMqttClient(aiomqtt.Client):
         if not isinstance(incoming, IncomingQueue):  # aiomqtt no longer builds its queue from `queue_type`
             raise TypeError(f"unexpected aiomqtt incoming queue {type(incoming).__name__}")
         incoming.on_high, incoming.on_low = self._pause_reading, self._resume_reading
-        self._incoming = incoming
+        self.incoming = incoming
 
     @property
     def messages(self) -> aiomqtt.client.MessagesIterator:
         """The incoming messages, as aiomqtt's iterator but without a task per message."""
-        return QueuedMessages(self, self._incoming)
+        return QueuedMessages(self)
 
     @property
     def disconnected_future(self) -> asyncio.Future[None]:
@@ -246,6 +246,10 @@ class BridgeMqttClient(aiomqtt.Client):
             if watch:
                 disconnected.remove_done_callback(on_lost)
 
+    def _connection_broken(self, exc: Exception) -> None:
+        if not self._disconnected.done():
+            self._disconnected.set_exception(exc)
+
     # -- reading ------------------------------------------------------------------------------
 
     def _on_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
@@ -275,8 +279,7 @@ class BridgeMqttClient(aiomqtt.Client):
                 if sock is None or not isinstance(sock, BufferedSocket | ssl.SSLSocket) or sock.pending() <= 0:
                     break
         except Exception as exc:  # as aiomqtt: a broken connection ends the client
-            if not self._disconnected.done():
-                self._disconnected.set_exception(exc)
+            self._connection_broken(exc)
 
     def _pause_reading(self) -> None:
         if self.reading_paused:
@@ -303,8 +306,7 @@ class BridgeMqttClient(aiomqtt.Client):
             try:
                 client.loop_write()
             except Exception as exc:  # as aiomqtt's writer
-                if not self._disconnected.done():
-                    self._disconnected.set_exception(exc)
+                self._connection_broken(exc)
                 return
             if not client.want_write():
                 return
