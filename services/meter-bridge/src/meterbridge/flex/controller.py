@@ -26,6 +26,7 @@ from typing import Any
 
 import aiomqtt
 
+from ..asyncutil import wait_event
 from ..backoff import Backoff
 from ..config import BridgeConfig
 from ..errors import ParseError, SinkError
@@ -587,8 +588,7 @@ class FlexController(Sink):
                 self.stats.errors["tick"] += 1
                 self._log.log(logging.ERROR, "tick", "Flex tick failed: %r", err)
             self._state_wake()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._flex.tick_s)
+            await wait_event(self._wake, self._flex.tick_s)
 
     # -- Home Assistant state and commands ----------------------------------------------
 

@@ -22,6 +22,7 @@ from datetime import datetime
 
 import aiomqtt
 
+from ...asyncutil import wait_event
 from ...backoff import Backoff
 from ...config import BridgeConfig
 from ...model import Event, MeterAvailability, MeterDescription, Quantity, Reading
@@ -213,15 +214,7 @@ class HomeAssistantSink(Sink):
             if self._closing:
                 await client.publish(self._topics.bridge_availability, OFFLINE, qos=1, retain=True)
                 return
-            # a timer, not `wait_for`: that would make a task per wake-up
-            timer = None
-            if next_due is not None:
-                timer = asyncio.get_running_loop().call_later(max(0.0, next_due - time.monotonic()), self._wake.set)
-            try:
-                await self._wake.wait()
-            finally:
-                if timer is not None:
-                    timer.cancel()
+            await wait_event(self._wake, None if next_due is None else next_due - time.monotonic())
 
     async def _publish_discovery(self, client: aiomqtt.Client, state: MeterState) -> None:
         if not self._config.homeassistant.enabled:

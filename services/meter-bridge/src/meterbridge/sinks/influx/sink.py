@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
+from ...asyncutil import wait_event
 from ...backoff import Backoff
 from ...config import BridgeConfig, InfluxConfig
 from ...errors import SinkError
@@ -293,15 +294,10 @@ class InfluxSink(Sink):
             self._wake.clear()
             if self._memory_due():
                 continue
-            timer = None
+            due_in = None
             if self._memory and not self._down:
-                delay = max(0.0, self._memory[0].since + self._influx.flush_interval_s - self._clock())
-                timer = asyncio.get_running_loop().call_later(delay, self._wake.set)
-            try:
-                await self._wake.wait()
-            finally:
-                if timer is not None:
-                    timer.cancel()
+                due_in = self._memory[0].since + self._influx.flush_interval_s - self._clock()
+            await wait_event(self._wake, due_in)
 
     async def _attempt(
         self, backoff: Backoff, payload: bytes | None = None, readings: int | None = None
