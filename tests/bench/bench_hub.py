@@ -31,12 +31,7 @@ READINGS = 200_000
 async def run(broker: Mosquitto) -> dict[str, float]:
     config = BridgeConfig.model_validate(
         {
-            "mqtt": {
-                "host": broker.host,
-                "port": broker.port,
-                "username": "bridge",
-                "password": broker.password("bridge"),
-            },
+            "mqtt": broker.bridge_mqtt("hems"),
             "homeassistant": {"min_interval_s": 0},
             "health": {"enabled": False},
             "hub": {"queue_size": 1_000_000},

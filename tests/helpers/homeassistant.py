@@ -293,3 +293,16 @@ logger:
             answer = await ws.receive_json()
             assert answer["type"] == "auth_ok", answer
             yield HomeAssistantWebsocket(ws, str(answer["ha_version"]))
+
+    async def hourly_statistics(self, statistic_id: str) -> list[dict[str, Any]]:
+        """Every hourly long-term statistics row (`start` ms, `state`, `sum`) HA holds for `statistic_id`."""
+        async with self.websocket() as ws:
+            result = await ws.call(
+                "recorder/statistics_during_period",
+                start_time="2000-01-01T00:00:00+00:00",
+                statistic_ids=[statistic_id],
+                period="hour",
+                types=["state", "sum"],
+            )
+        rows: list[dict[str, Any]] = result.get(statistic_id, [])
+        return rows

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import ssl
 import subprocess
 import time
+from collections.abc import AsyncIterator
+
+from aiohttp import web
 
 
 def free_port() -> int:
@@ -24,6 +29,18 @@ def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> 
         except OSError:
             time.sleep(0.05)
     raise TimeoutError(f"nothing listening on {host}:{port} after {timeout} s")
+
+
+@contextlib.asynccontextmanager
+async def serving(app: web.Application, port: int = 0, ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[int]:
+    """Serve `app` on 127.0.0.1:`port` (0: a free one) until the block ends; yields the port."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=ssl_context).start()
+    try:
+        yield int(runner.addresses[0][1])
+    finally:
+        await runner.cleanup()
 
 
 def stop_process(process: subprocess.Popen[bytes], timeout: float = 5.0) -> None:

@@ -48,14 +48,7 @@ def config_data(
     ]
     data: dict[str, Any] = {
         "site": {"id": "home"},
-        "mqtt": {
-            "host": broker.host,
-            "port": broker.port,
-            "username": "bridge",
-            "password": broker.password("bridge"),
-            "base_topic": base,
-            "client_id": f"bridge-{base}",
-        },
+        "mqtt": broker.bridge_mqtt(base),
         "homeassistant": {"discovery_prefix": discovery or f"{base}_ha"},
         "health": {"enabled": False},
         "flex": {

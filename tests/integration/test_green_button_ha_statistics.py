@@ -21,18 +21,6 @@ FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "green_button"
 FALL = FIXTURES / "feed_15min_fall_dst_received_duplicate.xml"
 
 
-async def _rows(ha: HomeAssistant, statistic_id: str) -> list[dict]:
-    async with ha.websocket() as ws:
-        result = await ws.call(
-            "recorder/statistics_during_period",
-            start_time="2000-01-01T00:00:00+00:00",
-            statistic_ids=[statistic_id],
-            period="hour",
-            types=["state", "sum"],
-        )
-    return result.get(statistic_id, [])
-
-
 def _hours(rows: list[dict]) -> list[tuple[str, float, float]]:
     return [(datetime.fromtimestamp(r["start"] / 1000, UTC).isoformat(), r["state"], r["sum"]) for r in rows]
 
@@ -45,7 +33,7 @@ async def test_import_gives_hourly_state_and_sum_and_reimport_changes_nothing(ho
         first = await import_summary(summary, "fall", "Fall", client)
     assert first.rows_written == {"hems:fall_energy_import": 25, "hems:fall_energy_export": 5}
 
-    rows = _hours(await _rows(homeassistant, "hems:fall_energy_import"))
+    rows = _hours(await homeassistant.hourly_statistics("hems:fall_energy_import"))
     assert [hour for hour, _, _ in rows] == list(expected["hours"])
     running = 0.0
     for (hour, state, total), (exp_hour, exp_values) in zip(rows, expected["hours"].items(), strict=True):
@@ -53,14 +41,14 @@ async def test_import_gives_hourly_state_and_sum_and_reimport_changes_nothing(ho
         assert hour == exp_hour
         assert state == pytest.approx(exp_values[0])
         assert total == pytest.approx(running)
-    export = _hours(await _rows(homeassistant, "hems:fall_energy_export"))
+    export = _hours(await homeassistant.hourly_statistics("hems:fall_energy_export"))
     assert [state for _, state, _ in export] == pytest.approx([1.0] * 5)  # 4 x 250 Wh per hour
     assert export[-1][2] == pytest.approx(expected["received_kwh"])
 
     async with HaStatisticsClient(homeassistant.url, homeassistant.token) as client:
         second = await import_summary(parse_file(FALL), "fall", "Fall", client)
     assert second.rows_written == {"hems:fall_energy_import": 0, "hems:fall_energy_export": 0}
-    assert _hours(await _rows(homeassistant, "hems:fall_energy_import")) == rows
+    assert _hours(await homeassistant.hourly_statistics("hems:fall_energy_import")) == rows
 
 
 async def test_overlapping_files_merge_and_the_sum_continues(homeassistant: HomeAssistant) -> None:
@@ -73,7 +61,7 @@ async def test_overlapping_files_merge_and_the_sum_continues(homeassistant: Home
         await client.import_hours("hems:merge_energy_import", "Merge", early)
         written = await client.import_hours("hems:merge_energy_import", "Merge", late)
     assert len(written) == 10  # the 5 overlapping hours are unchanged
-    rows = _hours(await _rows(homeassistant, "hems:merge_energy_import"))
+    rows = _hours(await homeassistant.hourly_statistics("hems:merge_energy_import"))
     assert len(rows) == 25
     assert rows[-1][2] == pytest.approx(summary.hours[Direction.DELIVERED].total())
 

@@ -23,7 +23,7 @@ import pytest
 from aiohttp import web
 from pydantic import SecretStr
 
-from helpers.net import free_port
+from helpers.net import free_port, serving
 from helpers.tlscerts import CertSet, make_certs
 from meterbridge.errors import AuthError, ConfigError, SourceConnectionError
 from meterbridge.model import Quantity, Reading
@@ -80,11 +80,8 @@ async def pge(tmp_path: Path) -> AsyncIterator[tuple[FakePge, CertSet]]:
     server_ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(certs.ca))
     server_ssl.load_cert_chain(str(certs.server_cert), str(certs.server_key))
     server_ssl.verify_mode = ssl.CERT_REQUIRED  # mutual TLS: no client certificate, no handshake
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=server_ssl).start()
-    yield state, certs
-    await runner.cleanup()
+    async with serving(app, port, ssl_context=server_ssl):
+        yield state, certs
 
 
 class Clock:

@@ -22,7 +22,7 @@ import pytest
 from aiohttp import web
 
 from helpers.mosquitto import Mosquitto
-from helpers.net import free_port
+from helpers.net import free_port, serving
 from helpers.victoria import Victoria, sample_count
 from meterbridge.config import BridgeConfig
 from meterbridge.errors import SinkError
@@ -154,11 +154,7 @@ async def test_4xx_quarantined_5xx_retried(tmp_path: Path, sink_factory: Any) ->
 
     app = web.Application()
     app.router.add_post("/api/v2/write", write)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
+    async with serving(app) as port:
         sink = await sink_factory(config(f"http://127.0.0.1:{port}", tmp_path / "spool.sqlite"))
         await sink.handle(readings("a", 12, 1))
         await asyncio.sleep(1.6)
@@ -177,8 +173,6 @@ async def test_4xx_quarantined_5xx_retried(tmp_path: Path, sink_factory: Any) ->
         assert sum(b"power=12" in c for c in calls) == 2  # retried after the 503
         assert sum(b"power=13" in c for c in calls) == 1  # never retried
         assert sink.stats.gauges["sent_readings"] == 2
-    finally:
-        await runner.cleanup()
 
 
 @pytest.mark.slow
@@ -247,11 +241,7 @@ async def test_unwritable_spool_while_influx_is_down_keeps_the_sender_alive(
 
     app = web.Application()
     app.router.add_post("/api/v2/write", write)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
+    async with serving(app) as port:
         cfg = config(f"http://127.0.0.1:{port}", tmp_path / "spool.sqlite")
         assert cfg.influx is not None
         cfg = cfg.model_copy(update={"influx": cfg.influx.model_copy(update={"max_retry_delay_s": 1.0})})
@@ -276,5 +266,3 @@ async def test_unwritable_spool_while_influx_is_down_keeps_the_sender_alive(
         assert sink.stats.gauges["sent_readings"] == 20
         sent = b"\n".join(calls[-5:])
         assert all(f"power={step} ".encode() in b"\n".join(calls) for step in range(20)), sent
-    finally:
-        await runner.cleanup()

@@ -44,9 +44,7 @@ def _bridge_config(broker: Mosquitto, base_topic: str, source: dict[str, Any]) -
     return BridgeConfig.model_validate(
         {
             "site": {"id": "home"},
-            "mqtt": {"host": broker.host, "port": broker.port, "username": "bridge",
-                     "password": broker.password("bridge"), "base_topic": base_topic,
-                     "client_id": f"mb-{base_topic}"},
+            "mqtt": broker.bridge_mqtt(base_topic),
             "homeassistant": {"discovery_prefix": f"{base_topic}_ha"},
             "sources": [source],
         }

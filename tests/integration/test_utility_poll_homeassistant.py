@@ -112,13 +112,7 @@ def bridge_config(broker: Mosquitto, base_topic: str, ha: HomeAssistant, source:
     return BridgeConfig.model_validate(
         {
             "site": {"id": "home"},
-            "mqtt": {
-                "host": broker.host,
-                "port": broker.port,
-                "username": "bridge",
-                "password": broker.password("bridge"),
-                "base_topic": base_topic,
-            },
+            "mqtt": broker.bridge_mqtt(base_topic),
             "health": {"enabled": False},
             "sources": [
                 {
@@ -151,15 +145,7 @@ async def entity_state(ha: HomeAssistant, entity_id: str) -> str | None:
 
 
 async def statistics(ha: HomeAssistant, statistic_id: str) -> list[tuple[int, float, float]]:
-    async with ha.websocket() as ws:
-        result = await ws.call(
-            "recorder/statistics_during_period",
-            start_time="2000-01-01T00:00:00+00:00",
-            statistic_ids=[statistic_id],
-            period="hour",
-            types=["state", "sum"],
-        )
-    return [(int(r["start"] / 1000), r["state"], r["sum"]) for r in result.get(statistic_id, [])]
+    return [(int(r["start"] / 1000), r["state"], r["sum"]) for r in await ha.hourly_statistics(statistic_id)]
 
 
 async def run_scenario(

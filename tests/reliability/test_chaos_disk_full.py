@@ -71,18 +71,18 @@ async def test_disk_full_keeps_ha_reports_and_recovers(
     tmp_path: Path,
     small_volume: Path,
     broker: Mosquitto,
-    vm: Victoria,
+    victoria: Victoria,
     base_topic: str,
     request: pytest.FixtureRequest,
 ) -> None:
-    vm.stop()  # InfluxDB down: everything has to go through the spool
+    victoria.stop()  # InfluxDB down: everything has to go through the spool
     config = (
         "site: {id: home}\n"
         f"mqtt: {{host: 127.0.0.1, port: {broker.port}, username: bridge, password: '${{MQTT_PASSWORD}}', "
         f"base_topic: {base_topic}}}\n"
         f"homeassistant: {{discovery_prefix: {base_topic}/ha, min_interval_s: 0}}\n"
         "health: {port: {health_port}}\n"
-        f"influx: {{url: '{vm.url}', token: '${{INFLUX_TOKEN}}', replication_poll_s: 0, max_retry_delay_s: 2}}\n"
+        f"influx: {{url: '{victoria.url}', token: '${{INFLUX_TOKEN}}', replication_poll_s: 0, max_retry_delay_s: 2}}\n"
         f"spool: {{path: '{small_volume / 'spool.sqlite'}'}}\n"
         "sources:\n" + simulated_sources(2, INTERVAL_S, 1.0)
     )
@@ -109,7 +109,7 @@ async def test_disk_full_keeps_ha_reports_and_recovers(
         assert bridge.process.poll() is None, "the bridge survives a full disk"
         filler.unlink()
         filler = None
-        vm.start()
+        victoria.start()
         back = time.monotonic()
         recovered_s = None
         while time.monotonic() - back < 90:
@@ -120,9 +120,9 @@ async def test_disk_full_keeps_ha_reports_and_recovers(
                 recovered_s = time.monotonic() - back
                 break
             time.sleep(0.2)
-        series = wait_export(vm, '{__name__=~"simulated_.*"}', lambda s: len(s) >= 10, 30)
+        series = wait_export(victoria, '{__name__=~"simulated_.*"}', lambda s: len(s) >= 10, 30)
         time.sleep(2)
-        series = wait_export(vm, '{__name__=~"simulated_.*"}', lambda s: False, 1)
+        series = wait_export(victoria, '{__name__=~"simulated_.*"}', lambda s: False, 1)
     finally:
         if filler is not None:
             with contextlib.suppress(OSError):

@@ -37,14 +37,14 @@ INTERVAL_S = 0.1
 KILLS = scale(4, 20)
 
 
-def config(broker: Mosquitto, vm: Victoria, spool: Path, run: int, base_topic: str) -> str:
+def config(broker: Mosquitto, victoria: Victoria, spool: Path, run: int, base_topic: str) -> str:
     return (
         f"site: {{id: run{run:02d}}}\n"
         f"mqtt: {{host: 127.0.0.1, port: {broker.port}, username: bridge, password: '${{MQTT_PASSWORD}}', "
         f"base_topic: {base_topic}}}\n"
         f"homeassistant: {{discovery_prefix: {base_topic}/ha}}\n"
         "health: {port: {health_port}}\n"
-        f"influx: {{url: '{vm.url}', token: '${{INFLUX_TOKEN}}', replication_poll_s: 0}}\n"
+        f"influx: {{url: '{victoria.url}', token: '${{INFLUX_TOKEN}}', replication_poll_s: 0}}\n"
         f"spool: {{path: '{spool}', sync_interval_s: 1.0}}\n"
         "sources:\n" + simulated_sources(METERS, INTERVAL_S, 1.0)
     )
@@ -60,7 +60,7 @@ def integrity(spool: Path) -> str:
 
 @pytest.mark.slow
 def test_kill9_every_few_seconds(
-    tmp_path: Path, broker: Mosquitto, vm: Victoria, base_topic: str, request: pytest.FixtureRequest
+    tmp_path: Path, broker: Mosquitto, victoria: Victoria, base_topic: str, request: pytest.FixtureRequest
 ) -> None:
     spool = tmp_path / "spool.sqlite"
     rng = random.Random(13)  # noqa: S311 - test timing, not crypto
@@ -71,21 +71,21 @@ def test_kill9_every_few_seconds(
     checks: list[str] = []
     try:
         for run in range(KILLS):
-            bridge.start(config(broker, vm, spool, run, base_topic))
+            bridge.start(config(broker, victoria, spool, run, base_topic))
             time.sleep(rng.uniform(2.0, 4.0))
             killed_at[f"run{run:02d}"] = time.time()
             bridge.kill9()
             checks.append(integrity(spool))
         # a last run replays what the last kill left in the spool, then stops cleanly
-        bridge.start(config(broker, vm, spool, KILLS, base_topic))
+        bridge.start(config(broker, victoria, spool, KILLS, base_topic))
         series = wait_export(
-            vm,
+            victoria,
             '{__name__=~"simulated_.*"}',
             lambda s: len({x.labels["site"] for x in s}) > KILLS,
             60,
         )
         time.sleep(3)  # replay of the last spool rows lands
-        series = wait_export(vm, '{__name__=~"simulated_.*"}', lambda s: False, 2)
+        series = wait_export(victoria, '{__name__=~"simulated_.*"}', lambda s: False, 2)
     finally:
         bridge.stop()
     checks.append(integrity(spool))

@@ -26,14 +26,14 @@ RESTARTS = scale(3, 10)
 OUTAGE_S = scale(0.5, 3.0)
 
 
-def config(broker: Mosquitto, vm: Victoria, tmp_path: Path) -> str:
+def config(broker: Mosquitto, victoria: Victoria, tmp_path: Path) -> str:
     return (
         "site: {id: home}\n"
         f"mqtt: {{host: 127.0.0.1, port: {broker.port}, username: bridge, password: '${{MQTT_PASSWORD}}', "
         "base_topic: chaos, keepalive_s: 5}\n"
         "homeassistant: {discovery_prefix: chaosha}\n"
         "health: {port: {health_port}}\n"
-        f"influx: {{url: '{vm.url}', token: '${{INFLUX_TOKEN}}', replication_poll_s: 0, flush_interval_s: 0.2}}\n"
+        f"influx: {{url: '{victoria.url}', token: '${{INFLUX_TOKEN}}', replication_poll_s: 0, flush_interval_s: 0.2}}\n"
         f"spool: {{path: '{tmp_path / 'spool.sqlite'}'}}\n"
         "sources:\n" + simulated_sources(METERS, INTERVAL_S, SPEED)
     )
@@ -51,11 +51,11 @@ def restored(rec: object) -> bool:
 
 @pytest.mark.slow
 async def test_mosquitto_restarts_lose_nothing_and_discovery_returns(
-    tmp_path: Path, own_broker: Mosquitto, vm: Victoria, request: pytest.FixtureRequest
+    tmp_path: Path, own_broker: Mosquitto, victoria: Victoria, request: pytest.FixtureRequest
 ) -> None:
     bridge = BridgeProcess(
         tmp_path / "bridge",
-        config(own_broker, vm, tmp_path),
+        config(own_broker, victoria, tmp_path),
         env={"MQTT_PASSWORD": own_broker.password("bridge"), "INFLUX_TOKEN": "t0ken"},
     )
     bridge.start()
@@ -76,7 +76,7 @@ async def test_mosquitto_restarts_lose_nothing_and_discovery_returns(
         health = bridge.health()
         assert health is not None
         emitted_by_source = {sid: s["readings"] for sid, s in health["sources"].items()}
-        series = wait_export(vm, '{__name__=~"simulated_.*"}', lambda s: len(s) >= METERS * 5, 30)
+        series = wait_export(victoria, '{__name__=~"simulated_.*"}', lambda s: len(s) >= METERS * 5, 30)
     finally:
         bridge.stop()
     per_meter = landed(series, INTERVAL_S)

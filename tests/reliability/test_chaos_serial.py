@@ -40,13 +40,7 @@ async def test_unplug_replug_recovers_every_time(
 ) -> None:
     config = BridgeConfig.model_validate(
         {
-            "mqtt": {
-                "host": broker.host,
-                "port": broker.port,
-                "username": "bridge",
-                "password": broker.password("bridge"),
-                "base_topic": base_topic,
-            },
+            "mqtt": broker.bridge_mqtt(base_topic),
             "homeassistant": {"discovery_prefix": f"{base_topic}/ha", "min_interval_s": 0},
             "health": {"enabled": False},
             "sources": [{"type": "emu2", "id": "grid", "port": sim.port, "demand_interval_s": 1}],

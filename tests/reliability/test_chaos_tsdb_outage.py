@@ -24,7 +24,7 @@ OUTAGE_SIM_S = scale(300, 3600)
 
 @pytest.mark.slow
 async def test_tsdb_down_for_an_hour_of_simulated_time(
-    tmp_path: Path, broker: Mosquitto, vm: Victoria, base_topic: str, request: pytest.FixtureRequest
+    tmp_path: Path, broker: Mosquitto, victoria: Victoria, base_topic: str, request: pytest.FixtureRequest
 ) -> None:
     config = (
         "site: {id: home}\n"
@@ -32,7 +32,7 @@ async def test_tsdb_down_for_an_hour_of_simulated_time(
         f"base_topic: {base_topic}}}\n"
         f"homeassistant: {{discovery_prefix: {base_topic}/ha}}\n"
         "health: {port: {health_port}}\n"
-        f"influx: {{url: '{vm.url}', token: '${{INFLUX_TOKEN}}', replication_poll_s: 0, flush_interval_s: 0.2, "
+        f"influx: {{url: '{victoria.url}', token: '${{INFLUX_TOKEN}}', replication_poll_s: 0, flush_interval_s: 0.2, "
         "max_retry_delay_s: 2}\n"
         f"spool: {{path: '{tmp_path / 'spool.sqlite'}'}}\n"
         "sources:\n" + simulated_sources(METERS, INTERVAL_S, SPEED)
@@ -44,14 +44,14 @@ async def test_tsdb_down_for_an_hour_of_simulated_time(
     peak_bytes = 0.0
     try:
         time.sleep(2)
-        vm.stop()
+        victoria.stop()
         down_at = time.monotonic()
         while time.monotonic() - down_at < OUTAGE_SIM_S / SPEED:
             time.sleep(0.25)
             health = bridge.health()
             assert health is not None, "the bridge stays up while InfluxDB is down"
             peak_bytes = max(peak_bytes, health["sinks"]["influx"].get("spool_bytes", 0))
-        vm.start()
+        victoria.start()
         back_at = time.monotonic()
         replay_s = None
         while time.monotonic() - back_at < 120:
@@ -67,7 +67,7 @@ async def test_tsdb_down_for_an_hour_of_simulated_time(
         dropped = health["sinks"]["influx"]["spool_dropped_readings"]
         min_steps = (time.monotonic() - down_at) * SPEED / INTERVAL_S * 0.9
         series = wait_export(
-            vm,
+            victoria,
             '{__name__=~"simulated_.*"}',
             lambda s: (
                 len(s) == METERS * len(GRID_QUANTITIES)
