@@ -101,20 +101,13 @@ class FlexVen:
         self.client.add_handler("on_event", self.on_event)
         self.client.add_handler("on_update_event", self.on_event)
         rate = timedelta(seconds=adr.report_interval_s)
-        self.client.add_report(
-            callback=self._site_power,
-            resource_id="site",
-            measurement="REAL_POWER",
-            unit="W",
-            scale="none",
-            sampling_rate=rate,
-            report_duration=timedelta(hours=1),
-            report_specifier_id="hems-telemetry",
-        )
-        for asset in config.flex.assets:
+        # one telemetry report: the site's power and each asset's, as resources of it
+        resources = [("site", self._site_power)]
+        resources += [(asset.id, self._asset_power(asset.id)) for asset in config.flex.assets]
+        for resource_id, callback in resources:
             self.client.add_report(
-                callback=self._asset_power(asset.id),
-                resource_id=asset.id,
+                callback=callback,
+                resource_id=resource_id,
                 measurement="REAL_POWER",
                 unit="W",
                 scale="none",
