@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from helpers.homeassistant import HomeAssistant
 from helpers.mosquitto import Mosquitto
+from helpers.release import ReleaseBroker
 from helpers.victoria import Victoria
 
 # CI runs on 2 shared cores: no per-example deadline, and a fixed seed so a red run can be
@@ -99,3 +100,12 @@ def homeassistant_factory(tmp_path: Path) -> Iterator[Callable[..., HomeAssistan
     yield factory
     for instance in started:
         instance.stop()
+
+
+@pytest.fixture(scope="session")
+def release_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReleaseBroker]:
+    """One broker set up by the mqtt entrypoint, shared by the tests that only connect to it."""
+    broker = ReleaseBroker(tmp_path_factory.mktemp("release-mqtt"))
+    broker.start()
+    yield broker
+    broker.stop()

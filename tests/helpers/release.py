@@ -3,11 +3,14 @@ image sets with ENV, servers on 127.0.0.1 with ports chosen at run time."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import aiomqtt
 
 from .net import free_port, stop_process, wait_for_port
 
@@ -74,6 +77,35 @@ class ReleaseBroker:
         except TimeoutError:
             self.stop()
             raise RuntimeError((self.root / "entrypoint.log").read_text()) from None
+
+    async def delivered(self, subscriber: str, publisher: str, topic: str, subscription: str | None = None) -> bool:
+        """Whether a `probe` that `publisher` sends to `topic` reaches `subscriber`.
+
+        The subscriber subscribes to `subscription` (default: `topic` itself).
+
+        A denied publish still returns success to the publisher (MQTT 3.1.1): only the subscriber
+        can tell, so the subscriber waits a bounded time for it.
+        """
+
+        def client(user: str) -> aiomqtt.Client:
+            return aiomqtt.Client("127.0.0.1", self.port, username=user, password=self.password(user))
+
+        async with client(subscriber) as sub:
+            await sub.subscribe(subscription or topic, qos=1)
+            async with client(publisher) as pub:
+                await pub.publish(topic, b"probe", qos=1)
+
+            async def first() -> bool:
+                async for message in sub.messages:
+                    if str(message.topic) == topic and message.payload == b"probe":
+                        return True
+                return False
+
+            try:
+                async with asyncio.timeout(1.5):
+                    return await first()
+            except TimeoutError:
+                return False
 
     def stop(self) -> None:
         """Stop the broker."""

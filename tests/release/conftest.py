@@ -3,13 +3,12 @@ entrypoint's broker (see helpers.release)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import yaml
 
-from helpers.release import REPO, ReleaseBroker
+from helpers.release import REPO
 
 
 @pytest.fixture(scope="session")
@@ -26,12 +25,3 @@ def balena_yml() -> dict[str, Any]:
     data = yaml.safe_load((REPO / "balena.yml").read_text())
     assert isinstance(data, dict)
     return data
-
-
-@pytest.fixture(scope="session")
-def release_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReleaseBroker]:
-    """One broker set up by the mqtt entrypoint, shared by the tests that only connect to it."""
-    broker = ReleaseBroker(tmp_path_factory.mktemp("release-mqtt"))
-    broker.start()
-    yield broker
-    broker.stop()

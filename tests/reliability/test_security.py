@@ -10,16 +10,13 @@ passwords refused (tests/release/test_release_mosquitto.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import http.server
 import re
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import aiomqtt
 import pytest
 
 from helpers.bridgeproc import BridgeProcess
@@ -27,34 +24,9 @@ from helpers.figures import record as record_figure
 from helpers.release import REPO, ReleaseBroker
 
 
-@pytest.fixture(scope="module")
-def release_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReleaseBroker]:
-    broker = ReleaseBroker(tmp_path_factory.mktemp("release-mqtt"))
-    broker.start()
-    yield broker
-    broker.stop()
-
-
-async def delivered(broker: ReleaseBroker, publisher: str, topic: str) -> bool:
-    """Whether `publisher`'s message on `topic` reaches a subscriber allowed to read everything there."""
-    reader = "homeassistant" if not topic.startswith(("shelly/", "glow/")) else "bridge"
-    async with aiomqtt.Client("127.0.0.1", broker.port, username=reader, password=broker.password(reader)) as sub:
-        await sub.subscribe(topic, qos=1)
-        async with aiomqtt.Client(
-            "127.0.0.1", broker.port, username=publisher, password=broker.password(publisher)
-        ) as pub:
-            await pub.publish(topic, b"probe", qos=1)
-
-        async def first() -> bool:
-            async for message in sub.messages:
-                if str(message.topic) == topic and message.payload == b"probe":
-                    return True
-            return False
-
-        try:
-            return await asyncio.wait_for(first(), 1.5)
-        except TimeoutError:
-            return False
+def reader_of(topic: str) -> str:
+    """A user allowed to read everything under `topic`'s prefix."""
+    return "homeassistant" if not topic.startswith(("shelly/", "glow/")) else "bridge"
 
 
 # (publisher, topic, allowed): beyond the cases tests/release/test_release_mosquitto.py pins
@@ -71,7 +43,11 @@ ACL_CASES = [
 
 
 async def test_acl_least_privilege(release_broker: ReleaseBroker, request: pytest.FixtureRequest) -> None:
-    wrong = [case for case in ACL_CASES if await delivered(release_broker, case[0], case[1]) is not case[2]]
+    wrong = [
+        case
+        for case in ACL_CASES
+        if await release_broker.delivered(reader_of(case[1]), case[0], case[1]) is not case[2]
+    ]
     record_figure(
         "security_mqtt_acl",
         area="Security",
@@ -89,7 +65,7 @@ async def test_bridge_cannot_write_another_services_discovery(
     release_broker: ReleaseBroker, request: pytest.FixtureRequest
 ) -> None:
     topic = "homeassistant/sensor/0x00124b0012345678/power/config"  # zigbee2mqtt's discovery shape
-    got = await delivered(release_broker, "bridge", topic)
+    got = await release_broker.delivered(reader_of(topic), "bridge", topic)
     record_figure(
         "security_mqtt_discovery",
         area="Security",
