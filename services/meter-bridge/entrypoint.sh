@@ -18,25 +18,25 @@ if [ -n "${MQTT_BRIDGE_PASSWORD:-}" ] && [ -z "${MQTT_PASSWORD:-}" ]; then
     export MQTT_PASSWORD
 fi
 
-# On first boot the broker may not have written our password yet: wait for it.
-if [ -z "${MQTT_PASSWORD:-}" ] && [ -n "${MQTT_PASSWORD_FILE:-}" ]; then
+# wait_for_file FILE SECONDS WHAT: until FILE is non-empty, at most SECONDS.
+wait_for_file() {
     waited=0
-    while [ ! -s "$MQTT_PASSWORD_FILE" ] && [ "$waited" -lt "${MQTT_WAIT_S:-120}" ]; do
-        [ "$waited" -gt 0 ] || log "waiting for the MQTT password in $MQTT_PASSWORD_FILE"
+    while [ ! -s "$1" ] && [ "$waited" -lt "$2" ]; do
+        [ "$waited" -gt 0 ] || log "waiting for $3 in $1"
         sleep 1
         waited=$((waited + 1))
     done
+}
+
+# On first boot the broker may not have written our password yet: wait for it.
+if [ -z "${MQTT_PASSWORD:-}" ] && [ -n "${MQTT_PASSWORD_FILE:-}" ]; then
+    wait_for_file "$MQTT_PASSWORD_FILE" "${MQTT_WAIT_S:-120}" "the MQTT password"
 fi
 
 # On first boot the influx-provision service may not have made our write token yet: wait for
 # it (bounded: without it the bridge still runs, spooling what InfluxDB refuses).
 if [ -z "${INFLUX_TOKEN:-}" ] && [ -n "${INFLUX_TOKEN_FILE:-}" ] && [ "${1:-run}" = run ]; then
-    waited=0
-    while [ ! -s "$INFLUX_TOKEN_FILE" ] && [ "$waited" -lt "${INFLUX_WAIT_S:-0}" ]; do
-        [ "$waited" -gt 0 ] || log "waiting for the InfluxDB token in $INFLUX_TOKEN_FILE"
-        sleep 1
-        waited=$((waited + 1))
-    done
+    wait_for_file "$INFLUX_TOKEN_FILE" "${INFLUX_WAIT_S:-0}" "the InfluxDB token"
 fi
 
 # FOO_FILE -> FOO for every such variable whose FOO is unset.
