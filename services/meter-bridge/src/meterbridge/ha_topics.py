@@ -53,9 +53,21 @@ class Topics:
         The `hems` node_id level (HA: `<prefix>/<component>/[<node_id>/]<object_id>/config`,
         in 2024.3 and current releases) lets the broker's ACL confine the bridge's user to
         `<prefix>/+/hems/#`: it cannot overwrite zigbee2mqtt's or anyone else's discovery.
-        Entity ids come from `object_id`, so the node_id changes nothing in HA.
+        Entity ids come from `entity_id_keys`, so the node_id changes nothing in HA.
         """
         return f"{self.discovery_prefix}/{component}/{DISCOVERY_NODE_ID}/{object_id}/config"
+
+
+def entity_id_keys(component: str, object_id: str) -> dict[str, str]:
+    """The discovery keys that give an entity the id `<component>.<object_id>` on every HA.
+
+    HA 2025.10 deprecated `object_id` and 2026.4 dropped it without a warning; its successor
+    `default_entity_id` takes the whole id, domain included (without the domain HA made
+    `sensor.unnamed_device`). Both are sent: HA before 2025.10 reads `object_id`, later releases
+    `default_entity_id`. Either only sets the id of a new entity: the entity registry keeps the
+    id of an existing one across upgrades.
+    """
+    return {"object_id": object_id, "default_entity_id": f"{component}.{object_id}"}
 
 
 def device_block(site_id: str, meter: MeterDescription) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..ha_topics import ORIGIN, Topics
+from ..ha_topics import ORIGIN, Topics, entity_id_keys
 from .assets import AssetConfig
 
 ON, OFF, PRESS = "ON", "OFF", "PRESS"
@@ -128,7 +128,7 @@ def _payload(topics: Topics, flex: FlexTopics, site_id: str, entity: FlexEntity,
     payload: dict[str, Any] = {
         "name": entity.name,
         "unique_id": f"hems_{site_id}_{object_id}",
-        "object_id": object_id,
+        **entity_id_keys(entity.component, object_id),
         "availability_topic": topics.bridge_availability,
         "device": device_block(site_id),
         "origin": dict(ORIGIN),

@@ -41,7 +41,7 @@ from pydantic import Field, SecretStr
 from ..backoff import Backoff
 from ..configbase import SourceConfigBase
 from ..errors import AuthError, BridgeError, SinkError
-from ..ha_topics import ORIGIN, Topics
+from ..ha_topics import ORIGIN, Topics, entity_id_keys
 from ..model import MeterDescription
 from ..statistics import HaStatisticsClient
 from . import Source, SourceContext
@@ -176,7 +176,7 @@ class StatusPublisher:
                     **common,
                     "name": "Utility account problem",
                     "unique_id": f"hems_{site}_{self._source_id}_problem",
-                    "object_id": problem_id,
+                    **entity_id_keys("binary_sensor", problem_id),
                     "device_class": "problem",
                     "value_template": "{{ 'ON' if value_json.problem else 'OFF' }}",
                 },
@@ -187,7 +187,7 @@ class StatusPublisher:
                     **common,
                     "name": "Utility account status",
                     "unique_id": f"hems_{site}_{self._source_id}_status",
-                    "object_id": status_id,
+                    **entity_id_keys("sensor", status_id),
                     "icon": "mdi:transmission-tower",
                     "value_template": "{{ value_json.status }}",
                     "json_attributes_topic": self.state_topic,

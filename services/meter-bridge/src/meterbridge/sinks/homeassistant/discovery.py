@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ...ha_topics import DISCOVERY_NODE_ID, ORIGIN, Topics, device_block
+from ...ha_topics import DISCOVERY_NODE_ID, ORIGIN, Topics, device_block, entity_id_keys
 from ...model import MeterDescription, Quantity
 
 __all__ = [
@@ -73,7 +73,7 @@ def discovery_message(
     payload: dict[str, Any] = {
         "name": entity.name,
         "unique_id": f"hems_{site_id}_{meter.meter_id}_{quantity.value}",
-        "object_id": object_id,
+        **entity_id_keys("sensor", object_id),
         "state_topic": topics.meter_state(meter.meter_id),
         "value_template": f"{{{{ value_json.{quantity.value} }}}}",
         "availability": [

@@ -36,7 +36,7 @@ import aiomqtt
 
 from ...backoff import Backoff
 from ...config import BridgeConfig
-from ...ha_topics import ORIGIN, Topics
+from ...ha_topics import ORIGIN, Topics, entity_id_keys
 from ...mqtt import make_client
 
 _LOGGER = logging.getLogger(__name__)
@@ -152,7 +152,7 @@ def discovery_messages(topics: Topics, site_id: str, health: ReplicationHealth) 
         payload: dict[str, Any] = {
             "name": f"{health.name} {label}",
             "unique_id": f"hems_{site_id}_influx_replication_{health.key}_{suffix}",
-            "object_id": object_id,
+            **entity_id_keys(component, object_id),
             "state_topic": state_topic(topics.base),
             "value_template": f"{{{{ value_json['{health.key}'].{value_key} }}}}",
             "availability": [{"topic": topics.bridge_availability}, {"topic": availability_topic(topics.base)}],

@@ -26,7 +26,7 @@ import aiomqtt
 from ...backoff import Backoff
 from ...config import BridgeConfig
 from ...errors import BridgeError, ParseError, SourceConnectionError
-from ...ha_topics import ORIGIN, Topics, device_block
+from ...ha_topics import ORIGIN, Topics, device_block, entity_id_keys
 from ...model import MeterDescription, utc_now
 from ...mqtt import endpoint, make_client
 from .. import Source, SourceContext
@@ -336,7 +336,7 @@ class ShellySource(Source[ShellySourceConfig]):
         payload: dict[str, Any] = {
             "name": "Relay",
             "unique_id": f"hems_{self.bridge.site.id}_{meter.meter_id}_relay",
-            "object_id": object_id,
+            **entity_id_keys("switch", object_id),
             "command_topic": f"{self._relay_state_topic(meter.meter_id)}/set",
             "state_topic": self._relay_state_topic(meter.meter_id),
             "payload_on": ON.decode(),
