@@ -7,14 +7,18 @@ PIP    := $(VENV)/bin/pip
 SRC    := services/meter-bridge/src
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup setup-ha demo demo-stop test unit lint typecheck bench readme reliability clean
+.PHONY: setup setup-ha setup-ha-previous demo demo-stop test unit lint typecheck bench readme reliability clean
 
 setup:
 	@bash scripts/setup.sh
 
-# Home Assistant 2024.3.3 in its own venv (.cache/ha-venv) for `make demo` and the tests that run a real HA.
+# The Home Assistant services/homeassistant/Dockerfile pins (.cache/ha/bin/hass) for `make demo` and the
+# tests that run a real HA; 2024.3.3 (.cache/ha-2024.3.3) for the upgrade test only.
 setup-ha:
 	@bash scripts/setup-ha.sh
+
+setup-ha-previous:
+	@bash scripts/setup-ha-previous.sh
 
 demo: setup setup-ha
 	@bash scripts/demo.sh
@@ -29,7 +33,7 @@ lint: setup
 typecheck: setup
 	$(VENV)/bin/mypy
 
-test: setup setup-ha
+test: setup setup-ha setup-ha-previous
 	$(MAKE) --no-print-directory lint typecheck
 	$(VENV)/bin/pytest
 
@@ -40,7 +44,7 @@ readme: setup
 	$(PY) scripts/readme_config.py
 
 # Long chaos/fuzz/security runs (bounded to 30 min), then docs/reliability.md from their figures.
-reliability: setup setup-ha
+reliability: setup setup-ha setup-ha-previous
 	rm -f .cache/reliability/figures-full.json
 	HEMS_RELIABILITY=full timeout 1800 $(VENV)/bin/pytest tests/reliability --timeout=1200 -q || true
 	$(PY) scripts/reliability_report.py --mode full

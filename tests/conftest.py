@@ -67,7 +67,7 @@ def base_topic(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(scope="session")
 def homeassistant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HomeAssistant]:
-    """A real Home Assistant 2024.3.3 shared by the session (recorder, api, websocket; no MQTT).
+    """The pinned Home Assistant shared by the session (recorder, api, websocket; no MQTT).
 
     Onboarded; `homeassistant.token` is a long-lived admin token. See tests/helpers/homeassistant.py.
     """

@@ -1,13 +1,16 @@
-"""A real Home Assistant 2024.3.3, run natively for tests.
+"""A real Home Assistant at the version the release pins, run natively for tests.
 
-Install it once with `make setup-ha` (a separate venv in `.cache/ha-venv`; `make test` does
-it). The API, all on 127.0.0.1 with a port chosen at run time:
+Install it once with `make setup-ha` (`make test` does it): scripts/setup-ha.sh reads the version
+from services/homeassistant/Dockerfile and makes `.cache/ha/bin/hass` (HA 2026 needs Python
+>= 3.14.2: on a machine without it, HA runs inside a Debian sid chroot; the wrapper binds the
+`--config` directory at the same path, so everything here uses host paths). The API, all on
+127.0.0.1 with a port chosen at run time:
 
     ha = HomeAssistant(tmp_path / "ha", mqtt=broker)   # mqtt optional (a tests.helpers Mosquitto)
     ha.start()            # writes the config, starts `hass`, waits for HTTP, onboards (blocking)
     ha.url, ha.ws_url     # http://127.0.0.1:PORT, ws://127.0.0.1:PORT/api/websocket
     ha.token              # a long-lived access token of the admin owner (user `admin`)
-    ha.version            # "2024.3.3", as the websocket reports it
+    ha.version            # e.g. "2026.10.4", as the websocket reports it (== PINNED_VERSION)
     await ha.rest("GET", "/api/states")          # JSON answer; AssertionError on HTTP >= 400
     async with ha.websocket() as ws:             # authenticated websocket
         result = await ws.call("recorder/statistics_during_period", start_time=..., ...)
@@ -32,11 +35,11 @@ import asyncio
 import contextlib
 import itertools
 import json
+import re
 import secrets
 import subprocess
 import sys
 import threading
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,10 +52,26 @@ from .net import free_port, stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "scripts"))
+sys.path.insert(0, str(REPO / "services" / "homeassistant"))
 import ha_onboard  # noqa: E402 - scripts/ is not a package
+import hems_seed  # noqa: E402 - the release's seeding step, run by the image's own Python
 
-HA_VENV = REPO / ".cache" / "ha-venv"
-HASS = HA_VENV / "bin" / "hass"
+HASS = REPO / ".cache" / "ha" / "bin" / "hass"
+#: An older release (scripts/setup-ha-previous.sh), for the upgrade test only.
+PREVIOUS_VERSION = "2024.3.3"
+PREVIOUS_HASS = REPO / ".cache" / f"ha-{PREVIOUS_VERSION}" / "bin" / "hass"
+
+
+def pinned_version() -> str:
+    """The Home Assistant version the release's image pins (services/homeassistant/Dockerfile)."""
+    dockerfile = (REPO / "services" / "homeassistant" / "Dockerfile").read_text()
+    match = re.search(r"^FROM ghcr\.io/home-assistant/home-assistant:([0-9.]+)", dockerfile, re.MULTILINE)
+    if match is None:
+        raise RuntimeError("no pinned Home Assistant version in services/homeassistant/Dockerfile")
+    return match.group(1)
+
+
+PINNED_VERSION = pinned_version()
 START_TIMEOUT_S = 120.0
 
 
@@ -95,6 +114,10 @@ class HomeAssistant:
     mqtt: Mosquitto | None = None
     mqtt_user: str = "observer"
     extra_yaml: str = ""
+    #: the `hass` to run: the pinned release's by default (PREVIOUS_HASS for the upgrade test)
+    hass: Path = HASS
+    #: load `packages/*.yaml` of the config dir (the release's own, after hems_seed.py installed them)
+    packages: bool = False
     time_zone: str = "UTC"
     port: int = 0
     host: str = "127.0.0.1"
@@ -132,68 +155,61 @@ homeassistant:
   currency: USD
   country: US
   time_zone: {self.time_zone}
-http:
-  server_host: {self.host}
-  server_port: {self.port}
+{"  packages: !include_dir_named packages" if self.packages else ""}
+{self._legacy_http_yaml()}
 api:
 websocket_api:
 auth:
 onboarding:
+{"" if self.packages else self._own_recorder_and_logger()}
+{self.extra_yaml}
+"""
+        )
+        # HTTP settings and the MQTT entry the way the release seeds them (hems_seed.py): HA 2026
+        # stages YAML `http:` as a trial that reverts after 5 minutes, longer than a test session.
+        hems_seed.seed_http_settings(
+            self.workdir,
+            hems_seed.http_settings({"HA_HTTP_SERVER_HOST": self.host, "HA_HTTP_SERVER_PORT": str(self.port)}),
+        )
+        if self.mqtt is not None:
+            data = {
+                "broker": self.mqtt.host,
+                "port": self.mqtt.port,
+                "username": self.mqtt_user,
+                "password": self.mqtt.password(self.mqtt_user),
+                "discovery": True,
+                "discovery_prefix": "homeassistant",
+            }
+            hems_seed.seed_entry(self.workdir, "mqtt", self.mqtt.host, data, owned=tuple(data))
+
+    def _legacy_http_yaml(self) -> str:
+        # HA before 2026 reads the bind address and port from YAML only (its .storage/http is a
+        # recovery-mode fallback); the pinned release gets them from the store alone.
+        if self.hass != PREVIOUS_HASS:
+            return ""
+        return f"http:\n  server_host: {self.host}\n  server_port: {self.port}\n"
+
+    def _own_recorder_and_logger(self) -> str:
+        # A 1 s commit interval so tests read their rows at once; with `packages` the release's
+        # package configures the recorder (HA refuses a package that repeats a key).
+        return f"""\
 recorder:
   db_url: sqlite:///{self.workdir / "home-assistant_v2.db"}
   commit_interval: 1
 logger:
   default: warning
-{self.extra_yaml}
 """
-        )
-        if self.mqtt is not None:
-            self._seed_mqtt_entry(self.mqtt)
-
-    def _seed_mqtt_entry(self, broker: Mosquitto) -> None:
-        # A pre-seeded config entry is what the UI flow would store; HA sets up every
-        # domain that has an entry at start-up, so `mqtt:` need not be in the YAML.
-        storage = self.workdir / ".storage"
-        storage.mkdir(exist_ok=True)
-        entry = {
-            "entry_id": uuid.uuid4().hex,
-            "version": 1,
-            "minor_version": 1,
-            "domain": "mqtt",
-            "title": broker.host,
-            "data": {
-                "broker": broker.host,
-                "port": broker.port,
-                "username": self.mqtt_user,
-                "password": broker.password(self.mqtt_user),
-                "discovery": True,
-                "discovery_prefix": "homeassistant",
-            },
-            "options": {},
-            "pref_disable_new_entities": False,
-            "pref_disable_polling": False,
-            "source": "user",
-            "unique_id": None,
-            "disabled_by": None,
-        }
-        document = {
-            "version": 1,
-            "minor_version": 2,
-            "key": "core.config_entries",
-            "data": {"entries": [entry]},
-        }
-        (storage / "core.config_entries").write_text(json.dumps(document))
 
     # --- lifecycle ----------------------------------------------------------------
 
     def start(self) -> None:
         """Write the config, start HA, wait for HTTP, onboard and get a long-lived token."""
-        if not HASS.exists():
-            raise RuntimeError(f"{HASS} is missing: run `make setup-ha` first")
+        if not self.hass.exists():
+            raise RuntimeError(f"{self.hass} is missing: run `make setup-ha` (`make setup-ha-previous`) first")
         self._write_config()
         log = self.log_file.open("ab")
         self.process = subprocess.Popen(
-            [str(HASS), "--config", str(self.workdir), "--skip-pip", "--log-file", str(self.workdir / "ha.log")],
+            [str(self.hass), "--config", str(self.workdir), "--skip-pip", "--log-file", str(self.workdir / "ha.log")],
             stdout=log,
             stderr=log,
             cwd=self.workdir,

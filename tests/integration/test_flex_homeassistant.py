@@ -1,4 +1,4 @@
-"""Real Home Assistant 2024.3.3 + openleadr's VTN: the HEMS Flex entities drive flex.
+"""The pinned Home Assistant + openleadr's VTN: the HEMS Flex entities drive flex.
 
 Pressing "Opt out" through HA's REST API restores the relay and the VTN sees optOut;
 switching "Participation" off in HA makes the next event opt out. Needs the HA test

@@ -1,4 +1,4 @@
-"""Green Button import into a real Home Assistant 2024.3.3's long-term statistics."""
+"""Green Button import into the pinned Home Assistant's long-term statistics."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.homeassistant import HomeAssistant
+from helpers.homeassistant import PINNED_VERSION, HomeAssistant
 from meterbridge.sources.green_button.espi import Direction
 from meterbridge.sources.green_button.importer import import_summary, parse_file
 from meterbridge.statistics import HaStatisticsClient
@@ -29,7 +29,7 @@ async def test_import_gives_hourly_state_and_sum_and_reimport_changes_nothing(ho
     expected = json.loads((FIXTURES / f"{FALL.stem}.expected.json").read_text())
     summary = parse_file(FALL)
     async with HaStatisticsClient(homeassistant.url, homeassistant.token) as client:
-        assert client.ha_version == "2024.3.3"
+        assert client.ha_version == PINNED_VERSION
         first = await import_summary(summary, "fall", "Fall", client)
     assert first.rows_written == {"hems:fall_energy_import": 25, "hems:fall_energy_export": 5}
 

@@ -1,4 +1,4 @@
-"""Real Home Assistant 2024.3.3 accepts the bridge's discovery: entities, classes, units, Energy dashboard."""
+"""The pinned Home Assistant accepts the bridge's discovery: entities, classes, units, Energy dashboard."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from helpers.homeassistant import HomeAssistant
+from helpers.homeassistant import HomeAssistant, hems_seed
 from helpers.mosquitto import Mosquitto
 from meterbridge.app import Bridge
 from meterbridge.config import BridgeConfig
@@ -74,33 +74,9 @@ async def test_home_assistant_creates_energy_ready_sensors(
             names = {d["name"] for d in devices if any(i[1].startswith("hems_e2e_") for i in d["identifiers"])}
             assert names == {"Grid", "Solar"}
             # wire the Energy dashboard to our entities and let HA validate them
-            await ws.call(
-                "energy/save_prefs",
-                energy_sources=[
-                    {
-                        "type": "grid",
-                        # HA 2024.3 needs every price key present (None), as its frontend sends them
-                        "flow_from": [
-                            {
-                                "stat_energy_from": "sensor.hems_grid_energy_import",
-                                "stat_cost": None,
-                                "entity_energy_price": None,
-                                "number_energy_price": None,
-                            }
-                        ],
-                        "flow_to": [
-                            {
-                                "stat_energy_to": "sensor.hems_grid_energy_export",
-                                "stat_compensation": None,
-                                "entity_energy_price": None,
-                                "number_energy_price": None,
-                            }
-                        ],
-                        "cost_adjustment_day": 0,
-                    },
-                    {"type": "solar", "stat_energy_from": "sensor.hems_solar_energy_export"},
-                ],
-            )
+            # the release's own preferences (the pinned HA's unified grid format), grid and solar
+            grid, solar = hems_seed.energy_prefs()["energy_sources"]  # type: ignore[index]
+            await ws.call("energy/save_prefs", energy_sources=[grid, solar])
             validation = await ws.call("energy/validate")
         problems = [p for group in validation["energy_sources"] for p in group]
         # `statistics_not_defined` only says HA's first 5-minute statistics run has not happened

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from helpers.homeassistant import HomeAssistant
+from helpers.homeassistant import PINNED_VERSION, HomeAssistant
 from helpers.mosquitto import Mosquitto
 from helpers.mqtt import client_for
 
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.homeassistant
 
 
 async def test_onboarded_with_a_long_lived_token(homeassistant: HomeAssistant) -> None:
-    assert homeassistant.version == "2024.3.3"
+    assert homeassistant.version == PINNED_VERSION
     assert (await homeassistant.rest("GET", "/api/"))["message"] == "API running."
     async with homeassistant.websocket() as ws:
         user = await ws.call("auth/current_user")

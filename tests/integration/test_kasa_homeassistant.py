@@ -1,4 +1,4 @@
-"""A real Home Assistant 2024.3.3 drives a plug: an `input_number` as a dimmer's brightness,
+"""The pinned Home Assistant drives a plug: an `input_number` as a dimmer's brightness,
 read by the `ha` source over HA's websocket, mapped to watts, served as a Kasa plug and
 read back with python-kasa.
 

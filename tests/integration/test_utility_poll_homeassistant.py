@@ -1,4 +1,4 @@
-"""`opower` and `duke_energy` sources into a real Home Assistant 2024.3.3 (statistics + MQTT).
+"""`opower` and `duke_energy` sources into the pinned Home Assistant (statistics + MQTT).
 
 Doubles at the library boundary, not at HTTP: both libraries hard-code their hosts
 (`https://{subdomain}.opower.com`, each utility's own login site; Duke's

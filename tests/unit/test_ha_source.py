@@ -2,7 +2,7 @@
 
 The double is a small aiohttp server that follows Home Assistant's documented websocket
 API (auth_required / auth / auth_ok|auth_invalid, `subscribe_entities` with compressed
-state events). The same source is run against a real Home Assistant 2024.3.3 in
+state events). The same source is run against the pinned Home Assistant in
 tests/integration/test_kasa_homeassistant.py.
 """
 
