@@ -9,11 +9,13 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 import pytest
 
 from helpers.release import MOSQUITTO_DIR, ReleaseBroker
+from meterbridge.sources.shelly.identity import DEFAULT_IDENTITIES_DIR
 
 USERS = ("bridge", "homeassistant", "zigbee2mqtt", "healthcheck")
 DEVICE_A = "shellyplus1pm-a8032ab12345"
@@ -239,6 +241,19 @@ def test_shared_shelly_password_variable_is_retired_with_a_note(tmp_path: Path) 
         assert "old-shared-password-123" not in broker.log_text()
     finally:
         broker.stop()
+
+
+def test_compose_shares_the_identities_volume_from_the_bridge_to_the_broker(compose: dict[str, Any]) -> None:
+    """The paths both images use by default (mosquitto's ENV, the bridge's DEFAULT_IDENTITIES_DIR)."""
+    broker_env = (MOSQUITTO_DIR / "Dockerfile").read_text()
+    assert f"MQTT_SHELLY_IDENTITIES_DIR={DEFAULT_IDENTITIES_DIR}" in broker_env
+    mounts = {
+        name: [v for v in service.get("volumes", []) if v.startswith("shelly-identities:")]
+        for name, service in compose["services"].items()
+    }
+    assert mounts.pop("mqtt") == [f"shelly-identities:{DEFAULT_IDENTITIES_DIR}:ro"], "the broker only reads it"
+    assert mounts.pop("meter-bridge") == [f"shelly-identities:{DEFAULT_IDENTITIES_DIR}"]
+    assert not any(mounts.values()), "no other service sees the devices' passwords"
 
 
 def test_entrypoint_runs_on_busybox_alone(tmp_path: Path) -> None:
