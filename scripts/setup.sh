@@ -8,7 +8,9 @@ VENV=${VENV:-.venv}
 # nginx and openssl: the release tests run the nginx entrypoint and `nginx -t` natively;
 # victoria-metrics: the real peer of the InfluxDB v2 write API in tests.
 # chromium: the browser test drives Debian's headless Chromium over the DevTools protocol.
-APT_PACKAGES=(mosquitto mosquitto-clients nginx openssl victoria-metrics chromium)
+# busybox: the mqtt entrypoint is also run with busybox's shell and tools only, as in its
+# Alpine-based image.
+APT_PACKAGES=(mosquitto mosquitto-clients nginx openssl victoria-metrics chromium busybox)
 # npm: the release tests' @balena/compose parser and the Zigbee2MQTT settings schema come
 # from the npm registry; Debian's npm only if the machine has none.
 command -v npm >/dev/null || APT_PACKAGES+=(npm)

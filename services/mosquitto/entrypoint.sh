@@ -7,6 +7,12 @@
 # first boot and kept in the data volume (never logged). Each consumer's password is written to
 # $MQTT_SHARE_DIR/<user>/password, a directory that is a named volume mounted only by mqtt and
 # by that consumer.
+#
+# Shelly devices: one MQTT user per device, confined to shelly/<device id>/#. `meter-bridge
+# shelly provision` (meter-bridge container) writes <device id> -> password files into
+# $MQTT_SHELLY_IDENTITIES_DIR, a volume mqtt mounts read-only; a watcher started here re-renders
+# the password file and the ACL when that directory changes and sends the broker SIGHUP, which
+# reloads both (clients whose user is gone are disconnected; the others stay connected).
 set -eu
 
 config_dir=${MOSQUITTO_CONFIG_DIR:-/mosquitto/config}
@@ -16,7 +22,15 @@ listen_address=${MOSQUITTO_LISTEN_ADDRESS:-0.0.0.0}
 port=${MOSQUITTO_PORT:-1883}
 run_user=${MOSQUITTO_RUN_USER:-mosquitto}
 secret_dir="$data_dir/secrets"
-users="bridge homeassistant zigbee2mqtt shelly healthcheck"
+identities_dir=${MQTT_SHELLY_IDENTITIES_DIR:-/run/hems/shelly-identities}
+identities_poll_s=${MQTT_SHELLY_IDENTITIES_POLL_S:-5}
+case "$identities_poll_s" in
+    '' | *[!0-9.]* | .* | *.*.*)
+        echo "mqtt-entrypoint: MQTT_SHELLY_IDENTITIES_POLL_S must be a number of seconds" >&2
+        exit 2
+        ;;
+esac
+users="bridge homeassistant zigbee2mqtt healthcheck"
 
 log() { echo "mqtt-entrypoint: $*" >&2; }
 
@@ -34,7 +48,6 @@ override_for() {
         bridge) printf '%s' "${MQTT_BRIDGE_PASSWORD:-}" ;;
         homeassistant) printf '%s' "${MQTT_HOMEASSISTANT_PASSWORD:-}" ;;
         zigbee2mqtt) printf '%s' "${MQTT_ZIGBEE2MQTT_PASSWORD:-}" ;;
-        shelly) printf '%s' "${MQTT_SHELLY_PASSWORD:-}" ;;
         *) printf '' ;;
     esac
 }
@@ -65,42 +78,79 @@ password_for() {
     cat "$secret_dir/$user"
 }
 
-# Password file: plain "user:password" lines, hashed in place by mosquitto_passwd -U.
-passwd_file="$config_dir/passwd"
-: >"$passwd_file.tmp"
-for user in $users; do
-    # an assignment on its own line, so that `set -e` sees a refused password variable
-    password=$(password_for "$user")
-    printf '%s:%s\n' "$user" "$password" >>"$passwd_file.tmp"
-done
-unset password
-mosquitto_passwd -U "$passwd_file.tmp"
-mv "$passwd_file.tmp" "$passwd_file"
+if [ -n "${MQTT_SHELLY_PASSWORD:-}" ]; then
+    log "MQTT_SHELLY_PASSWORD is no longer used: each Shelly has its own MQTT user now; re-run" \
+        "'meter-bridge shelly provision' for every device and delete the variable"
+fi
 
-# Each consumer gets its username and password in its own shared directory (a volume that only
-# it and mqtt mount). The bridge also gets the shelly credentials: `meter-bridge shelly
-# provision` writes them into each Shelly device.
-share() {
-    dir="$share_dir/$1"
-    shift
-    [ -d "$dir" ] || return 0 # consumer volume not mounted (e.g. service removed): nothing to hand over
-    for user in "$@"; do
-        password_for "$user" >"$dir/$user.tmp"
-        mv "$dir/$user.tmp" "$dir/$user"
+# The Shelly identities provisioning wrote: "<device id> <password>" lines on stdout. The name
+# must be a Shelly Gen2+ device id (so it can never be a service user) and the password 16-128
+# characters of [A-Za-z0-9._~-]; anything else is logged and skipped, never fatal.
+shelly_identities() {
+    [ -d "$identities_dir" ] || return 0
+    for file in "$identities_dir"/*; do
+        [ -f "$file" ] || continue
+        name=${file##*/}
+        if ! printf '%s\n' "$name" | grep -Eqx 'shelly[a-z0-9]+-[0-9a-f]{12}'; then
+            log "ignoring $file: not a Shelly device id"
+            continue
+        fi
+        secret=$(cat "$file") || continue
+        if ! printf '%s\n' "$secret" | grep -Eqx '[A-Za-z0-9._~-]{16,128}'; then
+            log "ignoring $file: the password is not 16-128 characters of [A-Za-z0-9._~-]"
+            continue
+        fi
+        printf '%s %s\n' "$name" "$secret"
     done
-    printf '%s' "$1" >"$dir/username"
-    cp "$dir/$1" "$dir/password"
+    unset secret
 }
-share bridge bridge shelly
-share homeassistant homeassistant
-share zigbee2mqtt zigbee2mqtt
 
-# ACL: least privilege per user. Shelly devices must use a topic prefix under shelly/ (set by
-# `meter-bridge shelly provision`); their RPC replies go to <src>/rpc, so the bridge's src is
-# under shelly/ as well.
+# What the watcher compares: names and checksums of the identity files (md5sum: busybox has it,
+# not always cksum).
+identities_fingerprint() {
+    if [ -d "$identities_dir" ]; then
+        for file in "$identities_dir"/*; do
+            [ -f "$file" ] && printf '%s %s\n' "${file##*/}" "$(md5sum <"$file")"
+        done
+    fi
+    return 0
+}
+
+# Check every service password (and make the missing ones) before rendering anything; called
+# in this shell, not in a $(...) subshell, so a refused variable's `exit 2` ends the start here.
+for user in $users; do
+    password_for "$user" >/dev/null
+done
+
+passwd_file="$config_dir/passwd"
 acl_file="$config_dir/acl"
-cat >"$acl_file.tmp" <<'ACL'
-# generated by entrypoint.sh on every start: edit the image, not this file
+
+# Password file and ACL, both from the service users and the Shelly identities read once. Every
+# step checks its own result: the watcher calls this where `set -e` does not apply, and a
+# half-rendered password file must never replace a good one.
+render_security() {
+    identities=$(shelly_identities)
+    # plain "user:password" lines, hashed in place by mosquitto_passwd -U
+    : >"$passwd_file.tmp" || return 1
+    for user in $users; do
+        secret=$(password_for "$user") || return 1
+        printf '%s:%s\n' "$user" "$secret" >>"$passwd_file.tmp" || return 1
+    done
+    unset secret
+    if [ -n "$identities" ]; then
+        printf '%s\n' "$identities" | sed 's/ /:/' >>"$passwd_file.tmp" || return 1
+    fi
+    mosquitto_passwd -U "$passwd_file.tmp" || return 1
+
+    # ACL: least privilege per user. Each Shelly device may use its own prefix
+    # shelly/<device id> only (set by `meter-bridge shelly provision`): its notifications, its
+    # `rpc` request topic and the replies it sends (the bridge's RPC `src` is
+    # <prefix>/replies/<client>, so replies stay inside the device's prefix). So a device can
+    # neither fake another's readings nor command another's relay. One stanza per device rather
+    # than `pattern readwrite shelly/%u/#`: a pattern applies to every user, services included.
+    cat >"$acl_file.tmp" <<'ACL' || return 1
+# generated by entrypoint.sh on every start and when a Shelly identity changes: edit the image,
+# not this file
 user bridge
 topic readwrite hems/#
 # its own discovery only (the `hems` node_id level), and HA's birth message
@@ -120,13 +170,42 @@ user zigbee2mqtt
 topic readwrite zigbee2mqtt/#
 topic readwrite homeassistant/#
 
-user shelly
-topic readwrite shelly/#
-
 user healthcheck
 topic read $SYS/broker/uptime
 ACL
-mv "$acl_file.tmp" "$acl_file"
+    if [ -n "$identities" ]; then
+        printf '%s\n' "$identities" | while read -r name _; do
+            printf '\nuser %s\ntopic readwrite shelly/%s/#\n' "$name" "$name"
+        done >>"$acl_file.tmp" || return 1
+    fi
+    shelly_count=$(printf '%s' "$identities" | grep -c . || true)
+    unset identities
+    chmod 0600 "$passwd_file.tmp" "$acl_file.tmp" || return 1
+    if [ "$run_user" != root ] && [ "$(id -u)" = 0 ]; then
+        chown "$run_user" "$passwd_file.tmp" "$acl_file.tmp" || return 1
+    fi
+    mv "$passwd_file.tmp" "$passwd_file" && mv "$acl_file.tmp" "$acl_file"
+}
+render_security
+
+# Each consumer gets its username and password in its own shared directory (a volume that only
+# it and mqtt mount).
+share() {
+    dir="$share_dir/$1"
+    shift
+    [ -d "$dir" ] || return 0 # consumer volume not mounted (e.g. service removed): nothing to hand over
+    for user in "$@"; do
+        password_for "$user" >"$dir/$user.tmp"
+        mv "$dir/$user.tmp" "$dir/$user"
+    done
+    printf '%s' "$1" >"$dir/username"
+    cp "$dir/$1" "$dir/password"
+}
+share bridge bridge
+share homeassistant homeassistant
+share zigbee2mqtt zigbee2mqtt
+# the shared `shelly` password earlier releases handed to the bridge: no user has it any more
+rm -f "$share_dir/bridge/shelly" "$secret_dir/shelly"
 
 config_file="$config_dir/mosquitto.conf"
 cat >"$config_file.tmp" <<CONF
@@ -158,7 +237,27 @@ if [ "$run_user" != root ] && [ "$(id -u)" = 0 ]; then
     chown -R "$run_user" "$config_dir" "$data_dir"
 fi
 chmod 0700 "$config_dir" "$data_dir" "$secret_dir"
-chmod 0600 "$passwd_file" "$acl_file"
 
-log "users: $users; anonymous access off; listening on $listen_address:$port"
+# The watcher: polls the identity files (a few small files; reads only, so no SD card wear) and,
+# on a change, re-renders and signals the broker, which by then has this shell's PID (exec below).
+# It ends when the broker does.
+watch_identities() {
+    broker=$1
+    seen=$(identities_fingerprint)
+    while sleep "$identities_poll_s"; do
+        kill -0 "$broker" 2>/dev/null || exit 0
+        now=$(identities_fingerprint)
+        [ "$now" != "$seen" ] || continue
+        if render_security; then
+            seen=$now
+            log "Shelly identities changed: $shelly_count device user(s); reloading"
+            kill -HUP "$broker"
+        else
+            log "could not re-render the Shelly identities; keeping the previous ones"
+        fi
+    done
+}
+watch_identities $$ &
+
+log "users: $users and $shelly_count Shelly device(s); anonymous access off; listening on $listen_address:$port"
 exec "${MOSQUITTO_BIN:-/usr/sbin/mosquitto}" -c "$config_file"

@@ -7,10 +7,13 @@ import asyncio
 import os
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiomqtt
+
+from meterbridge.sources.shelly.identity import ShellyIdentityStore
 
 from .net import free_port, stop_process, wait_for_port
 
@@ -28,11 +31,42 @@ class ReleaseBroker:
     env: dict[str, str] = field(default_factory=dict)
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
+    #: The shell that runs the entrypoint (the image's is busybox `sh`).
+    interpreter: tuple[str, ...] = ("sh",)
 
     def __post_init__(self) -> None:
         self.port = self.port or free_port()
         for consumer in CONSUMERS:
             (self.share / consumer).mkdir(parents=True, exist_ok=True)
+        self.identities.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def identities(self) -> Path:
+        """The Shelly identities volume (the bridge writes it, the broker reads it)."""
+        return self.root / "shelly-identities"
+
+    def add_shelly(self, device_id: str, timeout: float = 10.0) -> str:
+        """Give `device_id` an identity as provisioning does and wait until the broker takes it; its password."""
+        identity, _ = ShellyIdentityStore(self.identities).get_or_create(device_id)
+        deadline = time.monotonic() + timeout
+        while not self.accepts(device_id, identity.password):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the broker did not take {device_id} in: {self.log_text()[-2000:]}")
+            time.sleep(0.1)
+        return identity.password
+
+    def accepts(self, user: str, password: str) -> bool:
+        """Whether the broker lets `user` log in with `password` now."""
+        result = subprocess.run(
+            ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(self.port), "-u", user, "-P", password, "-t", "probe/x",
+             "-n", "-i", f"{user}-login-probe"],
+            capture_output=True, timeout=10,
+        )  # fmt: skip
+        return result.returncode == 0
+
+    def log_text(self) -> str:
+        """What the entrypoint, its watcher and the broker logged."""
+        return (self.root / "entrypoint.log").read_text(errors="replace")
 
     @property
     def share(self) -> Path:
@@ -56,12 +90,19 @@ class ReleaseBroker:
             # as root Mosquitto would drop to `mosquitto`; keep root so it reads our files
             "MOSQUITTO_RUN_USER": "root",
             "MOSQUITTO_BIN": shutil.which("mosquitto") or "/usr/sbin/mosquitto",
+            "MQTT_SHELLY_IDENTITIES_DIR": str(self.identities),
+            # the release polls every 5 s; tests do not wait that long
+            "MQTT_SHELLY_IDENTITIES_POLL_S": "0.2",
             **self.env,
         }
 
     def password(self, user: str) -> str:
-        """The password the entrypoint generated (or took from a variable) for `user`."""
-        return (self.data / "secrets" / user).read_text() if not self._override(user) else self._override(user)
+        """The password the entrypoint generated (or took from a variable) for `user`, or a Shelly's."""
+        if self._override(user):
+            return self._override(user)
+        if (self.identities / user).exists():
+            return (self.identities / user).read_text()
+        return (self.data / "secrets" / user).read_text()
 
     def _override(self, user: str) -> str:
         return self.env.get(f"MQTT_{user.upper()}_PASSWORD", "")
@@ -70,7 +111,10 @@ class ReleaseBroker:
         """Run the entrypoint and wait for the broker's port."""
         self.log = (self.root / "entrypoint.log").open("ab")
         self.process = subprocess.Popen(
-            ["sh", str(MOSQUITTO_DIR / "entrypoint.sh")], env=self.environment(), stdout=self.log, stderr=self.log
+            [*self.interpreter, str(MOSQUITTO_DIR / "entrypoint.sh")],
+            env=self.environment(),
+            stdout=self.log,
+            stderr=self.log,
         )
         try:
             wait_for_port(self.port)

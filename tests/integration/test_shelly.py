@@ -17,11 +17,13 @@ import pytest
 
 from helpers.mosquitto import Mosquitto
 from helpers.mqtt import client_for, recording
+from helpers.release import ReleaseBroker
 from helpers.shelly_sim import ShellySim
-from meterbridge.config import BridgeConfig
+from meterbridge.config import BridgeConfig, MqttConfig
 from meterbridge.errors import SourceTimeoutError
 from meterbridge.model import Event, MeterAvailability, Quantity, Reading
 from meterbridge.sources import SourceContext
+from meterbridge.sources.shelly.identity import ShellyIdentityStore
 from meterbridge.sources.shelly.provision import ProvisionSettings, provision
 from meterbridge.sources.shelly.relay import ShellyRelay, ShellyRpcError, shelly_rpc_session
 from meterbridge.sources.shelly.source import ShellySource
@@ -233,88 +235,131 @@ async def test_multichannel_and_three_phase_and_discovery(shelly_broker: Mosquit
             await sim.stop()
 
 
-# -- provisioning ---------------------------------------------------------------------------------------
+# -- provisioning (on the release's broker: one identity per device) ----------------------------------
 
 
-def _settings(broker: Mosquitto, **kwargs: Any) -> ProvisionSettings:
+def _release_mqtt(broker: ReleaseBroker) -> MqttConfig:
+    return MqttConfig(host="127.0.0.1", port=broker.port, username="bridge", password=broker.password("bridge"))
+
+
+def _settings(broker: ReleaseBroker, **kwargs: Any) -> ProvisionSettings:
     return ProvisionSettings(
-        mqtt_server=f"{broker.host}:{broker.port}", mqtt_user="shelly", mqtt_password=broker.password("shelly"),
-        timeout_s=5, **kwargs,
+        mqtt_server=f"127.0.0.1:{broker.port}", identities=ShellyIdentityStore(broker.identities), timeout_s=5,
+        identity_wait_s=10, **kwargs,
     )  # fmt: skip
 
 
-async def test_provision_end_to_end_idempotent_and_wrong_password(shelly_broker: Mosquitto) -> None:
+async def test_provision_end_to_end_idempotent_and_wrong_password(release_broker: ReleaseBroker) -> None:
     sim = ShellySim("pro3em", admin_password="old-secret-1")
     await sim.start()
-    cfg = _bridge_config(shelly_broker, "prov", {"type": "simulated", "id": "x"})
+    mqtt = _release_mqtt(release_broker)
     try:
-        wrong = await provision([(sim.host, None)], _settings(shelly_broker, admin_password="nope"), cfg.mqtt, 10)
+        wrong = await provision([sim.host], _settings(release_broker, admin_password="nope"), mqtt, 10)
         assert wrong[0].error is not None
         assert "authentication failed (wrong admin password)" in wrong[0].error
         assert "MQTT.SetConfig" not in sim.calls
+        assert not (release_broker.identities / sim.device_id).exists(), "no identity for a device we may not configure"
 
         settings = _settings(
-            shelly_broker, admin_password="old-secret-1", new_admin_password="new-secret-2", script=True
+            release_broker, admin_password="old-secret-1", new_admin_password="new-secret-2", script=True
         )
-        first = (await provision([(sim.host, None)], settings, cfg.mqtt, 20))[0]
-        assert (first.error, first.mqtt, first.auth, first.script, first.reboot, first.online) == (
-            None, "set", "set", "created,started", "yes", "yes",
+        first = (await provision([sim.host], settings, mqtt, 20))[0]
+        assert (first.error, first.identity, first.mqtt, first.auth, first.script, first.reboot, first.online) == (
+            None, "new", "set", "set", "created,started", "yes", "yes",
         )  # fmt: skip
+        password = (release_broker.identities / sim.device_id).read_text()
+        assert sim.mqtt_config["user"] == sim.device_id
+        assert sim.mqtt_config["pass"] == password
+        assert sim.mqtt_config["client_id"] == sim.device_id
+        assert sim.mqtt_config["topic_prefix"] == f"shelly/{sim.device_id}"
         assert sim.mqtt_config["rpc_ntf"] is True
         assert sim.mqtt_config["enable_control"] is True
-        assert sim.mqtt_config["topic_prefix"] == sim.device_id
         assert sim.reboots == 1
         assert sim.scripts[1]["running"]
         assert sim.scripts[1]["enable"]
 
         calls_before = len(sim.calls)
-        second = (await provision([(sim.host, None)], settings, cfg.mqtt, 20))[0]
-        assert (second.error, second.mqtt, second.auth, second.script, second.reboot, second.online) == (
-            None, "unchanged", "unchanged", "unchanged", "no", "yes",
+        second = (await provision([sim.host], settings, mqtt, 20))[0]
+        assert (second.error, second.identity, second.mqtt, second.auth, second.script, second.reboot) == (
+            None, "kept", "unchanged", "unchanged", "unchanged", "no",
         )  # fmt: skip
+        assert second.online == "yes"
         assert sim.reboots == 1
         changing = {"MQTT.SetConfig", "Shelly.SetAuth", "Script.PutCode", "Script.Create", "Shelly.Reboot"}
         assert not changing & set(sim.calls[calls_before:])
+        assert (release_broker.identities / sim.device_id).read_text() == password, "same identity"
     finally:
         await sim.stop()
 
 
-async def test_provision_cli_prints_table_without_secrets(shelly_broker: Mosquitto, tmp_path: Path) -> None:
+async def test_provision_lost_identity_is_made_anew_and_written_again(release_broker: ReleaseBroker) -> None:
+    sim = ShellySim("plus1pm")
+    await sim.start()
+    mqtt = _release_mqtt(release_broker)
+    try:
+        assert (await provision([sim.host], _settings(release_broker), mqtt, 20))[0].ok
+        old = (release_broker.identities / sim.device_id).read_text()
+        (release_broker.identities / sim.device_id).unlink()  # e.g. the volume was recreated
+        again = (await provision([sim.host], _settings(release_broker), mqtt, 20))[0]
+        assert (again.error, again.identity, again.mqtt, again.reboot, again.online) == (
+            None,
+            "new",
+            "set",
+            "yes",
+            "yes",
+        )
+        assert sim.mqtt_config["pass"] == (release_broker.identities / sim.device_id).read_text() != old
+    finally:
+        await sim.stop()
+
+
+async def test_provision_reports_a_broker_that_does_not_take_the_identity(
+    release_broker: ReleaseBroker, tmp_path: Path
+) -> None:
+    sim = ShellySim("plus1pm")
+    await sim.start()
+    try:
+        settings = ProvisionSettings(
+            mqtt_server=f"127.0.0.1:{release_broker.port}", identities=ShellyIdentityStore(tmp_path / "not-shared"),
+            timeout_s=5, identity_wait_s=1,
+        )  # fmt: skip
+        result = (await provision([sim.host], settings, _release_mqtt(release_broker), 5))[0]
+        assert result.error is not None
+        assert "the broker did not accept the identity" in result.error
+        assert str(tmp_path / "not-shared") in result.error
+        assert "MQTT.SetConfig" not in sim.calls, "the device keeps a working config"
+    finally:
+        await sim.stop()
+
+
+async def test_provision_cli_prints_table_without_secrets(release_broker: ReleaseBroker, tmp_path: Path) -> None:
     sim = ShellySim("plus1pm", admin_password="admin-pw-3")
     await sim.start()
     config = tmp_path / "config.yaml"
     config.write_text(
-        json.dumps(
-            {
-                "mqtt": {
-                    "host": shelly_broker.host,
-                    "port": shelly_broker.port,
-                    "username": "bridge",
-                    "password": "${MQTT_PASSWORD}",
-                }
-            }
-        )
-    )
+        json.dumps({"mqtt": {"host": "127.0.0.1", "port": release_broker.port, "username": "bridge",
+                             "password": "${MQTT_PASSWORD}"}})
+    )  # fmt: skip
     fleet = tmp_path / "fleet.txt"
     fleet.write_text(f"# our fleet\n{sim.host}\n")
-    env = {**os.environ, "MQTT_PASSWORD": shelly_broker.password("bridge"),
-           "SHELLY_MQTT_PASSWORD": shelly_broker.password("shelly"), "SHELLY_ADMIN_PASSWORD": "admin-pw-3"}  # fmt: skip
+    # as in `balena ssh <uuid> meter-bridge`: the broker's password file, not MQTT_PASSWORD
+    env = {k: v for k, v in os.environ.items() if k != "MQTT_PASSWORD"}
+    env |= {"MQTT_PASSWORD_FILE": str(release_broker.share / "bridge" / "password"),
+            "SHELLY_IDENTITIES_DIR": str(release_broker.identities), "SHELLY_ADMIN_PASSWORD": "admin-pw-3"}  # fmt: skip
     cmd = [sys.executable, "-m", "meterbridge.cli", "shelly", "provision", "--config", str(config), "--from",
-           str(fleet), "--mqtt-server", f"{shelly_broker.host}:{shelly_broker.port}", "--wait-s", "20"]  # fmt: skip
+           str(fleet), "--mqtt-server", f"127.0.0.1:{release_broker.port}", "--wait-s", "20"]  # fmt: skip
     try:
-        for expected in ("set", "unchanged"):
+        for identity, mqtt in (("new", "set"), ("kept", "unchanged")):
             proc = await asyncio.create_subprocess_exec(
                 *cmd, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
             )
             out, err = await proc.communicate()
             text = out.decode() + err.decode()
             assert proc.returncode == 0, text
-            row = text.splitlines()[1].split()
-            assert row[0] == sim.host
-            assert row[1] == sim.device_id
-            assert row[3] == expected
-            assert row[-1] == "ok"
-            for secret in (shelly_broker.password("shelly"), shelly_broker.password("bridge"), "admin-pw-3"):
+            header, row = text.splitlines()[0].split(), text.splitlines()[1].split()
+            assert header[:5] == ["host", "device", "model", "identity", "mqtt"]
+            assert (row[0], row[1], row[3], row[4], row[-1]) == (sim.host, sim.device_id, identity, mqtt, "ok")
+            for secret in (release_broker.password(sim.device_id), release_broker.password("bridge"), "admin-pw-3"):
                 assert secret not in text
         bad = await asyncio.create_subprocess_exec(
             *cmd, env={**env, "SHELLY_ADMIN_PASSWORD": "wrong"}, stdout=asyncio.subprocess.PIPE
@@ -322,5 +367,10 @@ async def test_provision_cli_prints_table_without_secrets(shelly_broker: Mosquit
         out, _ = await bad.communicate()
         assert bad.returncode == 1
         assert "authentication failed (wrong admin password)" in out.decode()
+        fleet.write_text(f"{sim.host} {sim.device_id}\n")  # the old `HOST PREFIX` form
+        old_form = await asyncio.create_subprocess_exec(*cmd, env=env, stderr=asyncio.subprocess.PIPE)
+        _, err = await old_form.communicate()
+        assert old_form.returncode == 2
+        assert f"{fleet}:1: expected `HOST`" in err.decode()
     finally:
         await sim.stop()

@@ -29,36 +29,49 @@ def reader_of(topic: str) -> str:
     return "homeassistant" if not topic.startswith(("shelly/", "glow/")) else "bridge"
 
 
+# Two Shelly devices, each with the identity `meter-bridge shelly provision` gives it.
+SHELLY_A = "shellyplus1pm-a8032ab12345"
+SHELLY_B = "shellypro3em-0cb815fc11f8"
+
 # (publisher, topic, allowed): beyond the cases tests/release/test_release_mosquitto.py pins
 ACL_CASES = [
-    ("shelly", "shelly/em-1/events/rpc", True),
-    ("shelly", "zigbee2mqtt/plug/set", False),
-    ("shelly", "hems/bridge/availability", False),
-    ("shelly", "homeassistant/status", False),
-    ("shelly", "glow/AABBCC/SENSOR/electricitymeter", False),
+    (SHELLY_A, f"shelly/{SHELLY_A}/events/rpc", True),
+    (SHELLY_A, f"shelly/{SHELLY_B}/events/rpc", False),  # faking another device's readings
+    (SHELLY_A, f"shelly/{SHELLY_B}/rpc", False),  # commanding another device's relay
+    (SHELLY_A, f"shelly/{SHELLY_B}/replies/meter-bridge-home-shelly-shelly/rpc", False),  # faking its replies
+    (SHELLY_A, "shelly/em-1/events/rpc", False),
+    (SHELLY_A, "zigbee2mqtt/plug/set", False),
+    (SHELLY_A, "hems/bridge/availability", False),
+    (SHELLY_A, "homeassistant/status", False),
+    (SHELLY_A, "glow/AABBCC/SENSOR/electricitymeter", False),
     ("bridge", "glow/AABBCC/SENSOR/electricitymeter", False),
-    ("zigbee2mqtt", "shelly/em-1/rpc", False),
+    ("zigbee2mqtt", f"shelly/{SHELLY_A}/rpc", False),
     ("zigbee2mqtt", "hems/meter/grid", False),
 ]
 
 
 async def test_acl_least_privilege(release_broker: ReleaseBroker, request: pytest.FixtureRequest) -> None:
+    for device in (SHELLY_A, SHELLY_B):
+        release_broker.add_shelly(device)
     wrong = [
         case
         for case in ACL_CASES
         if await release_broker.delivered(reader_of(case[1]), case[0], case[1]) is not case[2]
     ]
+    shared_user = release_broker.accepts("shelly", "any-password-at-all")
     record_figure(
         "security_mqtt_acl",
         area="Security",
         check="Release Mosquitto (entrypoint-rendered): each user limited to its own prefixes",
-        goal="a Shelly user touches only shelly/; no user writes another service's prefix",
+        goal="each Shelly touches only shelly/<its id>/; no shared Shelly user; no user writes another's prefix",
         measured=f"{len(ACL_CASES) - len(wrong)}/{len(ACL_CASES)} cases as expected on the subscriber side"
-        + (f"; wrong: {wrong}" if wrong else ""),
-        ok=not wrong,
+        + (f"; wrong: {wrong}" if wrong else "")
+        + ("; the shared `shelly` user still logs in" if shared_user else ""),
+        ok=not wrong and not shared_user,
         test=request.node.nodeid,
     )
     assert not wrong
+    assert not shared_user
 
 
 async def test_bridge_cannot_write_another_services_discovery(

@@ -43,4 +43,9 @@ def test_duplicate_prefix_is_a_config_error(tmp_path: Path) -> None:
 def test_provision_subcommand_is_registered() -> None:
     args = build_parser().parse_args(["shelly", "provision", "10.0.0.5", "--mqtt-server", "10.0.0.2:1883"])
     assert args.hosts == ["10.0.0.5"]
-    assert args.mqtt_password_env == "SHELLY_MQTT_PASSWORD"
+    assert args.identities is None  # SHELLY_IDENTITIES_DIR or where the release mounts it
+
+
+def test_provision_has_no_shared_mqtt_password_option() -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["shelly", "provision", "10.0.0.5", "--mqtt-server", "x:1", "--mqtt-user", "shelly"])

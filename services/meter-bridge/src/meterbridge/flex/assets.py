@@ -26,7 +26,9 @@ class ShellyActuatorConfig(StrictModel):
     """A Shelly Gen2+ relay channel, switched by `Switch.Set` over MQTT RPC (with `toggle_after` fail-safe)."""
 
     type: Literal["shelly"] = "shelly"
-    prefix: str = Field(min_length=1, description="The device's MQTT topic prefix (e.g. `shellyplus1pm-a8032ab12345`).")
+    prefix: str = Field(
+        min_length=1, description="The device's MQTT topic prefix (e.g. `shelly/shellyplus1pm-a8032ab12345`)."
+    )
     channel: int = Field(default=0, ge=0, le=3, description="The relay channel (`switch:<channel>`).")
 
 

@@ -14,10 +14,12 @@ class ShellyDeviceConfig(StrictModel):
 
     prefix: str = Field(
         pattern=r"^[^#+/]+(/[^#+/]+)*$",
-        description="The device's MQTT topic prefix (default on the device: its id, e.g. `shellypro3em-0cb815fc11f8`).",
+        description="The device's MQTT topic prefix: `shelly/<device id>` as `meter-bridge shelly provision` sets it "
+        "(e.g. `shelly/shellypro3em-0cb815fc11f8`), the only one the release's broker lets the device use.",
     )
     id: Identifier | None = Field(
-        default=None, description="Meter id part for this device (default: the prefix made into an id)."
+        default=None,
+        description="Meter id part for this device (default: the prefix without `shelly/`, made into an id).",
     )
     name: str | None = Field(default=None, description="Name shown in Home Assistant (default: the id).")
     channels: dict[int, Identifier] = Field(
@@ -36,7 +38,8 @@ class ShellySourceConfig(SourceConfigBase):
     devices: list[ShellyDeviceConfig] = Field(default_factory=list, description="The devices, by topic prefix.")
     discover: bool = Field(
         default=False,
-        description="Also take in every device that announces `<id>/online` with a default Shelly prefix.",
+        description="Also take in every device that announces `shelly/<device id>/online` (provisioned) "
+        "or `<device id>/online` (the device's default prefix).",
     )
     rpc_timeout_s: float = Field(default=10.0, gt=0, le=120, description="How long to wait for an RPC reply.")
     reemit_s: float = Field(

@@ -172,8 +172,9 @@ def merge_status(full: Mapping[str, Any], delta: Mapping[str, Any]) -> Status:
 
 
 def device_slug(prefix: str) -> str:
-    """A topic prefix made into an id part: `shellypro3em-0cb815fc11f8` -> `shellypro3em_0cb815fc11f8`."""
-    slug = re.sub(r"[^a-z0-9]+", "_", prefix.lower()).strip("_")
+    """A topic prefix made into an id part: `shelly/shellypro3em-0cb815fc11f8` (what provisioning
+    sets) and `shellypro3em-0cb815fc11f8` (the device's default) both -> `shellypro3em_0cb815fc11f8`."""
+    slug = re.sub(r"[^a-z0-9]+", "_", prefix.lower().removeprefix("shelly/")).strip("_")
     return slug or "device"
 
 

@@ -1,11 +1,13 @@
 """`meter-bridge shelly provision`: point a fleet of Shelly devices at the broker over HTTP RPC.
 
-Per host: `Shelly.GetDeviceInfo` (needs no auth), `MQTT.SetConfig` unless the device
-already has the wanted settings and is connected, optionally `Shelly.SetAuth` (admin
-password) and the hourly-energy script (`Script.Create`/`PutCode`/`SetConfig`/`Start`,
-found again by name), `Shelly.Reboot` only when the device says a restart is required,
-then wait until `<prefix>/online` is `true` on the broker. Running it twice changes
-nothing the second time. Secrets come from environment variables and are never printed.
+Per host: `Shelly.GetDeviceInfo` (needs no auth); the device's own MQTT identity (user =
+device id, prefix `shelly/<device id>`, a generated password kept in the identities
+directory the broker reads, see `identity`), made once and kept; wait until the broker
+accepts it; `MQTT.SetConfig` unless the device already has the wanted settings and is
+connected; optionally `Shelly.SetAuth` (admin password) and the hourly-energy script
+(`Script.Create`/`PutCode`/`SetConfig`/`Start`, found again by name); `Shelly.Reboot` only
+when the device says a restart is required; then wait until `<prefix>/online` is `true` on
+the broker. Running it twice changes nothing the second time. Secrets are never printed.
 """
 
 from __future__ import annotations
@@ -22,11 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
+from pydantic import SecretStr
 
 from ...config import MqttConfig, load_config
 from ...errors import AuthError, BridgeError, ConfigError
 from ...logutil import redact
 from ...mqtt import make_client
+from .identity import DEFAULT_IDENTITIES_DIR, DEVICE_ID, IDENTITIES_DIR_ENV, ShellyIdentity, ShellyIdentityStore
 from .parser import parse_device_info
 from .rpc import ADMIN_USER, ShellyHttpRpc, auth_ha1
 
@@ -66,15 +70,16 @@ Timer.set(60000, true, tick);
 
 @dataclass(frozen=True, slots=True)
 class ProvisionSettings:
-    """What every device should get. Passwords come from the environment."""
+    """What every device should get. Admin passwords come from the environment."""
 
     mqtt_server: str
-    mqtt_user: str
-    mqtt_password: str
+    identities: ShellyIdentityStore
     admin_password: str | None = None
     new_admin_password: str | None = None
     script: bool = False
     timeout_s: float = 10.0
+    #: How long to wait for the broker to take a new identity in (it polls every 5 s).
+    identity_wait_s: float = 30.0
 
 
 @dataclass(slots=True)
@@ -85,6 +90,7 @@ class ProvisionResult:
     prefix: str | None = None
     device_id: str = "-"
     model: str = "-"
+    identity: str = "-"
     mqtt: str = "-"
     auth: str = "-"
     script: str = "-"
@@ -122,26 +128,28 @@ async def _authenticated(host: str, settings: ProvisionSettings, auth_enabled: b
 
 
 async def _ensure_mqtt(
-    rpc: ShellyHttpRpc, settings: ProvisionSettings, device_id: str, prefix: str
+    rpc: ShellyHttpRpc, settings: ProvisionSettings, identity: ShellyIdentity, new_identity: bool
 ) -> tuple[bool, bool]:
-    """Set the MQTT config when it differs; (whether it was set, whether the device asks for a restart)."""
+    """Set the MQTT config when it differs or the identity is new; (whether it was set, whether
+    the device asks for a restart)."""
     wanted: dict[str, Any] = {
         "enable": True,
         "server": settings.mqtt_server,
-        "client_id": device_id,
-        "user": settings.mqtt_user,
-        "topic_prefix": prefix,
+        "client_id": identity.device_id,
+        "user": identity.username,
+        "topic_prefix": identity.prefix,
         "rpc_ntf": True,
         "status_ntf": False,
         "enable_control": True,
     }
     current = await rpc.call("MQTT.GetConfig")
     status = await rpc.call("MQTT.GetStatus")
-    # The device never returns the password: a matching config that is connected proves it works.
+    # The device never returns the password: a matching config that is connected proves it works
+    # (the broker accepts that user with the stored password only), unless the password is new.
     same = isinstance(current, dict) and all(current.get(k) == v for k, v in wanted.items())
-    if same and isinstance(status, dict) and status.get("connected") is True:
+    if same and not new_identity and isinstance(status, dict) and status.get("connected") is True:
         return False, False
-    result = await rpc.call("MQTT.SetConfig", {"config": {**wanted, "pass": settings.mqtt_password}})
+    result = await rpc.call("MQTT.SetConfig", {"config": {**wanted, "pass": identity.password}})
     return True, bool(isinstance(result, dict) and result.get("restart_required"))
 
 
@@ -184,54 +192,6 @@ async def _ensure_script(rpc: ShellyHttpRpc) -> str:
     return ",".join(done) or "unchanged"
 
 
-async def provision_host(
-    host: str, settings: ProvisionSettings, prefix: str | None = None
-) -> tuple[ProvisionResult, bool]:
-    """Provision one device; its result row and whether it was rebooted. Never raises `BridgeError`."""
-    result = ProvisionResult(host, prefix)
-    rebooted = False
-    try:
-        async with ShellyHttpRpc(host, None, settings.timeout_s) as anonymous:
-            info_raw = await anonymous.call("Shelly.GetDeviceInfo")
-        info = parse_device_info(info_raw)
-        result.device_id, result.model = info.device_id, info.model or info.app or "-"
-        result.prefix = prefix = prefix or info.device_id
-        auth_enabled = bool(info_raw.get("auth_en")) if isinstance(info_raw, dict) else False
-        rpc, auth_state = await _authenticated(host, settings, auth_enabled)
-        try:
-            changed, restart = await _ensure_mqtt(rpc, settings, info.device_id, prefix)
-            result.mqtt = "set" if changed else "unchanged"
-            if settings.script:
-                result.script = await _ensure_script(rpc)
-            if settings.new_admin_password:
-                if auth_state == "unchanged":
-                    result.auth = "unchanged"
-                else:
-                    await rpc.call(
-                        "Shelly.SetAuth",
-                        {
-                            "user": ADMIN_USER,
-                            "realm": info.device_id,
-                            "ha1": auth_ha1(info.device_id, settings.new_admin_password),
-                        },
-                    )
-                    result.auth = "set"
-                    # From here on the device only accepts the new password.
-                    await rpc.close()
-                    rpc = ShellyHttpRpc(host, settings.new_admin_password, settings.timeout_s)
-            if restart:
-                await rpc.call("Shelly.Reboot")
-                rebooted = True
-            result.reboot = "yes" if rebooted else "no"
-        finally:
-            await rpc.close()
-    except BridgeError as err:
-        result.error = redact(str(err))
-    except (KeyError, TypeError, ValueError) as err:
-        result.error = redact(f"{host}: unexpected answer: {err!r}")
-    return result, rebooted
-
-
 class OnlineWatcher:
     """Follows `<prefix>/online` of the devices being provisioned on the bridge's broker."""
 
@@ -270,26 +230,107 @@ class OnlineWatcher:
                 await asyncio.wait_for(self._changed.wait(), min(remaining, 0.5))
 
 
-async def provision(
-    hosts: Sequence[tuple[str, str | None]],
+async def broker_accepts(mqtt: MqttConfig, identity: ShellyIdentity, timeout_s: float) -> bool:
+    """Whether the broker lets `identity` log in within `timeout_s` (it reloads new ones every few s).
+
+    Logs in with a client id of its own, so a connected device is not thrown off.
+    """
+    config = mqtt.model_copy(update={"username": identity.username, "password": SecretStr(identity.password)})
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            async with make_client(config, f"{identity.device_id}-provision-check"):
+                return True
+        except aiomqtt.MqttError:
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+
+
+async def provision_host(
+    host: str,
     settings: ProvisionSettings,
-    mqtt: MqttConfig | None,
-    wait_s: float = 60.0,
+    mqtt: MqttConfig | None = None,
+    watcher: OnlineWatcher | None = None,
+) -> tuple[ProvisionResult, bool]:
+    """Provision one device; its result row and whether it was rebooted. Never raises `BridgeError`.
+
+    With `mqtt` (the bridge's broker), first wait until the broker accepts the device's identity,
+    so the device's first login after its reboot works; `watcher` follows the device's `online`
+    from before any reboot.
+    """
+    result = ProvisionResult(host)
+    rebooted = False
+    try:
+        async with ShellyHttpRpc(host, None, settings.timeout_s) as anonymous:
+            info_raw = await anonymous.call("Shelly.GetDeviceInfo")
+        info = parse_device_info(info_raw)
+        result.device_id, result.model = info.device_id, info.model or info.app or "-"
+        if not DEVICE_ID.match(info.device_id):
+            raise ConfigError([f"{host}: device id {info.device_id!r} is not a Shelly Gen2+ id: no MQTT identity"])
+        auth_enabled = bool(info_raw.get("auth_en")) if isinstance(info_raw, dict) else False
+        rpc, auth_state = await _authenticated(host, settings, auth_enabled)
+        try:
+            # only for a device we may configure: no identity for a wrong admin password
+            identity, new_identity = settings.identities.get_or_create(info.device_id)
+            result.identity = "new" if new_identity else "kept"
+            result.prefix = identity.prefix
+            if watcher is not None:
+                await watcher.watch(identity.prefix)
+            if mqtt is not None and not await broker_accepts(mqtt, identity, settings.identity_wait_s):
+                raise ConfigError(
+                    [
+                        f"{host}: the broker did not accept the identity of {info.device_id} within "
+                        f"{settings.identity_wait_s:g} s: does the mqtt service mount {settings.identities.directory}?"
+                    ]
+                )
+            changed, restart = await _ensure_mqtt(rpc, settings, identity, new_identity)
+            result.mqtt = "set" if changed else "unchanged"
+            if settings.script:
+                result.script = await _ensure_script(rpc)
+            if settings.new_admin_password:
+                if auth_state == "unchanged":
+                    result.auth = "unchanged"
+                else:
+                    await rpc.call(
+                        "Shelly.SetAuth",
+                        {
+                            "user": ADMIN_USER,
+                            "realm": info.device_id,
+                            "ha1": auth_ha1(info.device_id, settings.new_admin_password),
+                        },
+                    )
+                    result.auth = "set"
+                    # From here on the device only accepts the new password.
+                    await rpc.close()
+                    rpc = ShellyHttpRpc(host, settings.new_admin_password, settings.timeout_s)
+            if restart:
+                await rpc.call("Shelly.Reboot")
+                rebooted = True
+            result.reboot = "yes" if rebooted else "no"
+        finally:
+            await rpc.close()
+    except BridgeError as err:
+        result.error = redact(str(err))
+    except (KeyError, TypeError, ValueError) as err:
+        result.error = redact(f"{host}: unexpected answer: {err!r}")
+    return result, rebooted
+
+
+async def provision(
+    hosts: Sequence[str], settings: ProvisionSettings, mqtt: MqttConfig | None, wait_s: float = 60.0
 ) -> list[ProvisionResult]:
-    """Provision every `(host, prefix)`; with `mqtt`, wait for each device on the broker."""
+    """Provision every host; with `mqtt`, check each identity on the broker and wait for each device."""
     if mqtt is None:
-        return [(await provision_host(host, settings, prefix))[0] for host, prefix in hosts]
+        return [(await provision_host(host, settings))[0] for host in hosts]
     results: list[ProvisionResult] = []
     async with make_client(mqtt, f"meter-bridge-provision-{os.getpid()}") as client:
         watcher = OnlineWatcher(client)
         pump = asyncio.create_task(watcher.pump(), name="shelly-provision-online")
         try:
-            for host, prefix in hosts:
-                if prefix is not None:
-                    await watcher.watch(prefix)
-                result, rebooted = await provision_host(host, settings, prefix)
+            for host in hosts:
+                result, rebooted = await provision_host(host, settings, mqtt, watcher)
                 if result.error is None and result.prefix is not None:
-                    await watcher.watch(result.prefix)
                     online = await watcher.wait(result.prefix, fresh=rebooted, timeout_s=wait_s)
                     result.online = "yes" if online else "TIMEOUT"
                     if not online:
@@ -304,20 +345,23 @@ async def provision(
 
 def format_table(results: Sequence[ProvisionResult]) -> str:
     """The per-host result table."""
-    header = ("host", "device", "model", "mqtt", "auth", "script", "reboot", "online", "result")
+    header = ("host", "device", "model", "identity", "mqtt", "auth", "script", "reboot", "online", "result")
     rows = [
-        (r.host, r.device_id, r.model, r.mqtt, r.auth, r.script, r.reboot, r.online, "ok" if r.ok else "FAILED")
+        (
+            r.host, r.device_id, r.model, r.identity, r.mqtt, r.auth, r.script, r.reboot, r.online,
+            "ok" if r.ok else "FAILED",
+        )
         for r in results
-    ]
+    ]  # fmt: skip
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in [header, *rows]]
     lines += [f"error: {r.error}" for r in results if r.error]
     return "\n".join(lines)
 
 
-def read_fleet(path: Path) -> list[tuple[str, str | None]]:
-    """A fleet list: one `HOST [PREFIX]` per line, `#` comments; raises `ConfigError`."""
-    hosts: list[tuple[str, str | None]] = []
+def read_fleet(path: Path) -> list[str]:
+    """A fleet list: one `HOST` per line, `#` comments; raises `ConfigError` naming file and line."""
+    hosts: list[str] = []
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as err:
@@ -326,20 +370,24 @@ def read_fleet(path: Path) -> list[tuple[str, str | None]]:
         parts = line.split("#", 1)[0].split()
         if not parts:
             continue
-        if len(parts) > 2:
-            raise ConfigError([f"{path}:{number}: expected `HOST [PREFIX]`"])
-        hosts.append((parts[0], parts[1] if len(parts) == 2 else None))
+        if len(parts) > 1:
+            # Earlier releases took `HOST PREFIX`: the prefix is now always shelly/<device id>,
+            # the only one the broker lets the device use.
+            raise ConfigError([f"{path}:{number}: expected `HOST` (the topic prefix is always shelly/<device id>)"])
+        hosts.append(parts[0])
     return hosts
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `meter-bridge shelly provision`."""
     parser.add_argument("hosts", nargs="*", metavar="HOST", help="device address (`ip` or `ip:port`)")
-    parser.add_argument("--from", dest="fleet", type=Path, help="fleet list: one `HOST [PREFIX]` per line")
+    parser.add_argument("--from", dest="fleet", type=Path, help="fleet list: one `HOST` per line")
     parser.add_argument("--mqtt-server", required=True, help="broker address as the devices reach it (`host:port`)")
-    parser.add_argument("--mqtt-user", default="shelly", help="MQTT user the devices log in as (default shelly)")
     parser.add_argument(
-        "--mqtt-password-env", default="SHELLY_MQTT_PASSWORD", help="variable holding that user's password"
+        "--identities",
+        type=Path,
+        help=f"directory of the devices' MQTT identities, shared with the broker (default ${IDENTITIES_DIR_ENV} "
+        f"or {DEFAULT_IDENTITIES_DIR})",
     )
     parser.add_argument(
         "--admin-password-env", default="SHELLY_ADMIN_PASSWORD", help="variable holding the devices' admin password"
@@ -353,28 +401,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=10.0, help="HTTP timeout per call (s)")
 
 
+def _bridge_broker(config: Path) -> MqttConfig:
+    """The broker settings of the bridge's config; raises `ConfigError`.
+
+    In a shell in the meter-bridge container (`balena ssh <uuid> meter-bridge`) the entrypoint's
+    MQTT_PASSWORD is not set, only MQTT_PASSWORD_FILE (the broker's file): read it the same way.
+    """
+    password_file = os.environ.get("MQTT_PASSWORD_FILE")
+    if not os.environ.get("MQTT_PASSWORD") and password_file:
+        with contextlib.suppress(OSError):
+            os.environ["MQTT_PASSWORD"] = Path(password_file).read_text(encoding="utf-8").strip()
+    return load_config(config).mqtt
+
+
 def run_provision(args: argparse.Namespace) -> int:
     """`meter-bridge shelly provision`: exit 0 when every host is done, 1 otherwise, 2 on bad input."""
     try:
-        hosts = [(host, None) for host in args.hosts] + (read_fleet(args.fleet) if args.fleet else [])
+        hosts = list(args.hosts) + (read_fleet(args.fleet) if args.fleet else [])
         if not hosts:
             raise ConfigError(["no hosts: give HOST arguments or --from FILE"])
-        mqtt_password = os.environ.get(args.mqtt_password_env)
-        if not mqtt_password:
-            raise ConfigError([f"set {args.mqtt_password_env} to the devices' MQTT password"])
         new_admin = None
         if args.new_admin_password_env:
             new_admin = os.environ.get(args.new_admin_password_env)
             if not new_admin:
                 raise ConfigError([f"{args.new_admin_password_env} is not set"])
-        mqtt = None if args.no_wait else load_config(args.config).mqtt
+        mqtt = None if args.no_wait else _bridge_broker(args.config)
     except ConfigError as err:
         print("\n".join(err.problems), file=sys.stderr)
         return 2
     settings = ProvisionSettings(
         mqtt_server=args.mqtt_server,
-        mqtt_user=args.mqtt_user,
-        mqtt_password=mqtt_password,
+        identities=ShellyIdentityStore(args.identities) if args.identities else ShellyIdentityStore.from_environment(),
         admin_password=os.environ.get(args.admin_password_env) or None,
         new_admin_password=new_admin,
         script=args.script,

@@ -1,9 +1,12 @@
 """Shelly RPC over MQTT and relay control (`Switch.Set`) for demand response.
 
 A request is published to `<prefix>/rpc` as `{"id", "src", "method", "params"}`; the
-device answers on `<src>/rpc` with the same `id` (Shelly Gen2 API, "RPC over MQTT").
-`ShellyMqttRpc` numbers requests and matches replies to them; whoever owns the MQTT
-client feeds it the messages of `reply_topic`.
+device answers on `<src>/rpc` with the same `id` (Shelly Gen2 API, "RPC over MQTT"; `src` is
+any string the caller chooses). Our `src` is `<prefix>/replies/<name>`, so each device answers
+inside its own prefix: the broker confines a device to `shelly/<device id>/#`, and a reply
+can only come from the device that was asked. `ShellyMqttRpc` numbers requests, subscribes
+to a device's reply topic before the first request to it, and matches replies to requests;
+whoever owns the MQTT client passes it every message (`owns(topic)` tells which are replies).
 
 `ShellyRelay.set(False, toggle_after_s=...)` is the fail-safe for demand response: the
 device itself turns the relay back on after `toggle_after_s`, so a heater switched off
@@ -40,20 +43,43 @@ class ShellyRpcError(BridgeError):
 class ShellyMqttRpc:
     """Calls RPC methods of Shelly devices over one MQTT client and correlates replies.
 
-    `src` must be a single topic level; replies arrive on `reply_topic` (`<src>/rpc`),
-    which the owner of `client` subscribes to and passes to `handle_reply`.
+    `name` must be a single topic level; the replies of the device at `prefix` arrive on
+    `reply_topic(prefix)` (`<prefix>/replies/<name>/rpc`), which `call` subscribes to. The
+    owner of `client` passes each message whose topic `owns` to `handle_reply`.
     """
 
-    def __init__(self, client: aiomqtt.Client, src: str, timeout_s: float = 10.0) -> None:
-        if not src or any(c in src for c in "/+#"):
-            raise ValueError(f"RPC src must be one topic level, not {src!r}")
+    def __init__(self, client: aiomqtt.Client, name: str, timeout_s: float = 10.0) -> None:
+        if not name or any(c in name for c in "/+#"):
+            raise ValueError(f"RPC src name must be one topic level, not {name!r}")
         self._client = client
-        self.src = src
+        self.name = name
         self.timeout_s = timeout_s
-        self.reply_topic = f"{src}/rpc"
         self._pending: dict[int, tuple[str, str, asyncio.Future[Any]]] = {}
+        self._reply_topics: dict[str, str] = {}  # reply topic -> prefix, once subscribed
+        self._subscribing = asyncio.Lock()
         # A random start: a restarted bridge never takes a late reply for a new request.
         self._ids = itertools.count(random.randrange(1, 1 << 30))  # noqa: S311 - not crypto
+
+    def src(self, prefix: str) -> str:
+        """The `src` of requests to the device at `prefix`."""
+        return f"{prefix}/replies/{self.name}"
+
+    def reply_topic(self, prefix: str) -> str:
+        """Where the device at `prefix` answers."""
+        return f"{self.src(prefix)}/rpc"
+
+    def owns(self, topic: str) -> bool:
+        """Whether `topic` is the reply topic of a device this caller has asked."""
+        return topic in self._reply_topics
+
+    async def _subscribe_replies(self, prefix: str) -> None:
+        topic = self.reply_topic(prefix)
+        if topic in self._reply_topics:
+            return
+        async with self._subscribing:
+            if topic not in self._reply_topics:
+                await self._client.subscribe(topic, qos=1)
+                self._reply_topics[topic] = prefix
 
     async def call(
         self, prefix: str, method: str, params: dict[str, Any] | None = None, timeout_s: float | None = None
@@ -67,11 +93,12 @@ class ShellyMqttRpc:
         request_id = next(self._ids)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = (prefix, method, future)
-        request: dict[str, Any] = {"id": request_id, "src": self.src, "method": method}
+        request: dict[str, Any] = {"id": request_id, "src": self.src(prefix), "method": method}
         if params is not None:
             request["params"] = params
         timeout = self.timeout_s if timeout_s is None else timeout_s
         try:
+            await self._subscribe_replies(prefix)
             await self._client.publish(f"{prefix}/rpc", json.dumps(request).encode(), qos=1)
             return await asyncio.wait_for(future, timeout)
         except TimeoutError as err:
@@ -81,16 +108,17 @@ class ShellyMqttRpc:
         finally:
             self._pending.pop(request_id, None)
 
-    def handle_reply(self, payload: bytes) -> None:
-        """Resolve the request a reply on `reply_topic` answers; raises `ParseError` on garbage.
+    def handle_reply(self, topic: str, payload: bytes) -> None:
+        """Resolve the request a reply on `topic` answers; raises `ParseError` on garbage.
 
-        Replies to no pending request (late, or another bridge's) are dropped.
+        Replies to no pending request (late, or another bridge's), and replies on another
+        device's topic than the one asked, are dropped.
         """
         frame = decode_frame(payload)
         if frame.kind != "reply" or frame.request_id is None:
-            raise ParseError(f"expected an RPC reply on {self.reply_topic}, got {frame.kind}")
+            raise ParseError(f"expected an RPC reply on {topic}, got {frame.kind}")
         pending = self._pending.get(frame.request_id)
-        if pending is None or pending[2].done():
+        if pending is None or pending[2].done() or self._reply_topics.get(topic) != pending[0]:
             return
         prefix, method, future = pending
         if frame.error is not None:
@@ -107,9 +135,10 @@ class ShellyMqttRpc:
 
 async def _pump_replies(client: aiomqtt.Client, rpc: ShellyMqttRpc) -> None:
     async for message in client.messages:
-        if message.topic.matches(rpc.reply_topic) and isinstance(message.payload, bytes):
+        topic = str(message.topic)
+        if rpc.owns(topic) and isinstance(message.payload, bytes):
             with contextlib.suppress(ParseError):
-                rpc.handle_reply(message.payload)
+                rpc.handle_reply(topic, message.payload)
 
 
 @contextlib.asynccontextmanager
@@ -121,7 +150,6 @@ async def shelly_rpc_session(mqtt: MqttConfig, client_id: str, timeout_s: float 
     try:
         async with make_client(mqtt, client_id) as client:
             rpc = ShellyMqttRpc(client, client_id, timeout_s)
-            await client.subscribe(rpc.reply_topic, qos=1)
             task = asyncio.create_task(_pump_replies(client, rpc), name=f"shelly-rpc-{client_id}")
             try:
                 yield rpc

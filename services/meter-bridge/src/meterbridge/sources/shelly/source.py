@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +30,7 @@ from ...model import MeterDescription, utc_now
 from ...mqtt import endpoint, make_client
 from .. import Source, SourceContext
 from .config import ShellyDeviceConfig, ShellySourceConfig
+from .identity import DEVICE_ID, TOPIC_ROOT
 from .parser import (
     DeviceInfo,
     MeterNaming,
@@ -46,9 +46,6 @@ from .parser import (
 from .relay import ShellyMqttRpc, ShellyRelay
 
 _LOGGER = logging.getLogger(__name__)
-
-#: Default Shelly prefixes (`<model>-<12 hex MAC digits>`): what auto-discovery takes in.
-DEFAULT_PREFIX = re.compile(r"^shelly[a-z0-9]+-[0-9a-f]{12}$")
 
 ON, OFF = b"ON", b"OFF"
 
@@ -159,10 +156,12 @@ class ShellySource(Source[ShellySourceConfig]):
             device.relay_published.clear()
             device.relay_announced.clear()
         try:
-            await client.subscribe(self.rpc.reply_topic, qos=1)
             for prefix in list(self.devices):
                 await self._subscribe_device(client, prefix)
             if self.config.discover:
+                # provisioned devices (`shelly/<device id>`), and default prefixes on brokers
+                # outside the release (there the broker refuses this subscription: harmless)
+                await client.subscribe(f"{TOPIC_ROOT}/+/online", qos=1)
                 await client.subscribe("+/online", qos=1)
             await client.subscribe(f"{self.topics.base}/shelly/+/relay/set", qos=1)
             await client.subscribe(self.topics.ha_status, qos=1)
@@ -202,8 +201,8 @@ class ShellySource(Source[ShellySourceConfig]):
 
     async def _dispatch(self, ctx: SourceContext, client: aiomqtt.Client, topic: str, payload: bytes) -> None:
         try:
-            if self.rpc is not None and topic == self.rpc.reply_topic:
-                self.rpc.handle_reply(payload)
+            if self.rpc is not None and self.rpc.owns(topic):
+                self.rpc.handle_reply(topic, payload)
             elif topic == self.topics.ha_status:
                 if payload == b"online":
                     for device in self.devices.values():
@@ -230,7 +229,7 @@ class ShellySource(Source[ShellySourceConfig]):
     async def _on_online(self, ctx: SourceContext, client: aiomqtt.Client, prefix: str, payload: bytes) -> None:
         device = self.devices.get(prefix)
         if device is None:
-            if not (self.config.discover and DEFAULT_PREFIX.match(prefix)):
+            if not (self.config.discover and DEVICE_ID.match(prefix.removeprefix(f"{TOPIC_ROOT}/"))):
                 return
             device = self._add_device(ShellyDeviceConfig(prefix=prefix))
             _LOGGER.info("Shelly source %s: discovered %s", self.id, prefix)
