@@ -33,6 +33,7 @@ class ReleaseBroker:
     process: subprocess.Popen[bytes] | None = None
     #: The shell that runs the entrypoint (the image's is busybox `sh`).
     interpreter: tuple[str, ...] = ("sh",)
+    host: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
         self.port = self.port or free_port()

@@ -1,6 +1,7 @@
 """Shelly, least privilege, end to end, on the release's own broker (services/mosquitto/entrypoint.sh
 run natively) and a real `meter-bridge run`: two simulated Shellys provisioned with the README's
-command reach the bridge's `hems/meter/<id>` state with the identities provisioning gave them;
+command reach the bridge's `hems/meter/<id>` state with the identities provisioning gave them,
+and the pinned Home Assistant (MQTT user `homeassistant` on that broker) as entities;
 neither can write the other's topics nor command the other's relay (asserted on subscribers: a
 forbidden publish still returns success in MQTT 3.1.1); provisioning again changes nothing.
 
@@ -17,16 +18,18 @@ import os
 import re
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import aiomqtt
 import pytest
 
 from helpers.bridgeproc import BridgeProcess
+from helpers.homeassistant import HomeAssistant
 from helpers.release import REPO, ReleaseBroker
 from helpers.shelly_sim import ShellySim
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.homeassistant]
 
 ADMIN_PASSWORD = "admin-pw-e2e-1"
 
@@ -88,7 +91,9 @@ async def arriving(sub: aiomqtt.Client, seconds: float = 1.5) -> list[str]:
     return seen
 
 
-async def test_provisioned_shellys_reach_the_bridge_and_cannot_touch_each_other(tmp_path: Path) -> None:
+async def test_provisioned_shellys_reach_the_bridge_and_cannot_touch_each_other(
+    tmp_path: Path, homeassistant_factory: Callable[..., HomeAssistant]
+) -> None:
     # two unprovisioned Plus 1PMs, one with an admin password
     heater = ShellySim("plus1pm", admin_password=ADMIN_PASSWORD)
     pump = ShellySim("plus1pm")
@@ -147,6 +152,18 @@ async def test_provisioned_shellys_reach_the_bridge_and_cannot_touch_each_other(
                         break
             assert states[f"hems/meter/{heater_id}"]["power"] == pytest.approx(1203.4)
             assert states[f"hems/meter/{pump_id}"]["power"] == pytest.approx(1203.4)
+
+            # and in Home Assistant, as the release's HA user sees them
+            home = homeassistant_factory(mqtt=broker, mqtt_user="homeassistant")
+            wanted = {f"sensor.hems_{heater_id}_power", f"sensor.hems_{pump_id}_power", f"switch.hems_{pump_id}_relay"}
+            found: dict[str, str] = {}
+            for _ in range(60):
+                found = {s["entity_id"]: s["state"] for s in await home.rest("GET", "/api/states")}
+                if all(found.get(entity) not in (None, "unknown", "unavailable") for entity in wanted):
+                    break
+                await asyncio.sleep(0.5)
+            assert float(found[f"sensor.hems_{heater_id}_power"]) == pytest.approx(1203.4), found
+            assert found[f"switch.hems_{pump_id}_relay"] == "on", found
 
             # the heater, with its own credentials, tries to fake the pump's readings and to
             # switch the pump's relay; the bridge (which reads shelly/#) sees neither
