@@ -28,16 +28,17 @@ import aiomqtt
 
 from ..asyncutil import wait_event
 from ..backoff import Backoff
-from ..config import BridgeConfig
 from ..errors import ParseError, SinkError
 from ..ha_topics import Topics
 from ..logutil import RateLimitedLog
 from ..model import Event, Quantity, Reading, utc_now
 from ..mqtt import endpoint, make_client
+from ..sections import MqttContext
 from ..sinks import Sink
 from ..sources.shelly.relay import ShellyMqttRpc, ShellyRelay, shelly_rpc_session
 from .actuators import Actuator, HomeAssistantActuator, MqttActuator, RelayLike, ShellyActuator
 from .assets import AssetConfig, HomeAssistantActuatorConfig, MqttActuatorConfig, ShellyActuatorConfig, in_windows
+from .config import FlexConfig
 from .entities import MODES, OFF, ON, FlexTopics, discovery_messages
 from .events import FlexEvent, parse_event_message, target_for_level
 from .policy import Action, AssetState, AssetView, Cause, Direction, EventView, Situation, decide, fail_safe_s
@@ -150,7 +151,7 @@ class _ShellyRelays:
     module); it is imported when the first Shelly asset is switched.
     """
 
-    def __init__(self, config: BridgeConfig) -> None:
+    def __init__(self, config: MqttContext) -> None:
         self._config = config
         self._rpc: ShellyMqttRpc | None = None
         self._task: asyncio.Task[None] | None = None
@@ -210,10 +211,10 @@ class FlexController(Sink):
 
     name = "flex"
 
-    def __init__(self, config: BridgeConfig, clock: Callable[[], datetime] = utc_now) -> None:
+    def __init__(self, config: MqttContext, flex: FlexConfig, clock: Callable[[], datetime] = utc_now) -> None:
         super().__init__()
         self._config = config
-        self._flex = config.flex
+        self._flex = flex
         self._clock = clock
         base = config.mqtt.base_topic
         self._topics = Topics(base, config.homeassistant.discovery_prefix)
@@ -706,7 +707,7 @@ class FlexController(Sink):
         if self._flex.openadr.enabled:
             from .openadr import FlexVen  # the VEN needs the controller: imported here, not at the top
 
-            self.ven = FlexVen(self._config, self)
+            self.ven = FlexVen(self._config.site.id, self._flex, self)
             self._tasks.append(asyncio.create_task(self.ven.run(), name="flex-openadr"))
 
     async def close(self) -> None:

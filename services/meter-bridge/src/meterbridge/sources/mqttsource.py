@@ -16,10 +16,10 @@ from typing import TypeVar
 import aiomqtt
 
 from ..backoff import Backoff
-from ..config import MqttConfig
 from ..configbase import SourceConfigBase
 from ..model import Reading
 from ..mqtt import endpoint, make_client
+from ..sections import MqttConfig
 from . import Source, SourceContext
 from .totals import TotalVerdict
 

@@ -24,9 +24,9 @@ import aiomqtt
 
 from ...asyncutil import wait_event
 from ...backoff import Backoff
-from ...config import BridgeConfig
 from ...model import Event, MeterAvailability, MeterDescription, Quantity, Reading
 from ...mqtt import endpoint, make_client
+from ...sections import MqttContext
 from .. import Sink
 from .discovery import Topics, discovery_message, state_payload
 
@@ -71,7 +71,7 @@ class HomeAssistantSink(Sink):
 
     name = "homeassistant"
 
-    def __init__(self, config: BridgeConfig) -> None:
+    def __init__(self, config: MqttContext) -> None:
         super().__init__()
         self._config = config
         self._topics = Topics(config.mqtt.base_topic, config.homeassistant.discovery_prefix)

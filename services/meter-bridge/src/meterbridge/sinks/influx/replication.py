@@ -35,9 +35,9 @@ import aiohttp
 import aiomqtt
 
 from ...backoff import Backoff
-from ...config import BridgeConfig
 from ...ha_topics import ORIGIN, Topics, entity_id_keys
 from ...mqtt import make_client
+from ...sections import InfluxConfig, MqttContext
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -182,14 +182,12 @@ def state_payload(healths: list[ReplicationHealth]) -> bytes:
 class ReplicationMonitor:
     """Polls InfluxDB's replications and publishes their health to Home Assistant over MQTT."""
 
-    def __init__(self, config: BridgeConfig) -> None:
-        if config.influx is None:
-            raise ValueError("ReplicationMonitor needs an `influx` section")
+    def __init__(self, config: MqttContext, influx: InfluxConfig) -> None:
         self._config = config
-        self._influx = config.influx
+        self._influx = influx
         self._topics = Topics(config.mqtt.base_topic, config.homeassistant.discovery_prefix)
         self._announced: set[str] = set()
-        self._org_id = config.influx.org_id
+        self._org_id = influx.org_id
         self._task: asyncio.Task[None] | None = None
         #: The last health seen (for tests and `/metrics`).
         self.last: list[ReplicationHealth] | None = None

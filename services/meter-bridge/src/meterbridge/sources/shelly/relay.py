@@ -25,9 +25,9 @@ from typing import Any
 
 import aiomqtt
 
-from ...config import MqttConfig
 from ...errors import BridgeError, ParseError, SourceConnectionError, SourceTimeoutError
 from ...mqtt import endpoint, make_client
+from ...sections import MqttConfig
 from .parser import decode_frame
 
 

@@ -23,11 +23,11 @@ from typing import Any
 import aiomqtt
 
 from ...backoff import Backoff
-from ...config import BridgeConfig
 from ...errors import BridgeError, ParseError, SourceConnectionError
 from ...ha_topics import ORIGIN, Topics, device_block, entity_id_keys
 from ...model import MeterDescription, utc_now
 from ...mqtt import endpoint, make_client
+from ...sections import MqttContext
 from .. import Source, SourceContext
 from .config import ShellyDeviceConfig, ShellySourceConfig
 from .identity import DEVICE_ID, TOPIC_ROOT
@@ -76,7 +76,7 @@ class ShellySource(Source[ShellySourceConfig]):
 
     source_type = "shelly"
 
-    def __init__(self, config: ShellySourceConfig, bridge: BridgeConfig) -> None:
+    def __init__(self, config: ShellySourceConfig, bridge: MqttContext) -> None:
         super().__init__(config)
         self.bridge = bridge
         self.client_id = f"{bridge.client_id}-shelly-{config.id}"
