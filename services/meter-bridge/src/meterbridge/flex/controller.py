@@ -18,7 +18,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -28,11 +28,12 @@ import aiomqtt
 
 from ..asyncutil import wait_event
 from ..backoff import Backoff
-from ..errors import ParseError, SinkError
+from ..errors import BridgeError, ParseError, SinkError
 from ..ha_topics import Topics
 from ..logutil import RateLimitedLog
 from ..model import Event, Quantity, Reading, utc_now
-from ..mqtt import endpoint, make_client
+from ..mqtt import endpoint
+from ..mqttsession import MqttSession
 from ..sections import MqttContext
 from ..sinks import Sink
 from ..sources.shelly.relay import ShellyMqttRpc, ShellyRelay, shelly_rpc_session
@@ -725,33 +726,22 @@ class FlexController(Sink):
             if isinstance(asset.actuator, HomeAssistantActuator):
                 await asset.actuator.close()
 
-    @contextlib.asynccontextmanager
-    async def _session(self) -> AsyncIterator[aiomqtt.Client]:
-        async with make_client(self._config.mqtt, f"{self._config.client_id}-flex") as client:
+    async def _connection_loop(self) -> None:
+        session = MqttSession(self._config.mqtt, f"{self._config.client_id}-flex", name="Flex")
+
+        def down(error: BridgeError) -> None:
+            self.stats.connected = False
+            self.stats.errors["mqtt"] += 1
+
+        async def body(client: aiomqtt.Client) -> None:
             self._client = client
+            self.stats.connected = True
             try:
-                yield client
+                await self._run_session(client)
             finally:
                 self._client = None
 
-    async def _connection_loop(self) -> None:
-        backoff = Backoff(initial=1.0, maximum=30.0)
-        failures = 0
-        while not self._closing:
-            try:
-                async with self._session() as client:
-                    _LOGGER.info("Flex connected to MQTT broker %s", endpoint(self._config.mqtt))
-                    failures = 0
-                    backoff.reset()
-                    self.stats.connected = True
-                    await self._run_session(client)
-            except aiomqtt.MqttError as err:
-                self.stats.connected = False
-                failures += 1
-                level = logging.WARNING if failures == 1 else logging.DEBUG
-                _LOGGER.log(level, "Flex: MQTT broker %s unavailable: %s", endpoint(self._config.mqtt), err)
-                self.stats.errors["mqtt"] += 1
-                await asyncio.sleep(backoff.next_delay())
+        await session.run(body, on_down=down, closing=lambda: self._closing)
 
     async def _run_session(self, client: aiomqtt.Client) -> None:
         subscriptions = [self._event_topic, self._manual_topic, self._topics.ha_status, *self.topics.command_filters]

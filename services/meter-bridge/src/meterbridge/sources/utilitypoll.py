@@ -41,7 +41,7 @@ from ..backoff import Backoff
 from ..errors import AuthError, BridgeError, SinkError
 from ..ha_topics import ORIGIN, Topics, entity_id_keys
 from ..model import MeterDescription
-from ..mqtt import make_client
+from ..mqttsession import MqttSession
 from ..sections import MqttContext
 from ..statistics import HaStatisticsClient
 from . import Source, SourceContext
@@ -192,21 +192,18 @@ class StatusPublisher:
             self._task = None
 
     async def _run(self) -> None:
-        backoff = Backoff(initial=1.0, maximum=60.0)
         client_id = f"{self._bridge.client_id}-{self._source_id}-status"
-        while True:
-            try:
-                async with make_client(self._bridge.mqtt, client_id) as client:
-                    backoff.reset()
-                    for topic, payload in self.discovery():
-                        await client.publish(topic, json.dumps(payload).encode(), qos=1, retain=True)
-                    while True:
-                        self._changed.clear()
-                        await client.publish(self.state_topic, self._payload(), qos=1, retain=True)
-                        await self._changed.wait()
-            except aiomqtt.MqttError as err:
-                _LOGGER.debug("Utility status %s: MQTT unavailable (%s)", self._source_id, err)
-                await asyncio.sleep(backoff.next_delay())
+        session = MqttSession(self._bridge.mqtt, client_id, name=f"Utility status {self._source_id}", maximum_s=60.0)
+
+        async def body(client: aiomqtt.Client) -> None:
+            for topic, payload in self.discovery():
+                await client.publish(topic, json.dumps(payload).encode(), qos=1, retain=True)
+            while True:
+                self._changed.clear()
+                await client.publish(self.state_topic, self._payload(), qos=1, retain=True)
+                await self._changed.wait()
+
+        await session.run(body)
 
 
 ConfigT = TypeVar("ConfigT", bound=UtilityPollConfigBase)
