@@ -27,7 +27,6 @@ from typing import Any
 import aiomqtt
 
 from ..asyncutil import wait_event
-from ..backoff import Backoff
 from ..errors import BridgeError, ParseError, SinkError
 from ..ha_topics import Topics
 from ..logutil import RateLimitedLog
@@ -36,7 +35,7 @@ from ..mqtt import endpoint
 from ..mqttsession import MqttSession
 from ..sections import MqttContext
 from ..sinks import Sink
-from ..sources.shelly.relay import ShellyMqttRpc, ShellyRelay, shelly_rpc_session
+from ..sources.shelly.relay import ShellyMqttRpc, ShellyRelay, rpc_on
 from .actuators import Actuator, HomeAssistantActuator, MqttActuator, RelayLike, ShellyActuator
 from .assets import AssetConfig, HomeAssistantActuatorConfig, MqttActuatorConfig, ShellyActuatorConfig, in_windows
 from .config import FlexConfig
@@ -162,21 +161,21 @@ class _ShellyRelays:
         self._task = asyncio.create_task(self._run(), name="flex-shelly-rpc")
 
     async def _run(self) -> None:
-        backoff = Backoff(initial=1.0, maximum=30.0)
-        while True:
-            try:
-                async with shelly_rpc_session(self._config.mqtt, f"{self._config.client_id}-flex-rpc") as rpc:
-                    self._rpc = rpc
-                    self._ready.set()
-                    backoff.reset()
-                    await asyncio.Event().wait()
-            except asyncio.CancelledError:
-                raise
-            except Exception as err:
-                self._ready.clear()
-                self._rpc = None
-                _LOGGER.debug("Shelly RPC session failed: %r", err)
-                await asyncio.sleep(backoff.next_delay())
+        client_id = f"{self._config.client_id}-flex-rpc"
+        session = MqttSession(self._config.mqtt, client_id, name="Flex Shelly RPC")
+
+        async def body(client: aiomqtt.Client) -> None:
+            async with rpc_on(client, client_id) as rpc:
+                self._rpc = rpc
+                self._ready.set()
+                if rpc.replies is not None:
+                    await rpc.replies  # raises MqttError when the connection is lost: reconnect
+
+        def down(error: BridgeError) -> None:
+            self._ready.clear()
+            self._rpc = None
+
+        await session.run(body, on_down=down)
 
     def relay(self, prefix: str, channel: int) -> RelayLike:
         """A relay bound to whatever session is current when it is called."""
