@@ -7,6 +7,7 @@ config schema, the dispatch, the README reference, the fuzz targets and the fixt
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -14,13 +15,15 @@ import pytest
 from pydantic import Field
 
 from helpers.families import fixture_cases, fixture_checker, fuzz_targets
-from meterbridge import families
+from meterbridge import app, families
 from meterbridge.config import BridgeConfig, config_model, validate_data
 from meterbridge.configbase import SourceConfigBase
 from meterbridge.docs import config_reference
 from meterbridge.errors import ParseError
 from meterbridge.families import SourceFamily
+from meterbridge.model import Event
 from meterbridge.sections import MqttContext
+from meterbridge.sinks import Sink
 from meterbridge.sources import Source, SourceContext
 from meterbridge.sources.registry import build_source
 from meterbridge.yamlsource import load_yaml
@@ -125,3 +128,21 @@ def test_every_family_in_the_table_is_in_the_schema_and_the_reference() -> None:
         assert f"### Source `type: {family.type}`" in reference
     names = [f.type for f in families.SOURCE_FAMILIES]
     assert len(set(names)) == len(names), names
+
+
+class ToySink(Sink):
+    name = "toy"
+
+    async def handle(self, events: Sequence[Event]) -> None:  # pragma: no cover - never fed here
+        return None
+
+
+async def test_a_toy_sink_is_one_line_in_the_sink_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(app, "SINKS", (*app.SINKS, app.SinkKind("toy", lambda config: ToySink())))
+    config = BridgeConfig.model_validate(_data({"type": "simulated", "id": "grid"}))
+    bridge = app.Bridge(config)
+    names = [sink.name for sink in bridge.sinks]
+    assert names[-1] == "toy"
+    assert "toy" in bridge.stats.sinks
+    # a sink's table name is the name it reports under
+    assert names == [kind.name for kind in app.SINKS if kind.build(config) is not None]

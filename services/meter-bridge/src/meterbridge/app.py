@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from .backoff import Backoff
@@ -27,18 +29,38 @@ _LOGGER = logging.getLogger(__name__)
 SHUTDOWN_TIMEOUT_S = 5.0
 
 
-def build_sinks(config: BridgeConfig) -> list[Sink]:
-    """The sinks the config enables (the InfluxDB sink when an enabled `influx` section is present)."""
-    sinks: list[Sink] = [HomeAssistantSink(config.mqtt_context)]
-    if config.kasa.enabled:
-        sinks.append(KasaSink(config.kasa))
-    if config.influx is not None and config.influx.enabled:
-        from .sinks.influx import InfluxSink  # imported here: influxdb-client is slow to import
+@dataclass(frozen=True, slots=True)
+class SinkKind:
+    """One kind of sink: its name and how the config builds it (None: the config leaves it off).
 
-        sinks.append(InfluxSink(config.mqtt_context, config.influx, config.spool))
-    if config.flex.enabled:
-        sinks.append(FlexController(config.mqtt_context, config.flex))
-    return sinks
+    Its settings are its own section of `BridgeConfig` (`kasa`, `influx`, `flex`, ...), typed there.
+    """
+
+    name: str
+    build: Callable[[BridgeConfig], Sink | None]
+
+
+def _influx(config: BridgeConfig) -> Sink | None:
+    if config.influx is None or not config.influx.enabled:
+        return None
+    from .sinks.influx import InfluxSink  # imported here: influxdb-client is slow to import
+
+    return InfluxSink(config.mqtt_context, config.influx, config.spool)
+
+
+#: Every sink, in the order the hub feeds them: the one place a sink is registered.
+SINKS: tuple[SinkKind, ...] = (
+    SinkKind("homeassistant", lambda config: HomeAssistantSink(config.mqtt_context)),
+    SinkKind("kasa", lambda config: KasaSink(config.kasa) if config.kasa.enabled else None),
+    SinkKind("influx", _influx),
+    SinkKind("flex", lambda config: FlexController(config.mqtt_context, config.flex) if config.flex.enabled else None),
+)
+
+
+def build_sinks(config: BridgeConfig) -> list[Sink]:
+    """The sinks the config enables, from the sink table `SINKS`."""
+    built = (kind.build(config) for kind in SINKS)
+    return [sink for sink in built if sink is not None]
 
 
 def history_sinks(config: BridgeConfig | None) -> list[Sink]:
