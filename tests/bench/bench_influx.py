@@ -36,14 +36,16 @@ def household(second: int, t0: datetime) -> list[Reading]:
     ]
 
 
-def config(url: str, spool: Path) -> BridgeConfig:
-    return BridgeConfig.model_validate(
+def influx_sink(url: str, spool: Path) -> InfluxSink:
+    config = BridgeConfig.model_validate(
         {
             "mqtt": {"username": "bridge", "password": "x"},
             "influx": {"url": url, "token": "t", "replication_poll_s": 0},
             "spool": {"path": str(spool)},
         }
     )
+    assert config.influx is not None
+    return InfluxSink(config.mqtt_context, config.influx, config.spool)
 
 
 def write_bytes() -> int:
@@ -60,7 +62,7 @@ async def wait_sent(sink: InfluxSink, n: int, timeout: float = 600) -> None:
 
 
 async def sustained(vm: Victoria, work: Path) -> float:
-    sink = InfluxSink(config(vm.url, work / "sustained.sqlite"))
+    sink = influx_sink(vm.url, work / "sustained.sqlite")
     await sink.start()
     t0 = datetime.now(UTC) - timedelta(days=2)
     total = 0
@@ -88,7 +90,7 @@ async def replay(vm: Victoria, work: Path) -> tuple[int, float, float]:
         readings += len(batch)
     size = path.stat().st_size
     spool.close()
-    sink = InfluxSink(config(vm.url, path))
+    sink = influx_sink(vm.url, path)
     start = time.monotonic()
     await sink.start()
     live_t0 = datetime.now(UTC)
@@ -103,7 +105,7 @@ async def replay(vm: Victoria, work: Path) -> tuple[int, float, float]:
 
 
 async def disk_per_1000(url: str, work: Path, seconds: int) -> float:
-    sink = InfluxSink(config(url, work / f"disk-{free_port()}.sqlite"))
+    sink = influx_sink(url, work / f"disk-{free_port()}.sqlite")
     await sink.start()  # creating the file is a one-off: not counted
     t0 = datetime.now(UTC) - timedelta(hours=1)
     before = write_bytes()

@@ -92,6 +92,11 @@ async def running(controller: FlexController, sim: RelaySim | None = None) -> As
         await controller.close()
 
 
+def flex_controller(config: BridgeConfig) -> FlexController:
+    """The flex controller as the bridge builds it from `config`."""
+    return FlexController(config.mqtt_context, config.flex)
+
+
 async def wait_until(predicate: Any, timeout: float, what: str) -> None:
     """Poll `predicate()` every 0.1 s; AssertionError naming `what` after `timeout`."""
     loop = asyncio.get_running_loop()

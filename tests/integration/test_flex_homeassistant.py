@@ -17,9 +17,8 @@ import pytest
 
 from helpers.mosquitto import Mosquitto
 from helpers.relay_sim import relay_sim
-from integration.flexutil import flex_config, running, wait_until
+from integration.flexutil import flex_config, flex_controller, running, wait_until
 from integration.test_flex_openadr import POWERS, Vtn, expect_next_event_opted_out, ven_flex
-from meterbridge.flex.controller import FlexController
 from meterbridge.sinks.homeassistant import HomeAssistantSink
 
 pytest.importorskip("helpers.homeassistant")
@@ -50,9 +49,12 @@ async def test_opt_out_button_and_participation_switch_in_home_assistant(
     try:
         config = flex_config(broker, base_topic, tmp_path, POWERS, discovery="homeassistant", **ven_flex(vtn))
         # The HA sink owns `<base>/bridge/availability` (every entity's availability), as in the bridge.
-        ha_sink = HomeAssistantSink(config)
+        ha_sink = HomeAssistantSink(config.mqtt_context)
         await ha_sink.start()
-        async with relay_sim(broker, base_topic, POWERS) as sim, running(FlexController(config), sim) as flex:
+        async with (
+            relay_sim(broker, base_topic, POWERS) as sim,
+            running(flex_controller(config), sim) as flex,
+        ):
             await wait_ha(ha, "switch.hems_flex_participation", "on", 30)
             await wait_ha(ha, "button.hems_flex_opt_out", "unknown", 10)
             await wait_until(lambda: vtn.registered, 20, "VEN registration")

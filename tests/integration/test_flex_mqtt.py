@@ -13,8 +13,7 @@ import pytest
 from helpers.mosquitto import Mosquitto
 from helpers.mqtt import client_for, recording
 from helpers.relay_sim import relay_sim
-from integration.flexutil import flex_config, running, wait_until
-from meterbridge.flex.controller import FlexController
+from integration.flexutil import flex_config, flex_controller, running, wait_until
 
 POWERS = {"immersion": 3000.0, "ev": 7000.0}
 
@@ -27,7 +26,10 @@ def event(start: datetime, **kw: object) -> bytes:
 
 async def test_community_event_sheds_and_restores(broker: Mosquitto, base_topic: str, tmp_path: Path) -> None:
     config = flex_config(broker, base_topic, tmp_path, POWERS)
-    async with relay_sim(broker, base_topic, POWERS) as sim, running(FlexController(config), sim) as flex:
+    async with (
+        relay_sim(broker, base_topic, POWERS) as sim,
+        running(flex_controller(config), sim) as flex,
+    ):
         await wait_until(lambda: flex.stats.connected, 10, "flex connected")
         async with client_for(broker, "bridge") as client:
             await client.publish(f"{base_topic}/flex/event", event(datetime.now(UTC) + timedelta(seconds=1)), qos=1)
@@ -56,7 +58,10 @@ async def test_invalid_events_are_rejected_and_change_nothing(
         event(soon, extra="field"),
         b"\xff\xfe",
     ]
-    async with relay_sim(broker, base_topic, POWERS) as sim, running(FlexController(config), sim) as flex:
+    async with (
+        relay_sim(broker, base_topic, POWERS) as sim,
+        running(flex_controller(config), sim) as flex,
+    ):
         await wait_until(lambda: flex.stats.connected, 10, "flex connected")
         async with client_for(broker, "bridge") as client:
             for payload in bad:
@@ -78,7 +83,7 @@ async def test_home_assistant_entities_and_commands_within_a_second(
     config = flex_config(broker, base_topic, tmp_path, POWERS)
     async with (
         recording(broker, f"{base_topic}_ha/+/hems/+/config", f"{base_topic}/flex/#") as rec,
-        running(FlexController(config)) as flex,
+        running(flex_controller(config)) as flex,
     ):
         expected = [
             "switch/hems_flex_participation",
@@ -121,7 +126,7 @@ async def test_home_assistant_entities_and_commands_within_a_second(
 async def test_restart_mid_event_resumes(broker: Mosquitto, base_topic: str, tmp_path: Path) -> None:
     config = flex_config(broker, base_topic, tmp_path, POWERS)
     async with relay_sim(broker, base_topic, POWERS) as sim:
-        first = FlexController(config)
+        first = flex_controller(config)
         async with running(first, sim):
             await wait_until(lambda: first.stats.connected, 10, "flex connected")
             start = datetime.now(UTC)
@@ -133,7 +138,7 @@ async def test_restart_mid_event_resumes(broker: Mosquitto, base_topic: str, tmp
         sim.relays["immersion"].on = True
         saved = json.loads((tmp_path / "flex-state.json").read_text())
         assert saved["assets"]["immersion"]["state"] == "shed"
-        second = FlexController(config)
+        second = flex_controller(config)
         assert second.assets["immersion"].state.value == "shed"
         assert "community-1" in second.events
         async with running(second, sim):

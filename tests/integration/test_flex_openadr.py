@@ -19,7 +19,7 @@ from helpers.mosquitto import Mosquitto
 from helpers.net import free_port
 from helpers.relay_sim import RelaySim, relay_sim
 from helpers.tlscerts import TestCa
-from integration.flexutil import flex_config, running, wait_until
+from integration.flexutil import flex_config, flex_controller, running, wait_until
 from meterbridge.flex.controller import FlexController
 
 VEN_ID = "ven-home"
@@ -154,7 +154,10 @@ async def registered_ven(
     await vtn.server.run()
     try:
         config = flex_config(broker, base_topic, tmp_path, POWERS, **ven_flex(vtn))
-        async with relay_sim(broker, base_topic, POWERS) as sim, running(FlexController(config), sim) as flex:
+        async with (
+            relay_sim(broker, base_topic, POWERS) as sim,
+            running(flex_controller(config), sim) as flex,
+        ):
             await wait_until(lambda: vtn.registered, 20, "VEN registration")
             yield vtn, sim, flex
     finally:

@@ -21,9 +21,8 @@ import pytest
 import yaml
 
 from helpers.victoria import Series, Victoria, sample_count
-from meterbridge.app import Bridge
+from meterbridge.app import Bridge, history_sinks
 from meterbridge.config import BridgeConfig
-from meterbridge.sources.green_button.importer import history_sinks
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "green_button"
 CLI = [sys.executable, "-m", "meterbridge.cli", "import", "green-button"]
@@ -119,7 +118,7 @@ async def test_green_button_source_writes_the_same_points_through_the_bridge_sin
     config = BridgeConfig.model_validate(data)
     from meterbridge.sinks.influx import InfluxSink
 
-    async with Bridge(config, sinks=[InfluxSink(config)]):
+    async with Bridge(config, sinks=[InfluxSink(config.mqtt_context, config.influx, config.spool)]):
         match = '{__name__="green_button_energy_import", meter="pge_src"}'
         series = await asyncio.to_thread(victoria.export, match, lambda s: sample_count(s) >= 25)
     imported = _samples(series, "green_button_energy_import")

@@ -172,7 +172,7 @@ async def test_replication_health_reaches_home_assistant(
             },
         }
     )
-    monitor = ReplicationMonitor(config)
+    monitor = ReplicationMonitor(config.mqtt_context, config.influx)
     async with recording(broker, f"{base_topic}/#", f"{prefix}/#") as rec:
         await monitor.start()
         try:

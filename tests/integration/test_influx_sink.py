@@ -49,7 +49,7 @@ async def sink_factory() -> AsyncIterator[Any]:
     sinks: list[InfluxSink] = []
 
     async def make(cfg: BridgeConfig) -> InfluxSink:
-        sink = InfluxSink(cfg)
+        sink = InfluxSink(cfg.mqtt_context, cfg.influx, cfg.spool)
         await sink.start()
         sinks.append(sink)
         return sink

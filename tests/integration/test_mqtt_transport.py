@@ -21,8 +21,8 @@ import pytest
 
 from helpers.mosquitto import Mosquitto
 from helpers.mqtt import client_for
-from meterbridge.config import MqttConfig
 from meterbridge.mqtt import READER_STATS, BridgeMqttClient, BufferedSocket, make_client
+from meterbridge.sections import MqttConfig
 
 
 @pytest.fixture

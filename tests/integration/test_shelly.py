@@ -104,7 +104,7 @@ async def plus1pm(shelly_broker: Mosquitto) -> AsyncIterator[ShellySim]:
 
 def _source(broker: Mosquitto, base_topic: str, devices: list[dict[str, Any]], **extra: Any) -> ShellySource:
     cfg = _bridge_config(broker, base_topic, {"type": "shelly", "id": "shelly", "devices": devices, **extra})
-    return ShellySource(cfg.sources[0], cfg)  # type: ignore[arg-type]
+    return ShellySource(cfg.sources[0], cfg.mqtt_context)  # type: ignore[arg-type]
 
 
 async def test_deltas_merged_and_unchanged_values_still_reported(

@@ -21,24 +21,18 @@ import random
 import time
 import tracemalloc
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from helpers.families import fuzz_targets
 from helpers.figures import record as record_figure
 from helpers.figures import scale
 from meterbridge.config import validate_data
 from meterbridge.errors import ConfigError, ParseError
 from meterbridge.sinks.kasa.protocol import FrameDecoder, PlugSnapshot, decrypt, respond_bytes
-from meterbridge.sources.emu2.parser import Emu2Parser
-from meterbridge.sources.glow.parser import parse_meter
-from meterbridge.sources.glow.parser import parse_state as glow_state
-from meterbridge.sources.green_button.espi import parse_bytes
-from meterbridge.sources.shelly.parser import MeterNaming, ShellyDeviceParser, decode_frame, parse_online
-from meterbridge.sources.zigbee2mqtt.parser import parse_availability, parse_devices, parse_state
 from meterbridge.yamlsource import load_yaml
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
@@ -46,48 +40,9 @@ DEFAULT_CONFIG = Path(__file__).parents[2] / "services" / "meter-bridge" / "defa
 INPUTS = int(os.environ.get("HEMS_FUZZ_INPUTS", scale(3000, 1_000_000)))
 BUDGET_S = float(os.environ.get("HEMS_FUZZ_BUDGET_S", scale(20, 110)))
 EXAMPLES = int(os.environ.get("HEMS_FUZZ_EXAMPLES", scale(150, 5000)))
-TS = datetime(2026, 11, 21, 20, 0, tzinfo=UTC)
 PLUG = PlugSnapshot(
     "Heat pump", "50:C7:BF:00:00:01", "80060000000000000000000000000000000001", "hw", 512.0, 230.0, 2.2, 12.5
 )
-#: A stateful EMU-2 parser shared by a whole run (its buffer is what must stay bounded).
-_EMU2 = [Emu2Parser("grid")]
-
-
-def _emu2(data: bytes) -> None:
-    _EMU2[0].feed(data)
-
-
-def _shelly(data: bytes) -> None:
-    parse_online(data) if len(data) < 8 else None
-    frame = decode_frame(data)
-    parser = ShellyDeviceParser(MeterNaming("shellypro3em-0001", "shelly"))
-    parser.full(frame.params, TS)
-    parser.delta(frame.params, TS)
-
-
-def _zigbee(data: bytes) -> None:
-    for call in (
-        lambda: parse_devices(data),
-        lambda: parse_state(data, "plug", {"power": "W", "energy": "kWh"}, TS),
-        lambda: parse_availability(data),
-    ):
-        with contextlib.suppress(ParseError):
-            call()
-
-
-def _glow(data: bytes) -> None:
-    for call in (
-        lambda: parse_meter("electricitymeter", data, "glow", TS),
-        lambda: parse_meter("gasmeter", data, "gas", TS),
-        lambda: glow_state(data),
-    ):
-        with contextlib.suppress(ParseError):
-            call()
-
-
-def _espi(data: bytes) -> None:
-    parse_bytes(data)
 
 
 def _kasa(data: bytes) -> None:
@@ -130,20 +85,28 @@ def _kasa_corpus() -> list[bytes]:
     return [frame(s) for s in seeds] + [encrypt(s) for s in seeds]
 
 
-TARGETS: dict[str, tuple[Callable[[bytes], None], tuple[type[Exception], ...], Callable[[], list[bytes]]]] = {
-    "emu2": (_emu2, (ParseError,), lambda: _corpus("emu2/*.xml")),
-    "shelly": (_shelly, (ParseError,), lambda: _corpus("shelly/**/*.json")),
-    "zigbee2mqtt": (_zigbee, (ParseError,), lambda: _corpus("zigbee2mqtt/**/*.json")),
-    "glow": (_glow, (ParseError,), lambda: _corpus("glow/*.payload.json")),
-    "espi": (_espi, (ParseError,), lambda: _corpus("green_button/*.xml")),
-    "kasa": (_kasa, (ParseError,), _kasa_corpus),
-    "flex_event": (_flex_event, (ParseError,), lambda: list(FLEX_EVENT_SEEDS)),
+#: name -> (makes a fresh target for a run, the errors it may raise, its seed corpus). Every family
+#: with a raw parser in the family table is a target (`helpers.families.fuzz_targets`); so are the
+#: Kasa protocol, community flex events and the config loader.
+Target = tuple[Callable[[], Callable[[bytes], object]], tuple[type[Exception], ...], Callable[[], list[bytes]]]
+TARGETS: dict[str, Target] = {
+    **{name: (make, (ParseError,), corpus) for name, (make, corpus) in fuzz_targets().items()},
+    "kasa": (lambda: _kasa, (ParseError,), _kasa_corpus),
+    "flex_event": (lambda: _flex_event, (ParseError,), lambda: list(FLEX_EVENT_SEEDS)),
     "config": (
-        _config,
+        lambda: _config,
         (ConfigError,),
         lambda: [*_corpus("config/*.yaml"), Path("services/meter-bridge/default-config.yaml").read_bytes()],
     ),
 }
+_MADE: dict[str, Callable[[bytes], object]] = {}
+
+
+def target_for(name: str) -> Callable[[bytes], object]:
+    """The target of `name`, made once per process (hypothesis calls it once per example)."""
+    if name not in _MADE:
+        _MADE[name] = TARGETS[name][0]()
+    return _MADE[name]
 
 
 _INTERESTING = (b"\x00", b"\xff", b"<", b">", b"&", b'"', b"{", b"[", b"\\u0000", b"-1", b"1e309", b"0xFFFFFFFFFF")
@@ -180,10 +143,10 @@ def mutate(rng: random.Random, seeds: list[bytes]) -> bytes:
 
 @pytest.mark.parametrize("name", list(TARGETS))
 def test_mutation_fuzz(name: str, request: pytest.FixtureRequest) -> None:
-    target, allowed, corpus = TARGETS[name]
+    make, allowed, corpus = TARGETS[name]
     seeds = corpus()
     rng = random.Random(f"hems-{name}")  # noqa: S311 - fuzzing, not crypto
-    _EMU2[0] = Emu2Parser("grid")
+    target = make()  # fresh for this run: a streaming parser is fed the whole run as one stream
     crashes: list[str] = []
     started = time.monotonic()
     # memory: a slice of the run under tracemalloc (it slows everything ~3x)
@@ -217,13 +180,12 @@ def test_mutation_fuzz(name: str, request: pytest.FixtureRequest) -> None:
 
 
 def _run_one(
-    target: Callable[[bytes], None], allowed: tuple[type[Exception], ...], data: bytes, crashes: list[str]
+    target: Callable[[bytes], object], allowed: tuple[type[Exception], ...], data: bytes, crashes: list[str]
 ) -> None:
     try:
         target(data)
     except allowed:
-        if target is _emu2:
-            pass
+        pass
     except Exception as err:
         crashes.append(f"{type(err).__name__}: {err} <- {data[:200]!r}")
 
@@ -232,9 +194,9 @@ def _run_one(
 @settings(max_examples=EXAMPLES, suppress_health_check=list(HealthCheck))
 @given(data=st.binary(max_size=4096))
 def test_hypothesis_arbitrary_bytes(name: str, data: bytes) -> None:
-    target, allowed, _ = TARGETS[name]
+    _, allowed, _ = TARGETS[name]
     with contextlib.suppress(allowed):
-        target(data)
+        target_for(name)(data)
 
 
 _json = st.recursive(
@@ -249,7 +211,8 @@ _json = st.recursive(
 @given(value=_json)
 def test_hypothesis_structured_json(name: str, value: object) -> None:
     """Valid JSON of any shape (the likely bad input from a device) is handled like bytes."""
-    target, allowed, _ = TARGETS[name]
+    _, allowed, _ = TARGETS[name]
+    target = target_for(name)
     payload = json.dumps(value).encode()
     if name == "kasa":
         from meterbridge.sinks.kasa.protocol import frame

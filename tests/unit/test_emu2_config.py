@@ -27,7 +27,7 @@ def test_emu2_source_from_yaml(tmp_path: Path) -> None:
     source = config.sources[0]
     assert isinstance(source, Emu2SourceConfig)
     assert (source.demand_interval_s, source.summation_interval_s) == (10, 60)
-    assert isinstance(build_source(source, config), Emu2Source)
+    assert isinstance(build_source(source, config.mqtt_context), Emu2Source)
 
 
 @pytest.mark.parametrize(

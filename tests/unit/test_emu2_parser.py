@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import random
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from helpers.emu2_fixtures import parse
 from meterbridge.errors import ParseError
 from meterbridge.model import Quantity, Reading
 from meterbridge.sources.emu2.parser import (
@@ -27,44 +24,6 @@ from meterbridge.sources.emu2.parser import (
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "emu2"
 STREAMS = sorted(FIXTURES.glob("*.xml"))
-#: What the parser stamps readings without a timestamp with, in the fixtures.
-CLOCK = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-def as_json(event: Emu2Event) -> dict[str, Any]:
-    """An event as it is written in the fixtures' expected `.json`."""
-    if isinstance(event, Reading):
-        return {"reading": event.quantity.value, "value": event.value, "ts": event.ts.isoformat()}
-    fields = dataclasses.asdict(event)
-    return {"event": type(event).__name__, **{k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}}
-
-
-def parse(stream: bytes, chunks: list[int] | None = None, meter_mac: str | None = None) -> list[dict[str, Any]]:
-    parser = Emu2Parser("meter", meter_mac=meter_mac, clock=lambda: CLOCK)
-    out: list[Emu2Event] = []
-    if chunks is None:
-        out += parser.feed(stream)
-    else:
-        pos = 0
-        for size in chunks:
-            out += parser.feed(stream[pos : pos + size])
-            pos += size
-        out += parser.feed(stream[pos:])
-    return [as_json(event) for event in out]
-
-
-@pytest.mark.parametrize("path", STREAMS, ids=[p.stem for p in STREAMS])
-def test_fixture_stream(path: Path) -> None:
-    """Each recorded-shape stream gives exactly the readings and events in its .json, in any chunking."""
-    expected = json.loads(path.with_suffix(".json").read_text())
-    stream = path.read_bytes()
-    meter_mac = expected.get("meter_mac")
-    assert parse(stream, meter_mac=meter_mac) == expected["events"]
-    assert parse(stream, [1] * len(stream), meter_mac=meter_mac) == expected["events"]
-    rng = random.Random(path.stem)  # noqa: S311 - test chunk sizes, not crypto
-    for _ in range(5):
-        chunks = [rng.randint(1, 80) for _ in range(len(stream) // 20)]
-        assert parse(stream, chunks, meter_mac=meter_mac) == expected["events"]
 
 
 def test_every_fixture_has_expectations() -> None:

@@ -157,7 +157,7 @@ def test_discovery_entities_are_unique_and_on_one_device(tmp_path: Path) -> None
 async def test_submit_events_and_state_survive_a_restart(tmp_path: Path) -> None:
     now = [START]
     cfg = config(tmp_path)
-    flex = FlexController(cfg, clock=lambda: now[0])
+    flex = FlexController(cfg.mqtt_context, cfg.flex, clock=lambda: now[0])
     event = FlexEvent("e1", "mqtt", Direction.DOWN, START, START + timedelta(hours=1), 1000.0, None)
     assert flex.submit_event(event)
     flex.site_import_w = 4000.0
@@ -170,7 +170,7 @@ async def test_submit_events_and_state_survive_a_restart(tmp_path: Path) -> None
     await flex.tick()
     assert sent == [("x/heater", b"OFF")]
     assert flex.assets["heater"].state is AssetState.SHED
-    again = FlexController(cfg, clock=lambda: now[0])
+    again = FlexController(cfg.mqtt_context, cfg.flex, clock=lambda: now[0])
     assert again.assets["heater"].state is AssetState.SHED
     assert again.events["e1"].baseline_w == 4000.0
     # participation off: the next event is refused
@@ -181,6 +181,6 @@ async def test_submit_events_and_state_survive_a_restart(tmp_path: Path) -> None
 def test_damaged_state_file_starts_fresh(tmp_path: Path) -> None:
     cfg = config(tmp_path)
     write_atomically(cfg.flex.state_path, '{"version": 1, "settings": {}}')
-    flex = FlexController(cfg)
+    flex = FlexController(cfg.mqtt_context, cfg.flex)
     assert flex.events == {}
     assert flex.assets["heater"].state is AssetState.NORMAL

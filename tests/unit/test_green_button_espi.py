@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -22,26 +20,6 @@ CASES = sorted(p.stem for p in FIXTURES.glob("*.xml"))
 
 def _summary(data: bytes) -> ImportSummary:
     return parse_stream(io.BytesIO(data))
-
-
-@pytest.mark.parametrize("name", CASES)
-def test_fixture_gives_expected_hours(name: str) -> None:
-    expected = json.loads((FIXTURES / f"{name}.expected.json").read_text())
-    summary = _summary((FIXTURES / f"{name}.xml").read_bytes())
-    report = summary.report
-    assert report.readings == expected["readings"]
-    assert report.duplicates == expected["duplicates"]
-    assert report.gaps == expected["gaps"]
-    assert report.skipped_unit == expected.get("skipped_unit", 0)
-    assert summary.hours[Direction.DELIVERED].total() == pytest.approx(expected["delivered_kwh"])
-    assert summary.hours[Direction.RECEIVED].total() == pytest.approx(expected["received_kwh"])
-    got: dict[str, list[float]] = {}
-    for column, direction in enumerate(Direction):
-        for hour, kwh in summary.hours[direction].kwh.items():
-            got.setdefault(datetime.fromtimestamp(hour, UTC).isoformat(), [0.0, 0.0])[column] = kwh
-    assert got.keys() == expected["hours"].keys()
-    for hour, values in expected["hours"].items():
-        assert got[hour] == pytest.approx(values), hour
 
 
 def test_dst_days_have_23_and_25_hours_in_utc() -> None:

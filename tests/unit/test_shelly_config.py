@@ -27,7 +27,7 @@ def test_shelly_source_config_loads_and_builds(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
     path.write_text(YAML)
     config = load_config(path)
-    source = build_source(config.sources[0], config)
+    source = build_source(config.sources[0], config.mqtt_context)
     assert isinstance(source, ShellySource)
     assert source.devices["shellyproem50-08f9e0e67204"].naming.channel(1) == "solar"
     assert source.devices["shellypro3em-0cb815fc11f8"].naming.phase(0, "a") == "shelly_grid_a"

@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 from meterbridge.errors import ParseError
 from meterbridge.sources.shelly.parser import (
     MeterNaming,
-    ShellyDeviceParser,
     decode_frame,
     merge_status,
     meter_descriptions,
@@ -28,29 +27,6 @@ from meterbridge.sources.shelly.parser import (
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "shelly"
 TS = datetime(2026, 11, 21, 20, 0, tzinfo=UTC)
 CASES = sorted(p for p in FIXTURES.glob("*.json") if not p.name.endswith(".expected.json"))
-
-
-def _naming(spec: dict[str, Any]) -> MeterNaming:
-    channels = {int(k): v for k, v in spec.get("channels", {}).items()}
-    return MeterNaming(spec["device"], spec["device"].capitalize(), channels)
-
-
-@pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
-def test_fixture(path: Path) -> None:
-    """Each payload file gives the readings written beside it (values in our units)."""
-    spec = json.loads(path.read_text())
-    expected = json.loads(path.with_suffix(".expected.json").read_text())
-    parser = ShellyDeviceParser(_naming(spec))
-    issues: list[str] = []
-    for raw in spec["frames"]:
-        frame = decode_frame(json.dumps(raw).encode())
-        readings, new = parser.full(frame.params, TS) if frame.kind == "full" else parser.delta(frame.params, TS)
-        issues += new
-    got = sorted((r.meter_id, r.quantity.value, round(r.value, 9)) for r in readings)
-    want = sorted((m, q, round(v, 9)) for m, q, v in expected["readings"])
-    assert got == want
-    assert len(issues) == expected["issues"], issues
-    assert all(r.ts == TS for r in readings)
 
 
 def test_three_phase_meter_ids_and_descriptions() -> None:

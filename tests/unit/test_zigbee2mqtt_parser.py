@@ -30,34 +30,6 @@ def test_fixtures_exist() -> None:
     assert len(CASES) >= 6
 
 
-@pytest.mark.parametrize("case", CASES)
-def test_fixture(case: str) -> None:
-    payload = (FIXTURES / f"{case}.payload.json").read_bytes()
-    expected = json.loads((FIXTURES / f"{case}.expected.json").read_text())
-    if expected["kind"] == "devices":
-        outcome = parse_devices(payload)
-        assert len(outcome.skipped) == expected["skipped"]
-        table = DeviceTable("z2m", "zigbee2mqtt")
-        assert [d.ieee_address for d in outcome.devices] == [e["ieee_address"] for e in expected["devices"]]
-        for device, want in zip(outcome.devices, expected["devices"], strict=True):
-            assert device.friendly_name == want["friendly_name"]
-            assert device.is_meter is want["is_meter"]
-            assert table.wanted(device) is want["wanted"]
-            for key in ("vendor", "model"):
-                if key in want:
-                    assert getattr(device, key) == want[key]
-            if "units" in want:
-                assert dict(device.units) == want["units"]
-    elif expected["kind"] == "availability":
-        assert parse_availability(payload) is expected["available"]
-    else:
-        outcome = parse_state(payload, "m1", expected["units"], TS)
-        got = [(r.quantity.value, r.value) for r in outcome.readings]
-        assert got == [(q, pytest.approx(v)) for q, v in expected["readings"]]
-        assert all(r.meter_id == "m1" and r.ts == TS for r in outcome.readings)
-        assert outcome.dropped == expected["dropped"]
-
-
 def _device(ieee: str, name: str, **units: str) -> Z2mDevice:
     return Z2mDevice(ieee_address=ieee, friendly_name=name, device_type="Router", units=units or {"power": "W"})
 

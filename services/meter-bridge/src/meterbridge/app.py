@@ -6,10 +6,13 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from .backoff import Backoff
 from .config import BridgeConfig
+from .flex.controller import FlexController
 from .health import HealthServer
 from .hub import Hub
 from .model import utc_now
@@ -26,20 +29,57 @@ _LOGGER = logging.getLogger(__name__)
 SHUTDOWN_TIMEOUT_S = 5.0
 
 
+@dataclass(frozen=True, slots=True)
+class SinkKind:
+    """One kind of sink: its name and how the config builds it (None: the config leaves it off).
+
+    Its settings are its own section of `BridgeConfig` (`kasa`, `influx`, `flex`, ...), typed there.
+    """
+
+    name: str
+    build: Callable[[BridgeConfig], Sink | None]
+
+
+def _influx(config: BridgeConfig) -> Sink | None:
+    if config.influx is None or not config.influx.enabled:
+        return None
+    from .sinks.influx import InfluxSink  # imported here: influxdb-client is slow to import
+
+    return InfluxSink(config.mqtt_context, config.influx, config.spool)
+
+
+#: Every sink, in the order the hub feeds them: the one place a sink is registered.
+SINKS: tuple[SinkKind, ...] = (
+    SinkKind("homeassistant", lambda config: HomeAssistantSink(config.mqtt_context)),
+    SinkKind("kasa", lambda config: KasaSink(config.kasa) if config.kasa.enabled else None),
+    SinkKind("influx", _influx),
+    SinkKind("flex", lambda config: FlexController(config.mqtt_context, config.flex) if config.flex.enabled else None),
+)
+
+
 def build_sinks(config: BridgeConfig) -> list[Sink]:
-    """The sinks the config enables (the InfluxDB sink when an enabled `influx` section is present)."""
-    sinks: list[Sink] = [HomeAssistantSink(config)]
-    if config.kasa.enabled:
-        sinks.append(KasaSink(config.kasa))
-    if config.influx is not None and config.influx.enabled:
-        from .sinks.influx import InfluxSink  # imported here: influxdb-client is slow to import
+    """The sinks the config enables, from the sink table `SINKS`."""
+    built = (kind.build(config) for kind in SINKS)
+    return [sink for sink in built if sink is not None]
 
-        sinks.append(InfluxSink(config))
-    if config.flex.enabled:
-        from .flex.controller import FlexController  # flex imports the config: not at module level
 
-        sinks.append(FlexController(config))
-    return sinks
+def history_sinks(config: BridgeConfig | None) -> list[Sink]:
+    """Sinks that take historical readings: the InfluxDB sink when `config` enables one.
+
+    It gets its own spool file beside the bridge's (`<spool>-import.sqlite`) so a one-shot
+    import never shares a SQLite spool with a running bridge. The Home Assistant MQTT sink
+    is deliberately not used: it publishes live state, and hours-old totals would show as
+    the meter's current value (HA gets the history as statistics instead).
+    """
+    if config is None or config.influx is None or not config.influx.enabled:
+        return []
+    from .sinks.influx import InfluxSink  # imported here: influxdb-client is slow to import
+
+    spool = config.spool.model_copy(
+        update={"path": config.spool.path.with_name(f"{config.spool.path.stem}-import{config.spool.path.suffix}")}
+    )
+    influx = config.influx.model_copy(update={"replication_poll_s": 0.0})  # no monitor for a one-shot run
+    return [InfluxSink(config.mqtt_context, influx, spool)]
 
 
 class Bridge:
@@ -52,7 +92,7 @@ class Bridge:
         for sink in self.sinks:
             self.stats.sinks[sink.name] = sink.stats
         self.hub = Hub(self.sinks, config.hub.queue_size)
-        self.sources: list[Source[Any]] = [build_source(source, config) for source in config.sources]
+        self.sources: list[Source[Any]] = [build_source(source, config.mqtt_context) for source in config.sources]
         self.health: HealthServer | None = None
         self._source_tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()

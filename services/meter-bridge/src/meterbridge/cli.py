@@ -128,13 +128,9 @@ def _cmd_shelly_provision(args: argparse.Namespace) -> int:
 
 
 def _cmd_import_green_button(args: argparse.Namespace) -> int:
+    from .app import history_sinks
     from .errors import AuthError, ParseError, SinkError
-    from .sources.green_button.importer import (
-        history_sinks,
-        import_summary,
-        parse_file,
-        progress_printer,
-    )
+    from .sources.green_button.importer import import_summary, parse_file, progress_printer
     from .statistics import HaStatisticsClient
 
     try:

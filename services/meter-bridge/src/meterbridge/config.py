@@ -11,160 +11,43 @@ together in one `ConfigError`, each as `FILE:LINE: key.path: reason`.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Union
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic import BaseModel, Field, ValidationError, create_model
 
-from .configbase import Identifier, StrictModel
+from . import families
+from .configbase import SourceConfigBase, StrictModel
 from .errors import ConfigError
 from .flex.config import FlexConfig
+from .sections import (
+    HealthConfig,
+    HomeAssistantConfig,
+    HubConfig,
+    InfluxConfig,
+    LoggingConfig,
+    MqttConfig,
+    MqttContext,
+    SiteConfig,
+    SpoolConfig,
+)
 from .sinks.kasa.config import KasaConfig
-from .sources.duke_energy_config import DukeEnergySourceConfig
-from .sources.emu2.config import Emu2SourceConfig
-from .sources.glow.config import GlowSourceConfig
-from .sources.green_button.source import GreenButtonSourceConfig
-from .sources.ha import HaSourceConfig
-from .sources.opower import OpowerSourceConfig
-from .sources.shelly.config import ShellySourceConfig
-from .sources.simulated import SimulatedSourceConfig
-from .sources.zigbee2mqtt.config import Zigbee2MqttSourceConfig
 from .yamlsource import KeyPath, LoadedYaml, Problem, format_path, load_yaml
 
 DEFAULT_CONFIG_PATH = Path("/data/config.yaml")
 
 
-class SiteConfig(StrictModel):
-    """Who this appliance belongs to."""
-
-    id: Identifier = Field(default="home", description="Site id, part of every Home Assistant unique id.")
-    name: str = Field(default="Home", description="Human name of the site.")
-    currency: str = Field(
-        default="GBP", pattern=r"^[A-Z]{3}$", description="ISO 4217 currency of prices (`GBP`, `USD`, `EUR`)."
-    )
+def source_union(source_families: Iterable[families.SourceFamily]) -> Any:
+    """The `sources` item type: every family's config model, told apart by `type`."""
+    models = tuple(family.config for family in source_families)
+    return Annotated[Union[models], Field(discriminator="type")]  # noqa: UP007 - built from a tuple
 
 
-class MqttTlsConfig(StrictModel):
-    """TLS towards the broker (off on the appliance: the broker is on the device's own network)."""
-
-    enabled: bool = Field(default=False, description="Connect with TLS.")
-    ca_file: Path | None = Field(default=None, description="CA bundle to verify the broker (default: system CAs).")
-    insecure: bool = Field(default=False, description="Skip hostname verification (test set-ups only).")
-
-
-class MqttConfig(StrictModel):
-    """The MQTT broker the bridge publishes to. Anonymous access is not supported."""
-
-    host: str = Field(default="localhost", description="Broker host name.")
-    port: int = Field(default=1883, ge=1, le=65535, description="Broker port.")
-    username: str = Field(min_length=1, description="MQTT user (required).")
-    password: SecretStr = Field(description="MQTT password (required; use `${MQTT_PASSWORD}`).")
-    base_topic: str = Field(
-        default="hems", pattern=r"^[^#+/][^#+]*[^#+/]$|^[^#+/]$", description="Prefix of every topic the bridge owns."
-    )
-    client_id: str | None = Field(default=None, description="MQTT client id (default: `meter-bridge-<site id>`).")
-    keepalive_s: int = Field(default=30, ge=5, le=3600, description="MQTT keep-alive interval.")
-    tls: MqttTlsConfig = Field(default_factory=MqttTlsConfig, description="TLS settings.")
-
-
-class HomeAssistantConfig(StrictModel):
-    """How readings reach Home Assistant (MQTT discovery + retained JSON state)."""
-
-    enabled: bool = Field(default=True, description="Publish discovery and state for Home Assistant.")
-    discovery_prefix: str = Field(default="homeassistant", description="HA's MQTT discovery prefix.")
-    min_interval_s: float = Field(
-        default=5.0, ge=0, description="Least time between two state messages of one meter (0: publish every reading)."
-    )
-    power_deadband_w: float = Field(
-        default=50.0, ge=0, description="A power change larger than this is published at once, ignoring the interval."
-    )
-
-
-class HealthConfig(StrictModel):
-    """The local health endpoint (`/healthz`, `/metrics`) used by `meter-bridge status`."""
-
-    enabled: bool = Field(default=True, description="Serve the health endpoint.")
-    host: str = Field(default="127.0.0.1", description="Address to listen on.")
-    port: int = Field(default=8099, ge=0, le=65535, description="Port to listen on (0: any free port).")
-
-
-class LoggingConfig(StrictModel):
-    """Log output."""
-
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Log level.")
-    format: Literal["text", "json"] = Field(default="text", description="`json` for fleet log shipping.")
-
-
-class HubConfig(StrictModel):
-    """The in-memory fan-out from sources to sinks."""
-
-    queue_size: int = Field(
-        default=10_000, ge=10, description="Events held per sink before the oldest are dropped (and counted)."
-    )
-
-
-SourceConfig = Annotated[
-    SimulatedSourceConfig
-    | ShellySourceConfig
-    | Zigbee2MqttSourceConfig
-    | GlowSourceConfig
-    | HaSourceConfig
-    | GreenButtonSourceConfig
-    | OpowerSourceConfig
-    | DukeEnergySourceConfig
-    | Emu2SourceConfig,
-    Field(discriminator="type"),
-]
-
-
-class InfluxConfig(StrictModel):
-    """The InfluxDB 2 write path (`/api/v2/write`): batched line protocol from a durable spool."""
-
-    enabled: bool = Field(default=True, description="Write readings to InfluxDB.")
-    url: str = Field(default="http://influxdb:8086", description="InfluxDB base URL.")
-    org: str = Field(default="hems", min_length=1, description="Organisation name (or id) to write to.")
-    org_id: str | None = Field(
-        default=None, description="Organisation id for the replication monitor (default: looked up by `org`)."
-    )
-    bucket: str = Field(default="meters", min_length=1, description="Bucket the readings go to.")
-    token: SecretStr = Field(description="Write token (required; use `${INFLUX_TOKEN}`).")
-    batch_size: int = Field(default=5000, ge=1, le=50_000, description="Most lines in one write request.")
-    flush_interval_s: float = Field(
-        default=0.5,
-        gt=0,
-        le=60,
-        description="Longest time a line waits for its batch to fill; keep it below `spool.sync_interval_s`.",
-    )
-    timeout_s: float = Field(default=10.0, gt=0, le=300, description="Timeout of one write request.")
-    max_retry_delay_s: float = Field(
-        default=60.0, ge=1, le=3600, description="Longest wait between two attempts after 5xx/429/connection errors."
-    )
-    replication_poll_s: float = Field(
-        default=60.0,
-        ge=0,
-        description="Seconds between polls of `/api/v2/replications` for the Home Assistant sensors (0: off).",
-    )
-
-
-class SpoolConfig(StrictModel):
-    """The on-disk store (SQLite, WAL) of every line InfluxDB has not acknowledged yet."""
-
-    path: Path = Field(default=Path("/data/spool/influx.sqlite"), description="SQLite file of the spool.")
-    max_bytes: int = Field(
-        default=128 * 1024 * 1024,
-        ge=64 * 1024,
-        description="Most (compressed) bytes spooled; when full the oldest are dropped and counted.",
-    )
-    sync_interval_s: float = Field(
-        default=1.0,
-        gt=0,
-        le=60,
-        description="Longest time an unacknowledged reading is held only in memory (what `kill -9` may lose).",
-    )
-    quarantine_max_bytes: int = Field(
-        default=16 * 1024 * 1024, ge=0, description="Most bytes of rejected (4xx) batches kept for inspection."
-    )
+if TYPE_CHECKING:
+    SourceConfig = SourceConfigBase
+else:
+    SourceConfig = source_union(families.SOURCE_FAMILIES)
 
 
 class BridgeConfig(StrictModel):
@@ -183,9 +66,27 @@ class BridgeConfig(StrictModel):
     flex: FlexConfig = Field(default_factory=FlexConfig, description="Demand response.")
 
     @property
+    def mqtt_context(self) -> MqttContext:
+        """The sections a broker-connected component needs (site, broker, Home Assistant)."""
+        return MqttContext(self.site, self.mqtt, self.homeassistant)
+
+    @property
     def client_id(self) -> str:
         """The MQTT client id the bridge uses."""
-        return self.mqtt.client_id or f"meter-bridge-{self.site.id}"
+        return self.mqtt_context.client_id
+
+
+def config_model(source_families: Iterable[families.SourceFamily] | None = None) -> type[BridgeConfig]:
+    """The schema for `source_families` (default: the family table as it is now)."""
+    chosen = tuple(families.SOURCE_FAMILIES if source_families is None else source_families)
+    if chosen == SOURCE_FAMILIES_AT_IMPORT:
+        return BridgeConfig
+    sources_type: Any = list[source_union(chosen)]  # type: ignore[misc]  # a union built at run time
+    sources_field: Any = Field(default_factory=list, description=BridgeConfig.model_fields["sources"].description)
+    return create_model("BridgeConfig", __base__=BridgeConfig, sources=(sources_type, sources_field))
+
+
+SOURCE_FAMILIES_AT_IMPORT = families.SOURCE_FAMILIES
 
 
 # ---------------------------------------------------------------------------------
@@ -244,8 +145,9 @@ def _duplicate_ids(loaded: LoadedYaml) -> Iterator[Problem]:
             seen[source["id"]] = line
 
 
-def validate_data(loaded: LoadedYaml, model: type[BaseModel] = BridgeConfig) -> tuple[Any, list[Problem]]:
-    """Validate loaded YAML against `model`; return the model (or None) and every problem."""
+def validate_data(loaded: LoadedYaml, model: type[BaseModel] | None = None) -> tuple[Any, list[Problem]]:
+    """Validate loaded YAML against `model` (default: `config_model()`); return it (or None) and every problem."""
+    model = config_model() if model is None else model
     problems = list(loaded.problems)
     if loaded.data is None and problems:
         return None, problems  # a syntax error: nothing to validate

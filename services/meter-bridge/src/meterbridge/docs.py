@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from .config import BridgeConfig
+from .config import BridgeConfig, config_model
 
 
 def _type_name(annotation: Any) -> str:
@@ -74,20 +74,21 @@ def _table(rows: Iterator[tuple[str, str, str, str]]) -> list[str]:
     return lines
 
 
-def source_models() -> list[type[BaseModel]]:
-    """Every source family's config model, in the order of the schema."""
-    annotation = BridgeConfig.model_fields["sources"].annotation
+def source_models(model: type[BridgeConfig] | None = None) -> list[type[BaseModel]]:
+    """Every source family's config model, in the order of the schema (default: `config_model()`)."""
+    annotation = (model or config_model()).model_fields["sources"].annotation
     (item,) = typing.get_args(annotation)
     inner = typing.get_args(item)[0] if typing.get_origin(item) is typing.Annotated else item
     members = typing.get_args(inner) or (inner,)
     return [m for m in members if _model_of(m) is not None]
 
 
-def config_reference() -> str:
-    """The whole reference as Markdown."""
+def config_reference(schema: type[BridgeConfig] | None = None) -> str:
+    """The whole reference as Markdown, for `schema` (default: `config_model()`)."""
+    schema = schema or config_model()
     out = ["### Settings", ""]
-    out += _table(row for row in _rows(BridgeConfig, "") if row[0] != "sources")
-    for model in source_models():
+    out += _table(row for row in _rows(schema, "") if row[0] != "sources")
+    for model in source_models(schema):
         source_type = typing.get_args(model.model_fields["type"].annotation)[0]
         out += ["", f"### Source `type: {source_type}`", "", (model.__doc__ or "").strip().splitlines()[0], ""]
         out += _table(row for row in _rows(model, "sources[].") if row[0] != "sources[].type")

@@ -53,7 +53,7 @@ from typing import Any, TypeVar
 import aiomqtt
 import paho.mqtt.client as paho
 
-from .config import MqttConfig
+from .sections import MqttConfig
 
 T = TypeVar("T")
 

@@ -11,9 +11,10 @@ from typing import Any
 
 import aiomqtt
 
-from .backoff import Backoff
 from .config import BridgeConfig
-from .mqtt import endpoint, make_client
+from .errors import BridgeError
+from .mqtt import endpoint
+from .mqttsession import MqttSession
 
 
 def render(states: dict[str, dict[str, Any]], availability: dict[str, str]) -> str:
@@ -39,45 +40,53 @@ async def watch(config: BridgeConfig, seconds: float | None = None) -> None:
     states: dict[str, dict[str, Any]] = {}
     availability: dict[str, str] = {}
     deadline = None if seconds is None else time.monotonic() + seconds
-    backoff = Backoff(initial=0.2, maximum=5.0)
-    while deadline is None or time.monotonic() < deadline:
-        try:
-            await _watch_connected(config, states, availability, deadline)
-            return
-        except aiomqtt.MqttError as err:
-            print(f"waiting for the MQTT broker {endpoint(config.mqtt)}: {err}", file=sys.stderr)
-            await asyncio.sleep(backoff.next_delay())
+    session = MqttSession(
+        config.mqtt, f"{config.client_id}-watch-{int(time.time())}", name="watch", initial_s=0.2, maximum_s=5.0
+    )
+
+    def waiting(error: BridgeError) -> None:
+        print(f"{error}; waiting for the broker", file=sys.stderr)
+
+    def over() -> bool:
+        return deadline is not None and time.monotonic() >= deadline
+
+    await session.run(
+        lambda client: _watch_connected(client, config, states, availability, deadline), on_down=waiting, closing=over
+    )
 
 
 async def _watch_connected(
-    config: BridgeConfig, states: dict[str, dict[str, Any]], availability: dict[str, str], deadline: float | None
+    client: aiomqtt.Client,
+    config: BridgeConfig,
+    states: dict[str, dict[str, Any]],
+    availability: dict[str, str],
+    deadline: float | None,
 ) -> None:
     base = config.mqtt.base_topic
-    async with make_client(config.mqtt, f"{config.client_id}-watch-{int(time.time())}") as client:
-        await client.subscribe(f"{base}/meter/#")
+    await client.subscribe(f"{base}/meter/#")
 
-        async def receive() -> None:
-            async for message in client.messages:
-                parts = str(message.topic).split("/")
-                payload = message.payload if isinstance(message.payload, bytes) else b""
-                if len(parts) == 3:
-                    with contextlib.suppress(ValueError):
-                        states[parts[2]] = json.loads(payload)
-                elif len(parts) == 4 and parts[3] == "availability":
-                    availability[parts[2]] = payload.decode(errors="replace")
+    async def receive() -> None:
+        async for message in client.messages:
+            parts = str(message.topic).split("/")
+            payload = message.payload if isinstance(message.payload, bytes) else b""
+            if len(parts) == 3:
+                with contextlib.suppress(ValueError):
+                    states[parts[2]] = json.loads(payload)
+            elif len(parts) == 4 and parts[3] == "availability":
+                availability[parts[2]] = payload.decode(errors="replace")
 
-        receiver = asyncio.create_task(receive())
-        try:
-            while deadline is None or time.monotonic() < deadline:
-                await asyncio.sleep(1)
-                if receiver.done():
-                    receiver.result()  # re-raises the connection error
-                if sys.stdout.isatty():
-                    sys.stdout.write("\x1b[H\x1b[2J")
-                sys.stdout.write(f"meter-bridge watch ({endpoint(config.mqtt)}), Ctrl-C to stop\n")
-                sys.stdout.write(render(states, availability) + "\n\n")
-                sys.stdout.flush()
-        finally:
-            receiver.cancel()
-            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                await receiver
+    receiver = asyncio.create_task(receive())
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            await asyncio.sleep(1)
+            if receiver.done():
+                receiver.result()  # re-raises the connection error
+            if sys.stdout.isatty():
+                sys.stdout.write("\x1b[H\x1b[2J")
+            sys.stdout.write(f"meter-bridge watch ({endpoint(config.mqtt)}), Ctrl-C to stop\n")
+            sys.stdout.write(render(states, availability) + "\n\n")
+            sys.stdout.flush()
+    finally:
+        receiver.cancel()
+        with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+            await receiver

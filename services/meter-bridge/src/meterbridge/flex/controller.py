@@ -18,7 +18,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -27,17 +27,18 @@ from typing import Any
 import aiomqtt
 
 from ..asyncutil import wait_event
-from ..backoff import Backoff
-from ..config import BridgeConfig
-from ..errors import ParseError, SinkError
+from ..errors import BridgeError, ParseError, SinkError
 from ..ha_topics import Topics
 from ..logutil import RateLimitedLog
 from ..model import Event, Quantity, Reading, utc_now
-from ..mqtt import endpoint, make_client
+from ..mqtt import endpoint
+from ..mqttsession import MqttSession
+from ..sections import MqttContext
 from ..sinks import Sink
-from ..sources.shelly.relay import ShellyMqttRpc, ShellyRelay, shelly_rpc_session
+from ..sources.shelly.relay import ShellyMqttRpc, ShellyRelay, rpc_on
 from .actuators import Actuator, HomeAssistantActuator, MqttActuator, RelayLike, ShellyActuator
 from .assets import AssetConfig, HomeAssistantActuatorConfig, MqttActuatorConfig, ShellyActuatorConfig, in_windows
+from .config import FlexConfig
 from .entities import MODES, OFF, ON, FlexTopics, discovery_messages
 from .events import FlexEvent, parse_event_message, target_for_level
 from .policy import Action, AssetState, AssetView, Cause, Direction, EventView, Situation, decide, fail_safe_s
@@ -150,7 +151,7 @@ class _ShellyRelays:
     module); it is imported when the first Shelly asset is switched.
     """
 
-    def __init__(self, config: BridgeConfig) -> None:
+    def __init__(self, config: MqttContext) -> None:
         self._config = config
         self._rpc: ShellyMqttRpc | None = None
         self._task: asyncio.Task[None] | None = None
@@ -160,21 +161,21 @@ class _ShellyRelays:
         self._task = asyncio.create_task(self._run(), name="flex-shelly-rpc")
 
     async def _run(self) -> None:
-        backoff = Backoff(initial=1.0, maximum=30.0)
-        while True:
-            try:
-                async with shelly_rpc_session(self._config.mqtt, f"{self._config.client_id}-flex-rpc") as rpc:
-                    self._rpc = rpc
-                    self._ready.set()
-                    backoff.reset()
-                    await asyncio.Event().wait()
-            except asyncio.CancelledError:
-                raise
-            except Exception as err:
-                self._ready.clear()
-                self._rpc = None
-                _LOGGER.debug("Shelly RPC session failed: %r", err)
-                await asyncio.sleep(backoff.next_delay())
+        client_id = f"{self._config.client_id}-flex-rpc"
+        session = MqttSession(self._config.mqtt, client_id, name="Flex Shelly RPC")
+
+        async def body(client: aiomqtt.Client) -> None:
+            async with rpc_on(client, client_id) as rpc:
+                self._rpc = rpc
+                self._ready.set()
+                if rpc.replies is not None:
+                    await rpc.replies  # raises MqttError when the connection is lost: reconnect
+
+        def down(error: BridgeError) -> None:
+            self._ready.clear()
+            self._rpc = None
+
+        await session.run(body, on_down=down)
 
     def relay(self, prefix: str, channel: int) -> RelayLike:
         """A relay bound to whatever session is current when it is called."""
@@ -210,10 +211,10 @@ class FlexController(Sink):
 
     name = "flex"
 
-    def __init__(self, config: BridgeConfig, clock: Callable[[], datetime] = utc_now) -> None:
+    def __init__(self, config: MqttContext, flex: FlexConfig, clock: Callable[[], datetime] = utc_now) -> None:
         super().__init__()
         self._config = config
-        self._flex = config.flex
+        self._flex = flex
         self._clock = clock
         base = config.mqtt.base_topic
         self._topics = Topics(base, config.homeassistant.discovery_prefix)
@@ -706,7 +707,7 @@ class FlexController(Sink):
         if self._flex.openadr.enabled:
             from .openadr import FlexVen  # the VEN needs the controller: imported here, not at the top
 
-            self.ven = FlexVen(self._config, self)
+            self.ven = FlexVen(self._config.site.id, self._flex, self)
             self._tasks.append(asyncio.create_task(self.ven.run(), name="flex-openadr"))
 
     async def close(self) -> None:
@@ -724,33 +725,22 @@ class FlexController(Sink):
             if isinstance(asset.actuator, HomeAssistantActuator):
                 await asset.actuator.close()
 
-    @contextlib.asynccontextmanager
-    async def _session(self) -> AsyncIterator[aiomqtt.Client]:
-        async with make_client(self._config.mqtt, f"{self._config.client_id}-flex") as client:
+    async def _connection_loop(self) -> None:
+        session = MqttSession(self._config.mqtt, f"{self._config.client_id}-flex", name="Flex")
+
+        def down(error: BridgeError) -> None:
+            self.stats.connected = False
+            self.stats.errors["mqtt"] += 1
+
+        async def body(client: aiomqtt.Client) -> None:
             self._client = client
+            self.stats.connected = True
             try:
-                yield client
+                await self._run_session(client)
             finally:
                 self._client = None
 
-    async def _connection_loop(self) -> None:
-        backoff = Backoff(initial=1.0, maximum=30.0)
-        failures = 0
-        while not self._closing:
-            try:
-                async with self._session() as client:
-                    _LOGGER.info("Flex connected to MQTT broker %s", endpoint(self._config.mqtt))
-                    failures = 0
-                    backoff.reset()
-                    self.stats.connected = True
-                    await self._run_session(client)
-            except aiomqtt.MqttError as err:
-                self.stats.connected = False
-                failures += 1
-                level = logging.WARNING if failures == 1 else logging.DEBUG
-                _LOGGER.log(level, "Flex: MQTT broker %s unavailable: %s", endpoint(self._config.mqtt), err)
-                self.stats.errors["mqtt"] += 1
-                await asyncio.sleep(backoff.next_delay())
+        await session.run(body, on_down=down, closing=lambda: self._closing)
 
     async def _run_session(self, client: aiomqtt.Client) -> None:
         subscriptions = [self._event_topic, self._manual_topic, self._topics.ha_status, *self.topics.command_filters]

@@ -16,18 +16,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from openleadr import OpenADRClient, enums, utils
 
 from ..backoff import Backoff
-from ..config import BridgeConfig
+from .config import FlexConfig
 from .events import FlexEvent
 from .policy import Direction
-
-if TYPE_CHECKING:
-    from .controller import FlexController
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -80,15 +78,42 @@ def event_from_openadr(event: dict[str, Any]) -> FlexEvent | None:
     )
 
 
+class MeteredAsset(Protocol):
+    """An asset as the VEN reports it."""
+
+    @property
+    def power_w(self) -> float | None:
+        """The asset's last metered power (W), None when unknown."""
+
+
+class VenController(Protocol):
+    """What the VEN needs of the flex controller (so the two modules do not import each other)."""
+
+    @property
+    def site_import_w(self) -> float | None:
+        """The site's import power (W, export negative), None when unknown."""
+
+    @property
+    def assets(self) -> Mapping[str, MeteredAsset]:
+        """The controlled assets by id."""
+
+    @property
+    def opt_listeners(self) -> list[Callable[[FlexEvent, str], Awaitable[None]]]:
+        """Called with (event, "optIn"/"optOut") when the householder changes an answer."""
+
+    def submit_event(self, event: FlexEvent) -> bool:
+        """Hand an event to the controller; True when it takes part."""
+
+
 class FlexVen:
     """Runs an openleadr VEN that feeds events to `controller` and reports back."""
 
-    def __init__(self, config: BridgeConfig, controller: FlexController) -> None:
-        adr = config.flex.openadr
+    def __init__(self, site_id: str, flex: FlexConfig, controller: VenController) -> None:
+        adr = flex.openadr
         self._controller = controller
         signed = adr.cert is not None and adr.key is not None
         self.client = OpenADRClient(
-            ven_name=adr.ven_name or f"hems-{config.site.id}",
+            ven_name=adr.ven_name or f"hems-{site_id}",
             vtn_url=adr.vtn_url,
             cert=str(adr.cert) if adr.cert else None,
             key=str(adr.key) if adr.key else None,
@@ -103,7 +128,7 @@ class FlexVen:
         rate = timedelta(seconds=adr.report_interval_s)
         # one telemetry report: the site's power and each asset's, as resources of it
         resources = [("site", self._site_power)]
-        resources += [(asset.id, self._asset_power(asset.id)) for asset in config.flex.assets]
+        resources += [(asset.id, self._asset_power(asset.id)) for asset in flex.assets]
         for resource_id, callback in resources:
             self.client.add_report(
                 callback=callback,

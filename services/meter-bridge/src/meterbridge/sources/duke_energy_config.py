@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr
 
-from .utilitypoll import UtilityPollConfigBase
+from .utility_config import UtilityPollConfigBase
 
 
 class DukeEnergySourceConfig(UtilityPollConfigBase):

@@ -8,25 +8,21 @@ parsers.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from abc import abstractmethod
 from typing import TypeVar
 
 import aiomqtt
 
-from ..backoff import Backoff
-from ..config import MqttConfig
 from ..configbase import SourceConfigBase
+from ..errors import AuthError, BridgeError
 from ..model import Reading
-from ..mqtt import endpoint, make_client
+from ..mqttsession import MqttSession
+from ..sections import MqttConfig
 from . import Source, SourceContext
 from .totals import TotalVerdict
 
 ConfigT = TypeVar("ConfigT", bound=SourceConfigBase)
-
-#: MQTT 3.1.1 CONNACK codes 4 and 5: bad user name or password, not authorised.
-_AUTH_REFUSED = {4, 5}
 
 
 def payload_bytes(message: aiomqtt.Message) -> bytes:
@@ -56,41 +52,27 @@ class MqttSubscriptionSource(Source[ConfigT]):
         """Handle one message; must not raise on bad input (count it with `ctx.error`)."""
 
     async def run(self, ctx: SourceContext) -> None:
-        """Read until cancelled, reconnecting to the broker with backoff."""
-        backoff = Backoff(initial=1.0, maximum=30.0)
-        failures = 0
-        while True:
-            try:
-                async with make_client(self.mqtt, self.client_id) as client:
-                    if failures:
-                        ctx.log.log(logging.INFO, "mqtt", "Connected to MQTT broker %s again", endpoint(self.mqtt))
-                    failures = 0
-                    backoff.reset()
-                    await self.on_connect(client, ctx)
-                    async for message in client.messages:
-                        await self.on_message(client, str(message.topic), payload_bytes(message), ctx)
-            except aiomqtt.MqttError as err:
-                failures += 1
-                refused = isinstance(err, aiomqtt.MqttCodeError) and _rc_value(err.rc) in _AUTH_REFUSED
-                if refused:
-                    ctx.error(
-                        "auth", "MQTT broker %s refused user %r: %s", endpoint(self.mqtt), self.mqtt.username, err
-                    )
-                elif failures == 1:
-                    ctx.error("mqtt", "MQTT broker %s unavailable: %s; retrying", endpoint(self.mqtt), err)
-                else:
-                    ctx.stats.errors["mqtt"] += 1
-                    ctx.log.log(logging.DEBUG, "mqtt-retry", "MQTT connect attempt %d failed: %s", failures, err)
-                await self.on_disconnect(ctx)
-                await asyncio.sleep(backoff.maximum if refused else backoff.next_delay())
+        """Read until cancelled, reconnecting to the broker with backoff (`MqttSession`)."""
+        session = MqttSession(
+            self.mqtt,
+            self.client_id,
+            name=f"source {self.id}",
+            logger=logging.getLogger(f"meterbridge.sources.{self.id}"),
+        )
+
+        async def body(client: aiomqtt.Client) -> None:
+            await self.on_connect(client, ctx)
+            async for message in client.messages:
+                await self.on_message(client, str(message.topic), payload_bytes(message), ctx)
+
+        async def down(error: BridgeError) -> None:
+            ctx.stats.errors["auth" if isinstance(error, AuthError) else "mqtt"] += 1
+            await self.on_disconnect(ctx)
+
+        await session.run(body, on_down=down)
 
     async def on_disconnect(self, ctx: SourceContext) -> None:
         """Called after the connection was lost; nothing by default."""
-
-
-def _rc_value(rc: object) -> int | None:
-    value = getattr(rc, "value", rc)
-    return value if isinstance(value, int) else None
 
 
 def report_totals(ctx: SourceContext, label: str, notes: list[tuple[Reading, TotalVerdict]]) -> None:

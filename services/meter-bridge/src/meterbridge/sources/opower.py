@@ -15,40 +15,15 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 import aiohttp
-from pydantic import Field, SecretStr, field_validator
 
 from ..errors import AuthError, SourceConnectionError
-from .utilitypoll import MfaRequiredError, UsageInterval, UtilityAccount, UtilityPollConfigBase, UtilityPollSource
+from .opower_config import OpowerSourceConfig
+from .utilitypoll import MfaRequiredError, UsageInterval, UtilityAccount, UtilityPollSource
 
 FINE_RESOLUTIONS = frozenset({"HOUR", "HALF_HOUR", "QUARTER_HOUR", "FIVE_MINUTE"})
-
-
-class OpowerSourceConfig(UtilityPollConfigBase):
-    """A utility account on Opower's platform, polled with the `opower` library."""
-
-    type: Literal["opower"] = Field(description="Source family.")
-    utility: str = Field(
-        min_length=1, description="Utility name as `opower` knows it (e.g. `Pacific Gas and Electric Company (PG&E)`)."
-    )
-    username: SecretStr = Field(description="Login of the utility's website (use `${OPOWER_USERNAME}`).")
-    password: SecretStr = Field(description="Its password (use `${OPOWER_PASSWORD}`).")
-    totp_secret: SecretStr | None = Field(
-        default=None, description="TOTP secret for utilities whose MFA accepts one (use `${OPOWER_TOTP_SECRET}`)."
-    )
-
-    @field_validator("utility")
-    @classmethod
-    def _known_utility(cls, value: str) -> str:
-        from opower import select_utility
-
-        try:
-            select_utility(value)
-        except ValueError as err:
-            raise ValueError(f"unknown utility {value!r} (see `python -m opower --help`)") from err
-        return value
 
 
 OpowerFactory = Callable[..., Any]

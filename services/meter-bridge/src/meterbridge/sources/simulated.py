@@ -20,34 +20,13 @@ import asyncio
 import math
 import random
 from datetime import UTC, datetime, timedelta
-from typing import Literal
 
-from pydantic import Field
-
-from ..configbase import SourceConfigBase
 from ..model import MeterDescription, Quantity, Reading
 from . import Source, SourceContext
-
-Profile = Literal["grid", "solar", "heat_pump", "ev"]
+from .simulated_config import Profile, SimulatedSourceConfig
 
 _NOMINAL_VOLTAGE = 230.0
 _NOMINAL_FREQUENCY = 50.0
-
-
-class SimulatedSourceConfig(SourceConfigBase):
-    """`type: simulated`: one simulated meter."""
-
-    type: Literal["simulated"] = Field(description="Source family.")
-    profile: Profile = Field(default="grid", description="What the meter measures: grid, solar, heat_pump or ev.")
-    interval_s: float = Field(default=5.0, gt=0, le=3600, description="Seconds between readings (simulated time).")
-    speed: float = Field(
-        default=1.0, gt=0, le=100_000, description="Simulated seconds per real second (compress time in tests)."
-    )
-    seed: int = Field(default=0, description="Random seed: the same seed gives the same household.")
-    pv_peak_w: float = Field(default=0.0, ge=0, description="`grid` profile: peak output of a solar array behind it.")
-    rated_w: float = Field(default=0.0, ge=0, description="`heat_pump`/`ev`/`solar`: rated power (0: a typical value).")
-    start_import_kwh: float = Field(default=0.0, ge=0, description="Import total to start from.")
-    start_export_kwh: float = Field(default=0.0, ge=0, description="Export total to start from.")
 
 
 def _hour_of_day(ts: datetime) -> float:

@@ -33,23 +33,21 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import aiomqtt
-from pydantic import Field, SecretStr
 
 from ..backoff import Backoff
-from ..configbase import SourceConfigBase
 from ..errors import AuthError, BridgeError, SinkError
 from ..ha_topics import ORIGIN, Topics, entity_id_keys
 from ..model import MeterDescription
+from ..mqttsession import MqttSession
+from ..sections import MqttContext
 from ..statistics import HaStatisticsClient
 from . import Source, SourceContext
 from .green_button.espi import Direction, EspiReport
 from .green_button.importer import ImportSummary, import_summary
-
-if TYPE_CHECKING:  # config.py imports the source configs, which import this module
-    from ..config import BridgeConfig
+from .utility_config import UtilityPollConfigBase
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -96,29 +94,6 @@ class UsageClient(Protocol):
         """Interval usage of `account` between `start` and `end` (UTC)."""
 
 
-class UtilityPollConfigBase(SourceConfigBase):
-    """Settings every utility-portal source shares."""
-
-    accounts: list[str] = Field(
-        default_factory=list, description="Only these account numbers / meter serials (empty: every account)."
-    )
-    interval_h: float = Field(default=12.0, gt=0, description="Hours between two polls.")
-    days_back: int = Field(default=3, ge=1, le=400, description="Days of usage asked for on each poll.")
-    retry_initial_s: float = Field(
-        default=60.0, gt=0, description="First wait after an outage (doubles, up to `interval_h`)."
-    )
-    auth_retry_h: float = Field(
-        default=24.0, ge=0, description="Hours before refused credentials/MFA are tried again (0: only after restart)."
-    )
-    ha_url: str = Field(default="http://homeassistant:8123", description="Home Assistant for long-term statistics.")
-    ha_token: SecretStr | None = Field(
-        default=None, description="HA long-lived admin token (use `${HA_TOKEN}`); none: no statistics import."
-    )
-    stale_after_s: float = Field(
-        default=3 * 86400.0, gt=0, description="Unhealthy when no usage was imported for this long."
-    )
-
-
 def account_slug(key: str) -> str:
     """An account key as part of a meter id (lower case, `[a-z0-9_]`)."""
     return re.sub(r"[^a-z0-9_]+", "_", key.lower()).strip("_") or "account"
@@ -141,7 +116,7 @@ class UtilityStatus:
 class StatusPublisher:
     """Publishes one source's status entities (problem binary_sensor + status sensor) over MQTT."""
 
-    def __init__(self, bridge: BridgeConfig, source_id: str, name: str, status: UtilityStatus) -> None:
+    def __init__(self, bridge: MqttContext, source_id: str, name: str, status: UtilityStatus) -> None:
         self._bridge = bridge
         self._topics = Topics(bridge.mqtt.base_topic, bridge.homeassistant.discovery_prefix)
         self._base = bridge.mqtt.base_topic
@@ -217,23 +192,18 @@ class StatusPublisher:
             self._task = None
 
     async def _run(self) -> None:
-        from ..mqtt import make_client  # here: mqtt imports config, which imports the source configs
-
-        backoff = Backoff(initial=1.0, maximum=60.0)
         client_id = f"{self._bridge.client_id}-{self._source_id}-status"
-        while True:
-            try:
-                async with make_client(self._bridge.mqtt, client_id) as client:
-                    backoff.reset()
-                    for topic, payload in self.discovery():
-                        await client.publish(topic, json.dumps(payload).encode(), qos=1, retain=True)
-                    while True:
-                        self._changed.clear()
-                        await client.publish(self.state_topic, self._payload(), qos=1, retain=True)
-                        await self._changed.wait()
-            except aiomqtt.MqttError as err:
-                _LOGGER.debug("Utility status %s: MQTT unavailable (%s)", self._source_id, err)
-                await asyncio.sleep(backoff.next_delay())
+        session = MqttSession(self._bridge.mqtt, client_id, name=f"Utility status {self._source_id}", maximum_s=60.0)
+
+        async def body(client: aiomqtt.Client) -> None:
+            for topic, payload in self.discovery():
+                await client.publish(topic, json.dumps(payload).encode(), qos=1, retain=True)
+            while True:
+                self._changed.clear()
+                await client.publish(self.state_topic, self._payload(), qos=1, retain=True)
+                await self._changed.wait()
+
+        await session.run(body)
 
 
 ConfigT = TypeVar("ConfigT", bound=UtilityPollConfigBase)
@@ -244,7 +214,7 @@ class UtilityPollSource(Source[ConfigT]):
 
     manufacturer = "Utility"
 
-    def __init__(self, config: ConfigT, bridge: BridgeConfig | None = None) -> None:
+    def __init__(self, config: ConfigT, bridge: MqttContext | None = None) -> None:
         super().__init__(config)
         #: What Home Assistant is shown (published when the bridge config is given).
         self.state = UtilityStatus()

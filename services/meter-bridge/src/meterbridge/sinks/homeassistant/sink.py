@@ -23,10 +23,10 @@ from datetime import datetime
 import aiomqtt
 
 from ...asyncutil import wait_event
-from ...backoff import Backoff
-from ...config import BridgeConfig
+from ...errors import BridgeError
 from ...model import Event, MeterAvailability, MeterDescription, Quantity, Reading
-from ...mqtt import endpoint, make_client
+from ...mqttsession import MqttSession
+from ...sections import MqttContext
 from .. import Sink
 from .discovery import Topics, discovery_message, state_payload
 
@@ -71,7 +71,7 @@ class HomeAssistantSink(Sink):
 
     name = "homeassistant"
 
-    def __init__(self, config: BridgeConfig) -> None:
+    def __init__(self, config: MqttContext) -> None:
         super().__init__()
         self._config = config
         self._topics = Topics(config.mqtt.base_topic, config.homeassistant.discovery_prefix)
@@ -132,36 +132,20 @@ class HomeAssistantSink(Sink):
             await self._task
 
     async def _connection_loop(self) -> None:
-        backoff = Backoff(initial=1.0, maximum=30.0)
-        failures = 0
         will = aiomqtt.Will(self._topics.bridge_availability, OFFLINE, qos=1, retain=True)
-        while not self._closing:
-            try:
-                async with make_client(self._config.mqtt, self._config.client_id, will=will) as client:
-                    if failures:
-                        _LOGGER.info("Connected to MQTT broker %s again", endpoint(self._config.mqtt))
-                    else:
-                        _LOGGER.info("Connected to MQTT broker %s", endpoint(self._config.mqtt))
-                    failures = 0
-                    backoff.reset()
-                    self.stats.connected = True
-                    await self._session(client)
-                    return  # closing
-            except aiomqtt.MqttError as err:
-                self.stats.connected = False
-                for state in self._meters.values():
-                    state.announced.clear()
-                if self._closing:
-                    return
-                failures += 1
-                if failures == 1:
-                    _LOGGER.warning("MQTT broker %s unavailable: %s; retrying", endpoint(self._config.mqtt), err)
-                else:
-                    _LOGGER.debug(
-                        "MQTT connect attempt %d to %s failed: %s", failures, endpoint(self._config.mqtt), err
-                    )
+        session = MqttSession(self._config.mqtt, self._config.client_id, name="Home Assistant sink", will=will)
+
+        def up() -> None:
+            self.stats.connected = True
+
+        def down(error: BridgeError) -> None:
+            self.stats.connected = False
+            for state in self._meters.values():
+                state.announced.clear()
+            if not self._closing:
                 self.stats.errors["mqtt"] += 1
-                await asyncio.sleep(backoff.next_delay())
+
+        await session.run(self._session, on_up=up, on_down=down, closing=lambda: self._closing)
 
     async def _session(self, client: aiomqtt.Client) -> None:
         # Everything HA must see again after a (re)connect: it may have restarted too.

@@ -2,9 +2,9 @@
 
 Schema (published: never rename):
 
-- **measurement**: the source family of the meter (`simulated`, `emu2`, `shelly`,
-  `zigbee2mqtt`, `glow`, `ha`, `green_button`, `opower`, `duke_energy`); `unknown` for
-  a meter whose description has not been seen.
+- **measurement**: the source family of the meter (its config `type`, one per entry of
+  `meterbridge.families.SOURCE_FAMILIES`); `unknown` for a meter whose description has not
+  been seen.
 - **tags**: `site` (the site id), `meter` (the meter id), `source` (the device the
   meter is read through: the `via` device of a channel/phase, else the meter itself),
   `phase` (only for one phase of a multi-phase meter).

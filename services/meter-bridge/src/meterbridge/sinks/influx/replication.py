@@ -34,10 +34,9 @@ from typing import Any, TypedDict
 import aiohttp
 import aiomqtt
 
-from ...backoff import Backoff
-from ...config import BridgeConfig
 from ...ha_topics import ORIGIN, Topics, entity_id_keys
-from ...mqtt import make_client
+from ...mqttsession import MqttSession
+from ...sections import InfluxConfig, MqttContext
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -182,14 +181,12 @@ def state_payload(healths: list[ReplicationHealth]) -> bytes:
 class ReplicationMonitor:
     """Polls InfluxDB's replications and publishes their health to Home Assistant over MQTT."""
 
-    def __init__(self, config: BridgeConfig) -> None:
-        if config.influx is None:
-            raise ValueError("ReplicationMonitor needs an `influx` section")
+    def __init__(self, config: MqttContext, influx: InfluxConfig) -> None:
         self._config = config
-        self._influx = config.influx
+        self._influx = influx
         self._topics = Topics(config.mqtt.base_topic, config.homeassistant.discovery_prefix)
         self._announced: set[str] = set()
-        self._org_id = config.influx.org_id
+        self._org_id = influx.org_id
         self._task: asyncio.Task[None] | None = None
         #: The last health seen (for tests and `/metrics`).
         self.last: list[ReplicationHealth] | None = None
@@ -221,21 +218,20 @@ class ReplicationMonitor:
             return parse_replications(await response.json())
 
     async def _run(self) -> None:
-        backoff = Backoff(initial=1.0, maximum=60.0)
         headers = {"Authorization": f"Token {self._influx.token.get_secret_value()}"}
         timeout = aiohttp.ClientTimeout(total=self._influx.timeout_s)
+        mqtt = MqttSession(
+            self._config.mqtt, f"{self._config.client_id}-influx-repl", name="Replication monitor", maximum_s=60.0
+        )
         async with aiohttp.ClientSession(headers=headers, timeout=timeout) as session:
-            while True:
-                try:
-                    async with make_client(self._config.mqtt, f"{self._config.client_id}-influx-repl") as client:
-                        backoff.reset()
-                        self._announced.clear()
-                        while True:
-                            await self._publish(client, session)
-                            await asyncio.sleep(self._influx.replication_poll_s)
-                except aiomqtt.MqttError as err:
-                    _LOGGER.debug("Replication monitor: MQTT unavailable (%s)", err)
-                    await asyncio.sleep(backoff.next_delay())
+
+            async def body(client: aiomqtt.Client) -> None:
+                self._announced.clear()
+                while True:
+                    await self._publish(client, session)
+                    await asyncio.sleep(self._influx.replication_poll_s)
+
+            await mqtt.run(body)
 
     async def _publish(self, client: aiomqtt.Client, session: aiohttp.ClientSession) -> None:
         try:

@@ -34,10 +34,10 @@ import aiohttp
 
 from ...asyncutil import wait_event
 from ...backoff import Backoff
-from ...config import BridgeConfig, InfluxConfig
 from ...errors import SinkError
 from ...logutil import RateLimitedLog
 from ...model import Event, MeterDescription, Reading
+from ...sections import InfluxConfig, MqttContext, SpoolConfig
 from .. import Sink
 from .lineprotocol import Line, encode
 from .replication import ReplicationMonitor
@@ -93,12 +93,17 @@ class InfluxSink(Sink):
 
     name = "influx"
 
-    def __init__(self, config: BridgeConfig, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        config: MqttContext,
+        influx: InfluxConfig,
+        spool: SpoolConfig,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         super().__init__()
-        if config.influx is None:
-            raise ValueError("InfluxSink needs an `influx` section")
-        self._config = config
-        self._influx: InfluxConfig = config.influx
+        self._site_id = config.site.id
+        self._influx = influx
+        self._spool_config = spool
         self._clock = clock
         self._descriptions: dict[str, MeterDescription] = {}
         self._memory: deque[_Pending] = deque()
@@ -112,7 +117,7 @@ class InfluxSink(Sink):
         self._log = RateLimitedLog(_LOGGER)
         self._reported_drops = 0
         self.monitor: ReplicationMonitor | None = (
-            ReplicationMonitor(config) if self._influx.replication_poll_s > 0 else None
+            ReplicationMonitor(config, influx) if self._influx.replication_poll_s > 0 else None
         )
         self.stats.connected = None
         for gauge in ("sent_readings", "sent_batches", "spool_dropped_readings", "quarantined_batches"):
@@ -138,9 +143,7 @@ class InfluxSink(Sink):
         if readings:
             now = self._clock()
             was_empty = not self._memory
-            self._memory.extend(
-                _Pending(line, now) for line in encode(readings, self._config.site.id, self._descriptions)
-            )
+            self._memory.extend(_Pending(line, now) for line in encode(readings, self._site_id, self._descriptions))
             self.stats.queued = len(self._memory)
             # The sender sleeps until the oldest line is due; wake it only when that changes
             # (the first line, or a full batch), not for every reading.
@@ -151,7 +154,7 @@ class InfluxSink(Sink):
 
     async def start(self) -> None:
         """Open the spool (raises `SinkError` if it cannot), then start sender, syncer and monitor."""
-        spool_cfg = self._config.spool
+        spool_cfg = self._spool_config
         self._spool = Spool(spool_cfg.path, spool_cfg.max_bytes, spool_cfg.quarantine_max_bytes)
         if self._spool.rows:
             _LOGGER.info(
@@ -224,7 +227,7 @@ class InfluxSink(Sink):
         self._update_gauges()
 
     async def _syncer(self) -> None:
-        window = self._config.spool.sync_interval_s
+        window = self._spool_config.sync_interval_s
         while True:
             await asyncio.sleep(window / 8)
             oldest = self._oldest_unsynced()

@@ -16,16 +16,13 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Protocol, TextIO, runtime_checkable
+from typing import BinaryIO, Protocol, TextIO, runtime_checkable
 
 from ...errors import SinkError
 from ...model import Event, MeterDescription, Quantity, Reading
 from ...sinks import Sink
 from ...statistics import HOUR_S, HaStatisticsClient, HourlyEnergy
 from .espi import Direction, EspiParser, EspiReport, IntervalReading
-
-if TYPE_CHECKING:  # config.py imports the source configs, which import this module
-    from ...config import BridgeConfig
 
 CHUNK_BYTES = 256 * 1024
 STATISTICS_SOURCE = "hems"
@@ -201,22 +198,3 @@ async def write_history(sinks: Sequence[Sink], events: Sequence[Event], timeout_
                 raise SinkError(f"sink {sink.name}: not everything was stored within {timeout_s:.0f} s (kept spooled)")
         finally:
             await sink.close()
-
-
-def history_sinks(config: BridgeConfig | None) -> list[Sink]:
-    """Sinks that take historical readings: the InfluxDB sink when `config` enables one.
-
-    It gets its own spool file beside the bridge's (`<spool>-import.sqlite`) so a one-shot
-    import never shares a SQLite spool with a running bridge. The Home Assistant MQTT sink
-    is deliberately not used: it publishes live state, and hours-old totals would show as
-    the meter's current value (HA gets the history as statistics instead).
-    """
-    if config is None or config.influx is None or not config.influx.enabled:
-        return []
-    from ...sinks.influx import InfluxSink  # imported here: influxdb-client is slow to import
-
-    spool = config.spool.model_copy(
-        update={"path": config.spool.path.with_name(f"{config.spool.path.stem}-import{config.spool.path.suffix}")}
-    )
-    influx = config.influx.model_copy(update={"replication_poll_s": 0.0})  # no monitor for a one-shot run
-    return [InfluxSink(config.model_copy(update={"spool": spool, "influx": influx}))]

@@ -2,10 +2,7 @@
 
 `parser` is pure (status merging, components to readings); `source` is the MQTT
 transport; `rpc` talks HTTP RPC with digest auth; `provision` is the
-`meter-bridge shelly provision` command; `relay` switches relays over MQTT RPC.
-Only `config` is imported here: the config schema imports this package.
+`meter-bridge shelly provision` command; `relay` switches relays over MQTT RPC;
+`config` holds the settings. Nothing is imported here, so that loading the schema
+(which imports `config`) loads no transport.
 """
-
-from .config import ShellyDeviceConfig, ShellySourceConfig
-
-__all__ = ["ShellyDeviceConfig", "ShellySourceConfig"]

@@ -26,10 +26,11 @@ from typing import Any
 import aiomqtt
 from pydantic import SecretStr
 
-from ...config import MqttConfig, load_config
+from ...config import load_config
 from ...errors import AuthError, BridgeError, ConfigError
 from ...logutil import redact
 from ...mqtt import make_client
+from ...sections import MqttConfig
 from .identity import DEFAULT_IDENTITIES_DIR, DEVICE_ID, IDENTITIES_DIR_ENV, ShellyIdentity, ShellyIdentityStore
 from .parser import parse_device_info
 from .rpc import ADMIN_USER, ShellyHttpRpc, auth_ha1

@@ -25,9 +25,10 @@ from typing import Any
 
 import aiomqtt
 
-from ...config import MqttConfig
 from ...errors import BridgeError, ParseError, SourceConnectionError, SourceTimeoutError
-from ...mqtt import endpoint, make_client
+from ...mqtt import make_client
+from ...mqttsession import map_mqtt_error
+from ...sections import MqttConfig
 from .parser import decode_frame
 
 
@@ -57,6 +58,8 @@ class ShellyMqttRpc:
         self._pending: dict[int, tuple[str, str, asyncio.Future[Any]]] = {}
         self._reply_topics: dict[str, str] = {}  # reply topic -> prefix, once subscribed
         self._subscribing = asyncio.Lock()
+        #: The task feeding replies in (`rpc_on`); it ends with `MqttError` when the connection is lost.
+        self.replies: asyncio.Task[None] | None = None
         # A random start: a restarted bridge never takes a late reply for a new request.
         self._ids = itertools.count(random.randrange(1, 1 << 30))  # noqa: S311 - not crypto
 
@@ -142,24 +145,34 @@ async def _pump_replies(client: aiomqtt.Client, rpc: ShellyMqttRpc) -> None:
 
 
 @contextlib.asynccontextmanager
+async def rpc_on(client: aiomqtt.Client, client_id: str, timeout_s: float = 10.0) -> AsyncIterator[ShellyMqttRpc]:
+    """`async with rpc_on(client, client_id) as rpc:` an RPC caller on a connected client.
+
+    Pumps replies (`call` subscribes to each device's reply topic) until the block ends; then
+    fails every call still waiting.
+    """
+    rpc = ShellyMqttRpc(client, client_id, timeout_s)
+    task = rpc.replies = asyncio.create_task(_pump_replies(client, rpc), name=f"shelly-rpc-{client_id}")
+    try:
+        yield rpc
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+            await task
+        rpc.fail_all(SourceConnectionError(f"{client_id}: RPC session closed"))
+
+
+@contextlib.asynccontextmanager
 async def shelly_rpc_session(mqtt: MqttConfig, client_id: str, timeout_s: float = 10.0) -> AsyncIterator[ShellyMqttRpc]:
     """`async with shelly_rpc_session(cfg.mqtt, "flex-relays") as rpc:` an RPC caller with its own client.
 
     Raises `SourceConnectionError` when the broker cannot be reached.
     """
     try:
-        async with make_client(mqtt, client_id) as client:
-            rpc = ShellyMqttRpc(client, client_id, timeout_s)
-            task = asyncio.create_task(_pump_replies(client, rpc), name=f"shelly-rpc-{client_id}")
-            try:
-                yield rpc
-            finally:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                    await task
-                rpc.fail_all(SourceConnectionError(f"{endpoint(mqtt)}: RPC session closed"))
+        async with make_client(mqtt, client_id) as client, rpc_on(client, client_id, timeout_s) as rpc:
+            yield rpc
     except aiomqtt.MqttError as err:
-        raise SourceConnectionError(f"MQTT broker {endpoint(mqtt)}: {err}") from err
+        raise map_mqtt_error(err, mqtt) from err
 
 
 class ShellyRelay:

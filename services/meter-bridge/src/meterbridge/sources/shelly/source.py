@@ -22,12 +22,12 @@ from typing import Any
 
 import aiomqtt
 
-from ...backoff import Backoff
-from ...config import BridgeConfig
 from ...errors import BridgeError, ParseError, SourceConnectionError
 from ...ha_topics import ORIGIN, Topics, device_block, entity_id_keys
 from ...model import MeterDescription, utc_now
-from ...mqtt import endpoint, make_client
+from ...mqtt import endpoint
+from ...mqttsession import MqttSession
+from ...sections import MqttContext
 from .. import Source, SourceContext
 from .config import ShellyDeviceConfig, ShellySourceConfig
 from .identity import DEVICE_ID, TOPIC_ROOT
@@ -76,7 +76,7 @@ class ShellySource(Source[ShellySourceConfig]):
 
     source_type = "shelly"
 
-    def __init__(self, config: ShellySourceConfig, bridge: BridgeConfig) -> None:
+    def __init__(self, config: ShellySourceConfig, bridge: MqttContext) -> None:
         super().__init__(config)
         self.bridge = bridge
         self.client_id = f"{bridge.client_id}-shelly-{config.id}"
@@ -123,31 +123,18 @@ class ShellySource(Source[ShellySourceConfig]):
     # -- the connection -----------------------------------------------------------------
 
     async def run(self, ctx: SourceContext) -> None:
-        """Follow the devices until cancelled; reconnects to the broker with backoff."""
-        backoff = Backoff(initial=1.0, maximum=60.0)
-        failures = 0
-        while True:
-            try:
-                async with make_client(self.bridge.mqtt, self.client_id) as client:
-                    if failures:
-                        ctx.log.log(logging.INFO, "mqtt", "Shelly source %s connected to MQTT again", self.id)
-                    failures = 0
-                    backoff.reset()
-                    await self._session(ctx, client)
-            except aiomqtt.MqttError as err:
-                failures += 1
-                level = logging.WARNING if failures == 1 else logging.DEBUG
-                ctx.error(
-                    "mqtt",
-                    "Shelly source %s: MQTT broker %s: %s",
-                    self.id,
-                    endpoint(self.bridge.mqtt),
-                    err,
-                    level=level,
-                )
-                for device in self.devices.values():
-                    self._set_online(ctx, device, None)
-                await asyncio.sleep(backoff.next_delay())
+        """Follow the devices until cancelled; reconnects to the broker with backoff (`MqttSession`)."""
+        log = logging.getLogger(f"meterbridge.sources.{self.id}")
+        session = MqttSession(
+            self.bridge.mqtt, self.client_id, name=f"Shelly source {self.id}", maximum_s=60.0, logger=log
+        )
+
+        def down(error: BridgeError) -> None:
+            ctx.stats.errors["mqtt"] += 1
+            for device in self.devices.values():
+                self._set_online(ctx, device, None)
+
+        await session.run(lambda client: self._session(ctx, client), on_down=down)
 
     async def _session(self, ctx: SourceContext, client: aiomqtt.Client) -> None:
         self.rpc = ShellyMqttRpc(client, self.client_id, self.config.rpc_timeout_s)

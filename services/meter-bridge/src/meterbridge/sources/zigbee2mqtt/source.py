@@ -11,9 +11,9 @@ import logging
 
 import aiomqtt
 
-from ...config import MqttConfig
 from ...errors import ParseError
 from ...model import MeterDescription, utc_now
+from ...sections import MqttConfig
 from .. import SourceContext
 from ..mqttsource import MqttSubscriptionSource, report_totals
 from ..totals import TotalGuard
