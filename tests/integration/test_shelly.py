@@ -24,7 +24,7 @@ from meterbridge.errors import SourceTimeoutError
 from meterbridge.model import Event, MeterAvailability, Quantity, Reading
 from meterbridge.sources import SourceContext
 from meterbridge.sources.shelly.identity import ShellyIdentityStore
-from meterbridge.sources.shelly.provision import ProvisionSettings, provision
+from meterbridge.sources.shelly.provision import RETIRED_SCRIPT_NAME, ProvisionSettings, provision
 from meterbridge.sources.shelly.relay import ShellyRelay, ShellyRpcError, shelly_rpc_session
 from meterbridge.sources.shelly.source import ShellySource
 from meterbridge.stats import SourceStats
@@ -260,13 +260,15 @@ async def test_provision_end_to_end_idempotent_and_wrong_password(release_broker
         assert "MQTT.SetConfig" not in sim.calls
         assert not (release_broker.identities / sim.device_id).exists(), "no identity for a device we may not configure"
 
-        settings = _settings(
-            release_broker, admin_password="old-secret-1", new_admin_password="new-secret-2", script=True
-        )
+        # a device provisioned by an earlier release, with its hourly script running
+        sim.scripts[1] = {"name": RETIRED_SCRIPT_NAME, "enable": True, "running": True, "code": "// hourly"}
+        settings = _settings(release_broker, admin_password="old-secret-1", new_admin_password="new-secret-2")
         first = (await provision([sim.host], settings, mqtt, 20))[0]
         assert (first.error, first.identity, first.mqtt, first.auth, first.script, first.reboot, first.online) == (
-            None, "new", "set", "set", "created,started", "yes", "yes",
+            None, "new", "set", "set", "removed", "yes", "yes",
         )  # fmt: skip
+        assert sim.scripts == {}, "the retired hourly script is gone"
+        assert sim.calls.index("Script.Stop") < sim.calls.index("Script.Delete")
         password = (release_broker.identities / sim.device_id).read_text()
         assert sim.mqtt_config["user"] == sim.device_id
         assert sim.mqtt_config["pass"] == password
@@ -275,17 +277,15 @@ async def test_provision_end_to_end_idempotent_and_wrong_password(release_broker
         assert sim.mqtt_config["rpc_ntf"] is True
         assert sim.mqtt_config["enable_control"] is True
         assert sim.reboots == 1
-        assert sim.scripts[1]["running"]
-        assert sim.scripts[1]["enable"]
 
         calls_before = len(sim.calls)
         second = (await provision([sim.host], settings, mqtt, 20))[0]
         assert (second.error, second.identity, second.mqtt, second.auth, second.script, second.reboot) == (
-            None, "kept", "unchanged", "unchanged", "unchanged", "no",
+            None, "kept", "unchanged", "unchanged", "-", "no",
         )  # fmt: skip
         assert second.online == "yes"
         assert sim.reboots == 1
-        changing = {"MQTT.SetConfig", "Shelly.SetAuth", "Script.PutCode", "Script.Create", "Shelly.Reboot"}
+        changing = {"MQTT.SetConfig", "Shelly.SetAuth", "Script.Delete", "Script.Create", "Shelly.Reboot"}
         assert not changing & set(sim.calls[calls_before:])
         assert (release_broker.identities / sim.device_id).read_text() == password, "same identity"
     finally:
