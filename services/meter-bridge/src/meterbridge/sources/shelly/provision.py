@@ -41,6 +41,8 @@ from .rpc import ADMIN_USER, ShellyHttpRpc, auth_ha1
 #: were never more than what HA's statistics of the energy sensors and InfluxDB's hourly
 #: downsampling already hold; provisioning now removes it where it finds it.
 RETIRED_SCRIPT_NAME = "hems_energy"
+#: Where it published (retained), below the device's prefix.
+RETIRED_SCRIPT_TOPIC = "hems/energy_hourly"
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,6 +280,9 @@ async def provision(
         try:
             for host in hosts:
                 result, rebooted = await provision_host(host, settings, mqtt, watcher)
+                if result.script == "removed" and result.prefix is not None:
+                    # the script published its hours retained: drop the last one from the broker
+                    await client.publish(f"{result.prefix}/{RETIRED_SCRIPT_TOPIC}", b"", qos=1, retain=True)
                 if result.error is None and result.prefix is not None:
                     online = await watcher.wait(result.prefix, fresh=rebooted, timeout_s=wait_s)
                     result.online = "yes" if online else "TIMEOUT"
