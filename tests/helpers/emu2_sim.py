@@ -13,7 +13,9 @@ on the schedule `set_schedule` asks for, and can misbehave like the real device:
 - `push_demand=False`: the device ignores the demand schedule (only polls are answered).
 
 Fragment shapes follow the Rainforest XML API: hex numbers, signed 32-bit demand,
-summations with Multiplier/Divisor, timestamps in seconds since 2000-01-01 UTC.
+summations with Multiplier/Divisor, timestamps in seconds since 2000-01-01 UTC;
+`CurrentPeriodUsage` (CurrentUsage since StartDate) and `LastPeriodUsage` (LastUsage from
+StartDate to EndDate) with the fields aioraven's data classes read.
 """
 
 from __future__ import annotations
@@ -57,6 +59,11 @@ class MeterState:
     currency: int = 840
     link_strength_pct: int = 100
     status: str = "Connected"
+    #: The device's accumulation periods (`get_current_period_usage` / `get_last_period_usage`).
+    period_kwh: float = 412.25
+    period_start: int = 1_793_491_200  # 2026-11-01T00:00:00Z, Unix time
+    last_period_kwh: float = 903.5
+    last_period_start: int = 1_790_812_800  # 2026-10-01T00:00:00Z
 
 
 @dataclass
@@ -197,6 +204,38 @@ class Emu2Simulator:
                     ("StartTime", "0xffffffff"),
                     ("Duration", "0xffff"),
                     ("RateLabel", "Set by User"),
+                ],
+            )
+        if name == "get_current_period_usage":
+            return fragment(
+                "CurrentPeriodUsage",
+                [
+                    ("DeviceMacId", self.device_mac),
+                    ("MeterMacId", self.meter_mac),
+                    ("TimeStamp", self._ts()),
+                    ("CurrentUsage", hex32(round(meter.period_kwh * 1000))),
+                    ("Multiplier", "0x00000001"),
+                    ("Divisor", "0x000003e8"),
+                    ("DigitsRight", "0x02"),
+                    ("DigitsLeft", "0x06"),
+                    ("SuppressLeadingZero", "Y"),
+                    ("StartDate", hex32(meter.period_start - EPOCH_2000)),
+                ],
+            )
+        if name == "get_last_period_usage":
+            return fragment(
+                "LastPeriodUsage",
+                [
+                    ("DeviceMacId", self.device_mac),
+                    ("MeterMacId", self.meter_mac),
+                    ("LastUsage", hex32(round(meter.last_period_kwh * 1000))),
+                    ("Multiplier", "0x00000001"),
+                    ("Divisor", "0x000003e8"),
+                    ("DigitsRight", "0x02"),
+                    ("DigitsLeft", "0x06"),
+                    ("SuppressLeadingZero", "Y"),
+                    ("StartDate", hex32(meter.last_period_start - EPOCH_2000)),
+                    ("EndDate", hex32(meter.period_start - EPOCH_2000)),
                 ],
             )
         if name == "get_connection_status":

@@ -427,6 +427,14 @@ class ShellySim:
         if method == "Script.SetConfig":
             script["enable"] = bool(params.get("config", {}).get("enable", script["enable"]))
             return {"restart_required": False}
+        if method == "Script.Delete":
+            # Script.Delete {id} (Shelly gen2 Script component) deletes the slot. Whether firmware
+            # refuses a running script is not documented: the simulator does, so a caller that
+            # forgets Script.Stop fails its test
+            if script["running"]:
+                raise SimRpcError(-103, "Script is running")
+            del self.scripts[int(params["id"])]
+            return None
         if method in ("Script.Start", "Script.Stop"):
             was = script["running"]
             script["running"] = method == "Script.Start"

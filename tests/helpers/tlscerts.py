@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,8 +75,8 @@ class TestCa:
         self.ca_file = workdir / "ca.pem"
         self.ca_file.write_bytes(self._cert.public_bytes(serialization.Encoding.PEM))
 
-    def issue(self, common_name: str, file_stem: str | None = None) -> CertFiles:
-        """A certificate for `common_name`, also valid for IP 127.0.0.1 and `localhost`."""
+    def issue(self, common_name: str, file_stem: str | None = None, dns_names: Sequence[str] = ()) -> CertFiles:
+        """A certificate for `common_name`, also valid for IP 127.0.0.1, `localhost` and `dns_names`."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.UTC)
         cert = (
@@ -88,7 +89,11 @@ class TestCa:
             .not_valid_after(now + dt.timedelta(days=1))
             .add_extension(
                 x509.SubjectAlternativeName(
-                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                    [
+                        x509.DNSName("localhost"),
+                        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                        *(x509.DNSName(name) for name in dns_names),
+                    ]
                 ),
                 critical=False,
             )
@@ -103,6 +108,27 @@ class TestCa:
         files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         _write_key(key, files.key)
         return files
+
+    def sign_csr(self, csr_pem: bytes) -> bytes:
+        """What a CA does with a certificate signing request: a client+server certificate (PEM)."""
+        csr = x509.load_pem_x509_csr(csr_pem)
+        now = dt.datetime.now(dt.UTC)
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(csr.subject)
+            .issuer_name(self._cert.subject)
+            .public_key(csr.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(hours=1))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(
+                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+                critical=False,
+            )
+        )
+        for extension in csr.extensions:
+            builder = builder.add_extension(extension.value, extension.critical)
+        return builder.sign(self._key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
 
 
 def make_certs(directory: Path) -> CertSet:

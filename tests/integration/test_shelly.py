@@ -22,9 +22,10 @@ from helpers.shelly_sim import ShellySim
 from meterbridge.config import BridgeConfig, MqttConfig
 from meterbridge.errors import SourceTimeoutError
 from meterbridge.model import Event, MeterAvailability, Quantity, Reading
+from meterbridge.mqtt import make_client
 from meterbridge.sources import SourceContext
 from meterbridge.sources.shelly.identity import ShellyIdentityStore
-from meterbridge.sources.shelly.provision import ProvisionSettings, provision
+from meterbridge.sources.shelly.provision import RETIRED_SCRIPT_NAME, RETIRED_SCRIPT_TOPIC, ProvisionSettings, provision
 from meterbridge.sources.shelly.relay import ShellyRelay, ShellyRpcError, shelly_rpc_session
 from meterbridge.sources.shelly.source import ShellySource
 from meterbridge.stats import SourceStats
@@ -260,13 +261,27 @@ async def test_provision_end_to_end_idempotent_and_wrong_password(release_broker
         assert "MQTT.SetConfig" not in sim.calls
         assert not (release_broker.identities / sim.device_id).exists(), "no identity for a device we may not configure"
 
-        settings = _settings(
-            release_broker, admin_password="old-secret-1", new_admin_password="new-secret-2", script=True
-        )
+        # a device provisioned by an earlier release, with its hourly script running and its last
+        # hour retained on the broker
+        sim.scripts[1] = {"name": RETIRED_SCRIPT_NAME, "enable": True, "running": True, "code": "// hourly"}
+        hourly_topic = f"shelly/{sim.device_id}/{RETIRED_SCRIPT_TOPIC}"
+        async with make_client(mqtt, "test-retained-hour") as client:
+            await client.publish(hourly_topic, b'{"ts": 1720717200, "import_wh": 564}', qos=1, retain=True)
+        settings = _settings(release_broker, admin_password="old-secret-1", new_admin_password="new-secret-2")
         first = (await provision([sim.host], settings, mqtt, 20))[0]
         assert (first.error, first.identity, first.mqtt, first.auth, first.script, first.reboot, first.online) == (
-            None, "new", "set", "set", "created,started", "yes", "yes",
+            None, "new", "set", "set", "removed", "yes", "yes",
         )  # fmt: skip
+        assert sim.scripts == {}, "the retired hourly script is gone"
+        # and so is its retained message: subscribed before `online`, it would have come first
+        async with make_client(mqtt, "test-retained-check") as client:
+            await client.subscribe(hourly_topic, qos=1)
+            await client.subscribe(f"shelly/{sim.device_id}/online", qos=1)
+            async with asyncio.timeout(10):
+                async for message in client.messages:
+                    assert str(message.topic) != hourly_topic, "the retained hour is still there"
+                    break
+        assert sim.calls.index("Script.Stop") < sim.calls.index("Script.Delete")
         password = (release_broker.identities / sim.device_id).read_text()
         assert sim.mqtt_config["user"] == sim.device_id
         assert sim.mqtt_config["pass"] == password
@@ -275,17 +290,15 @@ async def test_provision_end_to_end_idempotent_and_wrong_password(release_broker
         assert sim.mqtt_config["rpc_ntf"] is True
         assert sim.mqtt_config["enable_control"] is True
         assert sim.reboots == 1
-        assert sim.scripts[1]["running"]
-        assert sim.scripts[1]["enable"]
 
         calls_before = len(sim.calls)
         second = (await provision([sim.host], settings, mqtt, 20))[0]
         assert (second.error, second.identity, second.mqtt, second.auth, second.script, second.reboot) == (
-            None, "kept", "unchanged", "unchanged", "unchanged", "no",
+            None, "kept", "unchanged", "unchanged", "-", "no",
         )  # fmt: skip
         assert second.online == "yes"
         assert sim.reboots == 1
-        changing = {"MQTT.SetConfig", "Shelly.SetAuth", "Script.PutCode", "Script.Create", "Shelly.Reboot"}
+        changing = {"MQTT.SetConfig", "Shelly.SetAuth", "Script.Delete", "Script.Create", "Shelly.Reboot"}
         assert not changing & set(sim.calls[calls_before:])
         assert (release_broker.identities / sim.device_id).read_text() == password, "same identity"
     finally:

@@ -1,4 +1,5 @@
-"""`meter-bridge` command line: run, check-config, status, config-reference, watch, shelly provision."""
+"""`meter-bridge` command line: run, check-config, status, config-reference, watch, shelly provision,
+pge keygen, duke login."""
 
 from __future__ import annotations
 
@@ -127,6 +128,18 @@ def _cmd_shelly_provision(args: argparse.Namespace) -> int:
     return run_provision(args)
 
 
+def _cmd_pge_keygen(args: argparse.Namespace) -> int:
+    from .sources.green_button.credentials import run_keygen
+
+    return run_keygen(args)
+
+
+def _cmd_duke_login(args: argparse.Namespace) -> int:
+    from .sources.duke_login import run_login
+
+    return run_login(args)
+
+
 def _cmd_import_green_button(args: argparse.Namespace) -> int:
     from .app import history_sinks
     from .errors import AuthError, ParseError, SinkError
@@ -247,6 +260,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(provision)
     provision.set_defaults(func=_cmd_shelly_provision)
+    from .sources.duke_login import add_arguments as duke_login_arguments
+    from .sources.green_button.credentials import add_arguments as keygen_arguments
+
+    pge = sub.add_parser("pge", help="PG&E Share My Data").add_subparsers(dest="pge_command", required=True)
+    keygen = pge.add_parser("keygen", help="make the client key (0600) and the certificate request PG&E's CA needs")
+    keygen_arguments(keygen)
+    keygen.set_defaults(func=_cmd_pge_keygen)
+    duke = sub.add_parser("duke", help="Duke Energy").add_subparsers(dest="duke_command", required=True)
+    duke_login = duke.add_parser("login", help="log in once in a browser and get the refresh token")
+    duke_login_arguments(duke_login)
+    duke_login.set_defaults(func=_cmd_duke_login)
     imports = sub.add_parser("import", help="import utility data").add_subparsers(dest="kind", required=True)
     green = imports.add_parser("green-button", help="import a Green Button (ESPI) XML file")
     green.add_argument("file", type=Path, help="ESPI XML file (Download My Data)")

@@ -33,6 +33,14 @@ class Quantity(StrEnum):
     STANDING_CHARGE = "standing_charge"
     #: Radio link to the meter (e.g. the EMU-2's Zigbee LinkStrength), 0-100 %.
     LINK_QUALITY = "link_quality"
+    #: Energy the meter counted since the start of its current accumulation period (EMU-2
+    #: `CurrentPeriodUsage`), kWh; starts again when the period is closed, so not a lifetime
+    #: total (and negative on a net-exporting meter).
+    ENERGY_PERIOD = "energy_period"
+    #: When that period started, as a Unix time (s): Home Assistant's `last_reset` of it.
+    ENERGY_PERIOD_START = "energy_period_start"
+    #: Energy of the previous, closed period (EMU-2 `LastPeriodUsage`), kWh.
+    ENERGY_LAST_PERIOD = "energy_last_period"
 
 
 class Unit(StrEnum):
@@ -47,6 +55,8 @@ class Unit(StrEnum):
     CURRENCY_PER_KWH = "currency/kWh"
     CURRENCY_PER_DAY = "currency/day"
     PERCENT = "%"
+    #: Seconds since 1970-01-01 UTC (an instant, not a duration).
+    UNIX_TIME = "s"
 
 
 UNITS: dict[Quantity, Unit] = {
@@ -61,6 +71,9 @@ UNITS: dict[Quantity, Unit] = {
     Quantity.GAS_ENERGY: Unit.KILOWATT_HOUR,
     Quantity.STANDING_CHARGE: Unit.CURRENCY_PER_DAY,
     Quantity.LINK_QUALITY: Unit.PERCENT,
+    Quantity.ENERGY_PERIOD: Unit.KILOWATT_HOUR,
+    Quantity.ENERGY_PERIOD_START: Unit.UNIX_TIME,
+    Quantity.ENERGY_LAST_PERIOD: Unit.KILOWATT_HOUR,
 }
 
 #: Quantities that are running totals: they must never be dropped by rate limiting

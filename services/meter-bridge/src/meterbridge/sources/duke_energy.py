@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -26,6 +25,7 @@ from aiodukeenergy import AbstractDukeEnergyAuth, Auth0Client, DukeEnergy, DukeE
 
 from ..errors import AuthError, SourceConnectionError
 from .duke_energy_config import DukeEnergySourceConfig
+from .duke_login import save_refresh_token
 from .utilitypoll import UsageInterval, UtilityAccount, UtilityPollSource
 
 
@@ -46,10 +46,7 @@ class RefreshTokenAuth(AbstractDukeEnergyAuth):
         return None
 
     def _save(self) -> None:
-        self._token_file.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self._token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            json.dump({"refresh_token": self._refresh_token}, out)
+        save_refresh_token(self._token_file, self._refresh_token)
 
     async def async_get_id_token(self) -> str:
         """A fresh Auth0 ID token. Raises `DukeEnergyAuthError` when the refresh token is refused."""

@@ -40,6 +40,15 @@ class QuantityEntity:
     icon: str | None = None
     #: `diagnostic` for figures about the link rather than the energy (HA hides them by default).
     entity_category: str | None = None
+    #: The state's template when the JSON value is not the state itself (default: the value).
+    value_template: str | None = None
+    #: For a `total` sensor whose count restarts: the template of HA's `last_reset`.
+    last_reset_value_template: str | None = None
+
+
+#: The period's start (a Unix time in the state JSON) as the datetime HA wants; empty (HA
+#: ignores it) while the meter has not reported one.
+_PERIOD_START = "{{ as_datetime(value_json.energy_period_start) if value_json.energy_period_start is defined else '' }}"
 
 
 #: Energy totals are `total_increasing` in kWh and power is W `measurement`: what the
@@ -61,6 +70,19 @@ ENTITY_DESCRIPTIONS: dict[Quantity, QuantityEntity] = {
     Quantity.GAS_ENERGY: QuantityEntity("Gas energy", "energy", "total_increasing", "kWh", 3, "mdi:fire"),
     Quantity.STANDING_CHARGE: QuantityEntity("Standing charge", "monetary", None, "{currency}/day", 4, "mdi:cash"),
     Quantity.LINK_QUALITY: QuantityEntity("Link quality", None, "measurement", "%", 0, "mdi:signal", "diagnostic"),
+    # The EMU-2's period usage counts from the start of a period the user (or utility) sets and
+    # starts again when it is closed: HA's `total` with `last_reset` is that (sensor docs: "a
+    # total amount that can increase and decrease ... last_reset: when it was initialized");
+    # `total_increasing` would read a net-export decrease as a reset.
+    Quantity.ENERGY_PERIOD: QuantityEntity(
+        "Energy this period", "energy", "total", "kWh", 3, last_reset_value_template=_PERIOD_START
+    ),
+    Quantity.ENERGY_PERIOD_START: QuantityEntity(
+        "Period start", "timestamp", None, None, 0, "mdi:calendar-start", "diagnostic", _PERIOD_START
+    ),
+    # A closed period's figure, not a running total: no state class, so no statistics that
+    # would count it again on top of the period and lifetime totals.
+    Quantity.ENERGY_LAST_PERIOD: QuantityEntity("Energy last period", "energy", None, "kWh", 3),
 }
 
 
@@ -75,7 +97,7 @@ def discovery_message(
         "unique_id": f"hems_{site_id}_{meter.meter_id}_{quantity.value}",
         **entity_id_keys("sensor", object_id),
         "state_topic": topics.meter_state(meter.meter_id),
-        "value_template": f"{{{{ value_json.{quantity.value} }}}}",
+        "value_template": entity.value_template or f"{{{{ value_json.{quantity.value} }}}}",
         "availability": [
             {"topic": topics.bridge_availability},
             {"topic": topics.meter_availability(meter.meter_id)},
@@ -95,6 +117,10 @@ def discovery_message(
         payload["icon"] = entity.icon
     if entity.entity_category:
         payload["entity_category"] = entity.entity_category
+    if entity.last_reset_value_template:
+        payload["last_reset_value_template"] = entity.last_reset_value_template
+    if entity.device_class == "timestamp":
+        del payload["suggested_display_precision"]  # HA refuses it on a non-numeric sensor
     return topics.discovery("sensor", object_id), payload
 
 

@@ -24,6 +24,12 @@ class Emu2SourceConfig(SourceConfigBase):
     summation_interval_s: int = Field(
         default=60, ge=1, le=3600, description="Seconds between energy total (summation) pushes asked of the device."
     )
+    period_interval_s: int = Field(
+        default=300,
+        ge=0,
+        le=86400,
+        description="Seconds between polls of the period usage the device counts (current and last period; 0: off).",
+    )
     meter_mac: str | None = Field(
         default=None,
         pattern=r"^(0x)?[0-9A-Fa-f]{16}$|^([0-9A-Fa-f]{2}[:-]){7}[0-9A-Fa-f]{2}$",

@@ -89,7 +89,7 @@ _FIELD_NAMES: frozenset[bytes] = frozenset(
         "DigitsLeft", "SuppressLeadingZero", "SummationDelivered", "SummationReceived", "Price",
         "Currency", "TrailingDigits", "Tier", "RateLabel", "Status", "Description", "ExtPanId",
         "Channel", "ShortAddr", "LinkStrength", "InstallCode", "LinkKey", "FWVersion", "HWVersion",
-        "ImageType", "Manufacturer", "ModelId", "DateCode",
+        "ImageType", "Manufacturer", "ModelId", "DateCode", "CurrentUsage", "LastUsage", "StartDate", "EndDate",
     )
 )  # fmt: skip
 #: A name in any case -> its spelling in `_FIELD_NAMES` (names not listed stay lower-cased).
@@ -308,6 +308,8 @@ class Emu2Parser:
             b"connectionstatus": self._connection,
             b"deviceinfo": self._device_info,
             b"meterlist": self._meter_list,
+            b"currentperiodusage": self._current_period,
+            b"lastperiodusage": self._last_period,
         }
         self._known = frozenset(name.lower().encode() for name in KNOWN_FRAGMENTS)
         self._ignored = self._known - set(self._handlers)
@@ -465,6 +467,23 @@ class Emu2Parser:
         if not out:
             raise ParseError("no SummationDelivered or SummationReceived")
         return out
+
+    def _current_period(self, fields: dict[bytes, bytes], _: list[tuple[bytes, bytes]]) -> list[Emu2Event]:
+        # RAVEn XML API: CurrentUsage (kWh after Multiplier/Divisor) since StartDate, the start
+        # of the accumulation period set with set_current_period / close_current_period
+        kwh = self._scale(fields, signed_hex(_required(fields, b"CurrentUsage", "CurrentUsage")))
+        ts = self._ts(fields)
+        out: list[Emu2Event] = [Reading.of(self.meter_id, Quantity.ENERGY_PERIOD, kwh, ts)]
+        start = timestamp(fields.get(b"StartDate"))
+        if start is not None:
+            out.append(Reading.of(self.meter_id, Quantity.ENERGY_PERIOD_START, start.timestamp(), ts))
+        return out
+
+    def _last_period(self, fields: dict[bytes, bytes], _: list[tuple[bytes, bytes]]) -> list[Emu2Event]:
+        # LastUsage of the previous period, which ran from StartDate to EndDate (no TimeStamp)
+        kwh = self._scale(fields, signed_hex(_required(fields, b"LastUsage", "LastUsage")))
+        ts = timestamp(fields.get(b"EndDate")) or self.clock()
+        return [Reading.of(self.meter_id, Quantity.ENERGY_LAST_PERIOD, kwh, ts)]
 
     def _price(self, fields: dict[bytes, bytes], _: list[tuple[bytes, bytes]]) -> list[Emu2Event]:
         raw = signed_hex(_required(fields, b"Price", "Price"))

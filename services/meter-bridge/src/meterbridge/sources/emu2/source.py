@@ -160,7 +160,14 @@ class Emu2Source(Source[Emu2SourceConfig]):
         await transport.send("get_current_price", **meter)
         loop = asyncio.get_running_loop()
         interval = cfg.demand_interval_s
+        # the device has no schedule for period usage (set_schedule knows time, price, demand,
+        # summation, message): poll it, at the demand interval's granularity
+        next_period = loop.time()
         while True:
+            if cfg.period_interval_s and loop.time() >= next_period:
+                next_period = loop.time() + cfg.period_interval_s
+                await transport.send("get_current_period_usage", **meter)
+                await transport.send("get_last_period_usage", **meter)
             await asyncio.sleep(interval)
             if loop.time() - self._last_demand >= POLL_AFTER_INTERVALS * interval:
                 self.polls += 1

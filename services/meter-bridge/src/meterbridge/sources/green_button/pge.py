@@ -24,6 +24,10 @@ from ...errors import AuthError, ConfigError, SourceConnectionError, SourceTimeo
 
 _LOGGER = logging.getLogger(__name__)
 TOKEN_PATH = "/datacustodian/oauth/v2/token"  # noqa: S105 - a URL path, not a secret
+#: The test authorization server used for the registration's connectivity test (PG&E's "Testing
+#: details" page and the token URL in its test instructions); resources stay on the same host.
+TEST_TOKEN_PATH = "/datacustodian/test/oauth/v2/token"  # noqa: S105 - a URL path, not a secret
+TOKEN_PATHS = {"production": TOKEN_PATH, "test": TEST_TOKEN_PATH}
 #: Refresh this long before the token's stated expiry (clock skew, request time).
 EXPIRY_MARGIN_S = 60.0
 
@@ -65,8 +69,10 @@ class ShareMyDataClient:
         ssl_context: ssl.SSLContext,
         timeout_s: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
+        token_path: str = TOKEN_PATH,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.token_path = token_path
         # HTTP Basic built by hand: aiohttp's BasicAuth helper is deprecated for aiohttp 4
         self._basic = "Basic " + base64.b64encode(f"{client_id}:{client_secret}".encode()).decode()
         self._ssl = ssl_context
@@ -80,7 +86,7 @@ class ShareMyDataClient:
         """A valid access token, fetched only when none is held or it is about to expire."""
         if self._token is not None and self._clock() < self._expires_at - EXPIRY_MARGIN_S:
             return self._token
-        url = self.base_url + TOKEN_PATH
+        url = self.base_url + self.token_path
         try:
             async with session.post(
                 url,

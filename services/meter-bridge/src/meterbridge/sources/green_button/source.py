@@ -20,8 +20,9 @@ from ...model import MeterDescription
 from ...statistics import HaStatisticsClient
 from .. import Source, SourceContext
 from .config import GreenButtonSourceConfig
+from .credentials import write_pem_files
 from .importer import ImportSummary, import_summary, parse_stream
-from .pge import ShareMyDataClient, client_ssl_context
+from .pge import TOKEN_PATHS, ShareMyDataClient, client_ssl_context
 
 
 class GreenButtonSource(Source[GreenButtonSourceConfig]):
@@ -37,11 +38,29 @@ class GreenButtonSource(Source[GreenButtonSourceConfig]):
     def _pge_client(self) -> ShareMyDataClient:
         config = self.config
         if self._pge is None:
-            if not (config.cert_file and config.key_file and config.client_id and config.client_secret):
-                raise ConfigError([f"source {config.id}: api pge needs cert_file, key_file, client_id, client_secret"])
-            context = client_ssl_context(config.cert_file, config.key_file, config.ca_file)
+            cert_file, key_file = config.cert_file, config.key_file
+            if config.cert_pem is not None and config.key_pem is not None:
+                cert_file, key_file = write_pem_files(
+                    config.cert_pem.get_secret_value(),
+                    config.key_pem.get_secret_value(),
+                    config.credentials_dir,
+                    config.id,
+                    f"source {config.id}",
+                )
+            if not (cert_file and key_file and config.client_id and config.client_secret):
+                raise ConfigError(
+                    [
+                        f"source {config.id}: api pge needs cert_file/key_file (or cert_pem/key_pem), "
+                        "client_id, client_secret"
+                    ]
+                )
+            context = client_ssl_context(cert_file, key_file, config.ca_file)
             self._pge = ShareMyDataClient(
-                config.base_url, config.client_id.get_secret_value(), config.client_secret.get_secret_value(), context
+                config.base_url,
+                config.client_id.get_secret_value(),
+                config.client_secret.get_secret_value(),
+                context,
+                token_path=TOKEN_PATHS[config.environment],
             )
         return self._pge
 

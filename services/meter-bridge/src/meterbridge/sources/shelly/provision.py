@@ -4,8 +4,8 @@ Per host: `Shelly.GetDeviceInfo` (needs no auth); the device's own MQTT identity
 device id, prefix `shelly/<device id>`, a generated password kept in the identities
 directory the broker reads, see `identity`), made once and kept; wait until the broker
 accepts it; `MQTT.SetConfig` unless the device already has the wanted settings and is
-connected; optionally `Shelly.SetAuth` (admin password) and the hourly-energy script
-(`Script.Create`/`PutCode`/`SetConfig`/`Start`, found again by name); `Shelly.Reboot` only
+connected; optionally `Shelly.SetAuth` (admin password); removes the hourly-energy script
+earlier releases installed (`RETIRED_SCRIPT_NAME`); `Shelly.Reboot` only
 when the device says a restart is required; then wait until `<prefix>/online` is `true` on
 the broker. Running it twice changes nothing the second time. Secrets are never printed.
 """
@@ -35,38 +35,14 @@ from .identity import DEFAULT_IDENTITIES_DIR, DEVICE_ID, IDENTITIES_DIR_ENV, She
 from .parser import parse_device_info
 from .rpc import ADMIN_USER, ShellyHttpRpc, auth_ha1
 
-SCRIPT_NAME = "hems_energy"
-_CHUNK = 1024  # Script.PutCode takes the code in pieces; Shelly's docs suggest ~1 KiB
-
-#: Publishes the energy imported and exported in each hour (Wh) on
-#: `<prefix>/hems/energy_hourly`, from whichever energy counters the device has.
-HOURLY_SCRIPT = """// meter-bridge: hourly import/export totals (Wh), published at the top of each hour
-let last = null;
-let hour = null;
-function totals() {
-  let st = Shelly.getComponentStatus("emdata", 0);
-  if (st) return [st.total_act, st.total_act_ret];
-  st = Shelly.getComponentStatus("em1data", 0);
-  if (st) return [st.total_act_energy, st.total_act_ret_energy];
-  st = Shelly.getComponentStatus("switch", 0) || Shelly.getComponentStatus("pm1", 0);
-  if (st) return [st.aenergy.total, st.ret_aenergy ? st.ret_aenergy.total : 0];
-  return null;
-}
-function tick() {
-  let now = Shelly.getComponentStatus("sys").unixtime;
-  let t = totals();
-  if (now === null || t === null) return;
-  let h = Math.floor(now / 3600) * 3600;
-  if (hour === null) { hour = h; last = t; return; }
-  if (h > hour && MQTT.isConnected()) {
-    let topic = Shelly.getComponentConfig("mqtt").topic_prefix + "/hems/energy_hourly";
-    MQTT.publish(topic, JSON.stringify({ts: hour, import_wh: t[0] - last[0], export_wh: t[1] - last[1],
-      import_total_wh: t[0], export_total_wh: t[1]}), 1, true);
-    hour = h; last = t;
-  }
-}
-Timer.set(60000, true, tick);
-"""
+#: The hourly import/export script earlier releases installed (`--script`). It published the
+#: hour's differences of the very energy counters the bridge already reads from every
+#: notification (`emdata`/`em1data`/`switch`/`pm1` totals, channel 0 only), so its totals
+#: were never more than what HA's statistics of the energy sensors and InfluxDB's hourly
+#: downsampling already hold; provisioning now removes it where it finds it.
+RETIRED_SCRIPT_NAME = "hems_energy"
+#: Where it published (retained), below the device's prefix.
+RETIRED_SCRIPT_TOPIC = "hems/energy_hourly"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +53,6 @@ class ProvisionSettings:
     identities: ShellyIdentityStore
     admin_password: str | None = None
     new_admin_password: str | None = None
-    script: bool = False
     timeout_s: float = 10.0
     #: How long to wait for the broker to take a new identity in (it polls every 5 s).
     identity_wait_s: float = 30.0
@@ -154,43 +129,18 @@ async def _ensure_mqtt(
     return True, bool(isinstance(result, dict) and result.get("restart_required"))
 
 
-async def _script_code(rpc: ShellyHttpRpc, script_id: int) -> str:
-    code, offset = "", 0
-    while True:
-        part = await rpc.call("Script.GetCode", {"id": script_id, "offset": offset})
-        data = part.get("data", "") if isinstance(part, dict) else ""
-        code += data
-        offset += len(data)
-        if not isinstance(part, dict) or not part.get("left") or not data:
-            return code
-
-
-async def _ensure_script(rpc: ShellyHttpRpc) -> str:
-    """Create, update, enable and start the hourly script as needed; what was done."""
+async def _remove_retired_script(rpc: ShellyHttpRpc) -> str:
+    """Stop and delete the retired hourly script if the device has it; what was done."""
     listing = await rpc.call("Script.List")
     scripts = listing.get("scripts", []) if isinstance(listing, dict) else []
-    existing = next((s for s in scripts if isinstance(s, dict) and s.get("name") == SCRIPT_NAME), None)
-    done: list[str] = []
-    if existing is None:
-        created = await rpc.call("Script.Create", {"name": SCRIPT_NAME})
-        existing = {"id": created["id"], "enable": False, "running": False}
-        done.append("created")
-    script_id = int(existing["id"])
-    if await _script_code(rpc, script_id) != HOURLY_SCRIPT:
-        if existing.get("running"):
-            await rpc.call("Script.Stop", {"id": script_id})
-            existing["running"] = False
-        for start in range(0, len(HOURLY_SCRIPT), _CHUNK):
-            piece = HOURLY_SCRIPT[start : start + _CHUNK]
-            await rpc.call("Script.PutCode", {"id": script_id, "code": piece, "append": start > 0})
-        if "created" not in done:
-            done.append("updated")
-    if not existing.get("enable"):
-        await rpc.call("Script.SetConfig", {"id": script_id, "config": {"enable": True}})
-    if not existing.get("running"):
-        await rpc.call("Script.Start", {"id": script_id})
-        done.append("started")
-    return ",".join(done) or "unchanged"
+    removed = "-"
+    for script in scripts:
+        if isinstance(script, dict) and script.get("name") == RETIRED_SCRIPT_NAME:
+            if script.get("running"):
+                await rpc.call("Script.Stop", {"id": script["id"]})
+            await rpc.call("Script.Delete", {"id": script["id"]})
+            removed = "removed"
+    return removed
 
 
 class OnlineWatcher:
@@ -287,8 +237,7 @@ async def provision_host(
                 )
             changed, restart = await _ensure_mqtt(rpc, settings, identity, new_identity)
             result.mqtt = "set" if changed else "unchanged"
-            if settings.script:
-                result.script = await _ensure_script(rpc)
+            result.script = await _remove_retired_script(rpc)
             if settings.new_admin_password:
                 if auth_state == "unchanged":
                     result.auth = "unchanged"
@@ -331,6 +280,9 @@ async def provision(
         try:
             for host in hosts:
                 result, rebooted = await provision_host(host, settings, mqtt, watcher)
+                if result.script == "removed" and result.prefix is not None:
+                    # the script published its hours retained: drop the last one from the broker
+                    await client.publish(f"{result.prefix}/{RETIRED_SCRIPT_TOPIC}", b"", qos=1, retain=True)
                 if result.error is None and result.prefix is not None:
                     online = await watcher.wait(result.prefix, fresh=rebooted, timeout_s=wait_s)
                     result.online = "yes" if online else "TIMEOUT"
@@ -396,7 +348,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--new-admin-password-env", help="set the devices' admin password to the value of this variable"
     )
-    parser.add_argument("--script", action="store_true", help="install the hourly import/export script")
     parser.add_argument("--no-wait", action="store_true", help="do not wait for the devices on MQTT")
     parser.add_argument("--wait-s", type=float, default=90.0, help="how long to wait for each device (s)")
     parser.add_argument("--timeout", type=float, default=10.0, help="HTTP timeout per call (s)")
@@ -435,7 +386,6 @@ def run_provision(args: argparse.Namespace) -> int:
         identities=ShellyIdentityStore(args.identities) if args.identities else ShellyIdentityStore.from_environment(),
         admin_password=os.environ.get(args.admin_password_env) or None,
         new_admin_password=new_admin,
-        script=args.script,
         timeout_s=args.timeout,
     )
     try:
