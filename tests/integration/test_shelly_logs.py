@@ -1,7 +1,8 @@
 """`meter-bridge shelly logs DEVICE --for ...` as a child process against a simulated device on a real
 Mosquitto: it turns the device's MQTT debug log on (Sys.SetConfig debug.mqtt), writes the lines
 of `<prefix>/debug/log` to a file, and turns it off again when the window ends and on Ctrl-C
-(SIGINT to the process); a device left logging by a killed earlier run is turned off by the next.
+(SIGINT to the process) and when its SSH session drops (SIGHUP); a device left logging by a killed
+earlier run is turned off by the next.
 """
 
 from __future__ import annotations
@@ -67,14 +68,17 @@ async def test_logs_for_a_window_then_debug_off(broker: Mosquitto, base_topic: s
         await sim.stop()
 
 
-async def test_ctrl_c_turns_debug_off(broker: Mosquitto, base_topic: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGHUP])
+async def test_ctrl_c_or_hangup_turns_debug_off(
+    broker: Mosquitto, base_topic: str, tmp_path: Path, signum: signal.Signals
+) -> None:
     sim = await started_sim(broker)
     try:
         config = write_config(tmp_path / "config.yaml", broker, base_topic)
         out = tmp_path / "device.log"
         proc = await logs(config, f"shelly/{sim.device_id}", out, "10m")
         await wait_until(lambda: debug_on(sim) and sim.debug_lines > 3, 10, "debug log on and sending")
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         _, err = await asyncio.wait_for(proc.communicate(), 30)
         assert proc.returncode == 0, err.decode()
         assert not debug_on(sim)
