@@ -25,7 +25,7 @@ import aiomqtt
 
 from ...errors import BridgeError, ConfigError
 from ...logutil import redact
-from .fleet import FleetLink, fleet_link
+from .fleet import FleetLink, bridge_broker, fleet_link
 from .identity import DEVICE_ID, TOPIC_ROOT, device_prefix
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h)?$")
@@ -102,8 +102,6 @@ def _default_out(prefix: str) -> Path:
 
 def run_logs(args: argparse.Namespace) -> int:
     """`meter-bridge shelly logs`: exit 0 when the log was collected and debug is off again."""
-    from .provision import bridge_broker
-
     try:
         seconds = parse_duration(args.duration)
         prefix = device_to_prefix(args.device)

@@ -23,12 +23,11 @@ from typing import Any
 
 import aiomqtt
 
-from ...backoff import Backoff
 from ...config import BridgeConfig
 from ...errors import BridgeError, ParseError
 from ...ha_topics import ORIGIN, Topics, device_block, entity_id_keys
 from ...model import MeterDescription
-from ...mqtt import endpoint, make_client
+from ...mqttsession import MqttSession
 from .config import ShellyDeviceConfig, ShellySourceConfig
 from .fleet import FleetLink
 from .identity import DEVICE_ID, TOPIC_ROOT
@@ -129,32 +128,22 @@ class ShellyFirmwareEntities:
     # -- the connection -------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Serve the entities until cancelled; reconnects with backoff."""
-        backoff = Backoff(initial=1.0, maximum=60.0)
-        failures = 0
-        while True:
-            try:
-                async with make_client(self.config.mqtt, self.client_id) as client:
-                    if failures:
-                        _LOGGER.info("Shelly firmware entities: connected to MQTT again")
-                    failures = 0
-                    backoff.reset()
-                    await self._session(client)
-            except aiomqtt.MqttError as err:
-                failures += 1
-                _LOGGER.log(
-                    logging.WARNING if failures == 1 else logging.DEBUG,
-                    "Shelly firmware entities: MQTT broker %s: %s",
-                    endpoint(self.config.mqtt),
-                    err,
-                )
-            finally:
-                self._link = None
-                for task in list(self._tasks):
-                    task.cancel()
-            await asyncio.sleep(backoff.next_delay())
+        """Serve the entities until cancelled; reconnects with backoff (`MqttSession`)."""
+        session = MqttSession(self.config.mqtt, self.client_id, name="Shelly firmware entities", maximum_s=60.0)
+        try:
+            await session.run(self._session, on_down=self._down)
+        finally:
+            self._down()
+
+    def _down(self, _error: BridgeError | None = None) -> None:
+        # the checks and installs of a lost connection end with it (an install's device
+        # finishes on its own; the next connection asks its version again)
+        self._link = None
+        for task in list(self._tasks):
+            task.cancel()
 
     async def _session(self, client: aiomqtt.Client) -> None:
+        self._down()
         link = FleetLink(client, self.client_id, self.topics.base, self.sources[0].rpc_timeout_s)
         self._link = link
         for device in self.devices.values():

@@ -21,18 +21,21 @@ import contextlib
 import ipaddress
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiomqtt
 
-from ...config import MqttConfig
+from ...config import load_config
 from ...errors import BridgeError, ConfigError, ParseError
 from ...logutil import redact
 from ...mqtt import make_client
+from ...sections import MqttConfig
 from .identity import DEVICE_ID, ShellyIdentityStore, device_prefix
 from .parser import parse_device_info, parse_online
 from .relay import ShellyMqttRpc
@@ -315,10 +318,21 @@ async def scan_from_args(args: argparse.Namespace) -> list[FoundDevice]:
     return await scan(args.mdns_seconds, addresses, args.ports or [80], args.probe_timeout, args.interfaces or None)
 
 
+def bridge_broker(config: Path) -> MqttConfig:
+    """The broker settings of the bridge's config; raises `ConfigError`.
+
+    In a shell in the meter-bridge container (`balena ssh <uuid> meter-bridge`) the entrypoint's
+    MQTT_PASSWORD is not set, only MQTT_PASSWORD_FILE (the broker's file): read it the same way.
+    """
+    password_file = os.environ.get("MQTT_PASSWORD_FILE")
+    if not os.environ.get("MQTT_PASSWORD") and password_file:
+        with contextlib.suppress(OSError):
+            os.environ["MQTT_PASSWORD"] = Path(password_file).read_text(encoding="utf-8").strip()
+    return load_config(config).mqtt
+
+
 def run_scan(args: argparse.Namespace) -> int:
     """`meter-bridge shelly scan`: exit 0 (also when nothing is found), 2 on bad options."""
-    from .provision import bridge_broker
-
     try:
         found = asyncio.run(scan_from_args(args))
         mqtt = None if args.no_broker else bridge_broker(args.config)

@@ -26,12 +26,11 @@ from typing import Any
 import aiomqtt
 from pydantic import SecretStr
 
-from ...config import load_config
 from ...errors import AuthError, BridgeError, ConfigError
 from ...logutil import redact
 from ...mqtt import make_client
 from ...sections import MqttConfig
-from .fleet import add_scan_arguments, scan_from_args
+from .fleet import add_scan_arguments, bridge_broker, scan_from_args
 from .identity import DEFAULT_IDENTITIES_DIR, DEVICE_ID, IDENTITIES_DIR_ENV, ShellyIdentity, ShellyIdentityStore
 from .parser import parse_device_info
 from .rpc import ADMIN_USER, ShellyHttpRpc, auth_ha1
@@ -403,19 +402,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-wait", action="store_true", help="do not wait for the devices on MQTT")
     parser.add_argument("--wait-s", type=float, default=90.0, help="how long to wait for each device (s)")
     parser.add_argument("--timeout", type=float, default=10.0, help="HTTP timeout per call (s)")
-
-
-def bridge_broker(config: Path) -> MqttConfig:
-    """The broker settings of the bridge's config; raises `ConfigError`.
-
-    In a shell in the meter-bridge container (`balena ssh <uuid> meter-bridge`) the entrypoint's
-    MQTT_PASSWORD is not set, only MQTT_PASSWORD_FILE (the broker's file): read it the same way.
-    """
-    password_file = os.environ.get("MQTT_PASSWORD_FILE")
-    if not os.environ.get("MQTT_PASSWORD") and password_file:
-        with contextlib.suppress(OSError):
-            os.environ["MQTT_PASSWORD"] = Path(password_file).read_text(encoding="utf-8").strip()
-    return load_config(config).mqtt
 
 
 def run_provision(args: argparse.Namespace) -> int:

@@ -39,7 +39,7 @@ from ...errors import BridgeError, ConfigError, ParseError
 from ...logutil import redact
 from ...model import utc_now
 from .config import ShellySourceConfig
-from .fleet import FleetLink, fleet_link
+from .fleet import FleetLink, bridge_broker, fleet_link
 from .identity import TOPIC_ROOT, ShellyIdentityStore, device_prefix
 from .parser import MeterNaming, ShellyDeviceParser, parse_device_info
 
@@ -313,8 +313,6 @@ EXIT_CODES = {"ok": 0, "failed": 1, "incomplete": 3}
 
 def run_update(args: argparse.Namespace) -> int:
     """`meter-bridge shelly update`: exit 0 all current, 1 a failure, 3 some offline/held, 2 bad input."""
-    from .provision import bridge_broker
-
     settings = UpdateSettings(
         stage="beta" if args.beta else "stable", canary=args.canary, parallel=args.parallel,
         reboot_timeout_s=args.reboot_timeout, rpc_timeout_s=args.rpc_timeout, check_only=args.check,
