@@ -26,6 +26,7 @@ import yaml
 
 from helpers.mosquitto import Mosquitto
 from helpers.mqtt import client_for
+from helpers.release import ReleaseBroker
 from helpers.shelly_sim import ShellySim
 from integration.flexutil import config_data, wait_until
 from meterbridge.app import Bridge
@@ -157,6 +158,10 @@ async def test_update_command_then_rerun_changes_nothing(broker: Mosquitto, base
         identities = tmp_path / "identities"  # none: the configured devices are the home's
         argv = ("shelly", "update", "--config", str(config), "--identities", str(identities), "--report", "json",
                 "--parallel", "3", "--reboot-timeout", "20")  # fmt: skip
+        code, out, err = await run_cli(*argv, "--check")
+        assert code == 0, err + out
+        assert json.loads(out)["counts"] == {"available": 10}
+        assert [s.updates for s in sims] == [[]] * 10, "--check only asks"
         code, out, err = await run_cli(*argv)
         assert code == 0, err + out
         first = json.loads(out)
@@ -249,6 +254,45 @@ async def test_scan_finds_devices_by_mdns_and_range_and_provision_all_found(
             assert {**sim.mqtt_config, **(sim.pending_mqtt or {})}["topic_prefix"] == f"shelly/{sim.device_id}"
         code, out, _ = await run_cli(*scan)
         assert {d["provisioned"] for d in json.loads(out)} == {True}
+    finally:
+        for sim in sims:
+            await sim.stop()
+
+
+async def test_update_and_logs_on_the_release_broker_with_device_identities(
+    release_broker: ReleaseBroker, tmp_path: Path
+) -> None:
+    """Each device logs in as itself, confined to `shelly/<id>/#` by the release's ACL: the
+    update's RPC replies and the debug log lines stay inside that prefix and still arrive."""
+    sims = [ShellySim("plus1pm"), ShellySim("pro3em")]
+    for sim in sims:
+        password = release_broker.add_shelly(sim.device_id)
+        sim.mqtt_config["topic_prefix"] = f"shelly/{sim.device_id}"
+        sim.configure_mqtt(f"127.0.0.1:{release_broker.port}", sim.device_id, password)
+        sim.offer(NEW)
+        await sim.start()
+    try:
+        await asyncio.gather(*(s.wait_connected() for s in sims))
+        config = tmp_path / "config.yaml"
+        mqtt = {"host": "127.0.0.1", "port": release_broker.port, "username": "bridge",
+                "password": release_broker.password("bridge")}  # fmt: skip
+        config.write_text(yaml.safe_dump({"site": {"id": "home"}, "mqtt": mqtt, "sources": []}))
+        # the home's devices are the provisioned identities (other tests' devices share this
+        # session broker: name ours)
+        code, out, err = await run_cli(
+            "shelly", "update", *(s.device_id for s in sims), "--config", str(config),
+            "--identities", str(release_broker.identities), "--report", "json", "--reboot-timeout", "20",
+        )  # fmt: skip
+        assert code == 0, err + out
+        assert json.loads(out)["counts"] == {"updated": 2}
+        assert [s.version for s in sims] == [NEW, NEW]
+        log = tmp_path / "debug.log"
+        code, _, err = await run_cli(
+            "shelly", "logs", sims[0].device_id, "--for", "1s", "--out", str(log), "--config", str(config)
+        )
+        assert code == 0, err
+        assert log.read_text().startswith(sims[0].device_id)
+        assert not sims[0].debug_config["mqtt"]["enable"]
     finally:
         for sim in sims:
             await sim.stop()
