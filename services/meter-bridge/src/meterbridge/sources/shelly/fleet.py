@@ -219,7 +219,11 @@ async def scan(
     """mDNS (for `mdns_s` seconds, 0 = not at all) plus the probed range; one row per device id."""
     found: list[FoundDevice] = []
     if mdns_s > 0:
-        candidates = await browse_mdns(mdns_s, interfaces)
+        try:
+            candidates = await browse_mdns(mdns_s, interfaces)
+        except OSError as err:  # no multicast-capable interface (a container without a LAN)
+            _LOGGER.warning("mDNS unavailable (%s): only the --range addresses are probed", err)
+            candidates = []
         found += [d for d in await asyncio.gather(*(identify(c, timeout_s) for c in candidates)) if d is not None]
     if addresses:
         found += await probe(addresses, ports, timeout_s)
@@ -238,7 +242,7 @@ async def retained_online(mqtt: MqttConfig, prefixes: Sequence[str], wait_s: flo
     seen: dict[str, bool] = {}
     if not prefixes:
         return seen
-    async with make_client(mqtt, f"meter-bridge-scan-{time.monotonic_ns() % 10**9}") as client:
+    async with make_client(mqtt, f"meter-bridge-scan-{os.getpid()}") as client:
         for prefix in prefixes:
             await client.subscribe(f"{prefix}/online", qos=1)
         with contextlib.suppress(TimeoutError):
