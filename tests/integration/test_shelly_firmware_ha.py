@@ -69,6 +69,9 @@ async def test_update_entity_in_home_assistant_installs_on_the_device(
             await wait_for_state(
                 homeassistant_mqtt, entity, {"state": "off", "installed_version": "1.4.4", "in_progress": False}
             )
+            # HA took every state we sent (it logs, and drops, a state that breaks its schema)
+            log = homeassistant_mqtt.tail_log(100_000)
+            assert not [line for line in log.splitlines() if "Schema violation" in line and base_topic in line]
             assert sim.updates == ["1.4.4"]
             assert sim.reboots == 1
             assert sim.version == "1.4.4"

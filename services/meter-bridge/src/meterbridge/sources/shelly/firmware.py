@@ -56,12 +56,15 @@ class FirmwareDevice:
     last_error: str | None = None
 
     def state(self) -> dict[str, Any]:
-        """The entity's JSON state (HA's `update` platform keys)."""
+        """The entity's JSON state (HA's `update` platform keys); why the last install did not
+        happen shows as the release summary (HA caps it at 255 characters; it refuses null, seen on
+        2026.10.4: "string value is None at 'release_summary'", so "" clears it)."""
         return {
             "installed_version": self.installed,
             "latest_version": self.latest or self.installed,
             "title": "Shelly firmware",
             "in_progress": self.in_progress,
+            "release_summary": "" if self.last_error is None else f"Not installed: {self.last_error}"[:255],
         }
 
 
