@@ -7,6 +7,16 @@ connect and `NotifyStatus` deltas on `<prefix>/events/rpc`, RPC requests on
 `<prefix>/rpc` answered on `<src>/rpc`. Like a real device, a new MQTT config takes
 effect after `Shelly.Reboot`, and `Switch.Set` with `toggle_after` flips the relay back.
 Models: Plus 1PM, PM Mini Gen3, Pro 3EM, Pro EM (component shapes from the API docs).
+
+Fleet operations (Shelly Gen2 API, "Shelly" service and "Debug Logs"): `Shelly.CheckForUpdate`
+answers `{"stable": {"version", "build_id"}, "beta": {...}}` with only the stages that have a
+newer build; `Shelly.Update {"stage"}` drops off MQTT, "flashes" and comes back with the new
+`ver`/`fw_id` in `Shelly.GetDeviceInfo` and a fresh `<prefix>/online` `true` (or, with
+`update_outcome`, never comes back / comes back on the old build / with broken readings, the
+failures a staged rollout must catch). `Sys.GetConfig`/`Sys.SetConfig` carry `debug.mqtt.enable`;
+while it is on, log lines in the documented format (`<id> <seq> <ts> <level>|<file>:<line>
+<text>`) go to `<prefix>/debug/log`. `announce()` registers the device as `_shelly._tcp` over
+mDNS on 127.0.0.1 (python-zeroconf), TXT `gen`, `app`, `ver` as a Gen2+ device sends them.
 """
 
 from __future__ import annotations
@@ -17,11 +27,15 @@ import copy
 import hashlib
 import json
 import secrets
+import socket
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import aiomqtt
 from aiohttp import web
+from zeroconf import IPVersion, ServiceInfo
+from zeroconf.asyncio import AsyncZeroconf
 
 from .net import free_port
 
@@ -179,6 +193,22 @@ class ShellySim:
         self._connected = asyncio.Event()
         self._timers: dict[int, asyncio.Task[None]] = {}
         self.port = 0
+        # firmware: what runs, what the update server offers, and how the next update ends
+        self.version = "1.3.3"
+        self.fw_id = "20240625-122245/1.3.3-gbdfd9b3"
+        self.offered: dict[str, dict[str, str]] = {}
+        #: "ok", "offline" (never comes back), "old_version" (boots the old build), "bad_readings"
+        self.update_outcome = "ok"
+        self.update_s = 0.3
+        self.updates: list[str] = []
+        self.debug_config: dict[str, Any] = {
+            "level": 2, "file_level": None, "mqtt": {"enable": False}, "websocket": {"enable": False},
+            "udp": {"addr": None},
+        }  # fmt: skip
+        self.debug_lines = 0
+        self._debug_task: asyncio.Task[None] | None = None
+        self._zeroconf: AsyncZeroconf | None = None
+        self._flashing: asyncio.Task[None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -207,6 +237,12 @@ class ShellySim:
         """Stop everything (like pulling the plug: the broker publishes the last will)."""
         for timer in self._timers.values():
             timer.cancel()
+        for task in (self._debug_task, self._flashing):
+            if task is not None:
+                task.cancel()
+        if self._zeroconf is not None:
+            await self._zeroconf.async_close()
+            self._zeroconf = None
         await self._stop_mqtt()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -254,6 +290,23 @@ class ShellySim:
         await asyncio.sleep(0.2)
         self._start_mqtt()
 
+    def offer(self, version: str, stage: str = "stable") -> None:
+        """Make the update server offer `version` on `stage` (`Shelly.CheckForUpdate`)."""
+        self.offered[stage] = {"version": version, "build_id": f"20261120-101500/{version}-g{version.replace('.', '')}"}
+
+    async def announce(self) -> None:
+        """Announce the device as `_shelly._tcp` over mDNS on 127.0.0.1 (what a Gen2+ device sends)."""
+        self._zeroconf = AsyncZeroconf(interfaces=["127.0.0.1"], ip_version=IPVersion.V4Only)
+        info = ServiceInfo(
+            "_shelly._tcp.local.",
+            f"{self.device_id}._shelly._tcp.local.",
+            addresses=[socket.inet_aton("127.0.0.1")],
+            port=self.port,
+            properties={"gen": "2", "app": self.model.app, "ver": self.version},
+            server=f"{self.device_id}.local.",
+        )
+        await self._zeroconf.async_register_service(info)
+
     # -- MQTT --------------------------------------------------------------------------------------
 
     async def _mqtt_loop(self) -> None:
@@ -268,6 +321,7 @@ class ShellySim:
             await client.publish(f"{self.prefix}/online", b"true", qos=1, retain=True)
             await self.notify("NotifyFullStatus", self.full_status())
             self._connected.set()
+            self._debug_follow()
             async for message in client.messages:
                 await self._mqtt_rpc(client, message.payload if isinstance(message.payload, bytes) else b"")
 
@@ -281,6 +335,29 @@ class ShellySim:
         except SimRpcError as err:
             reply["error"] = {"code": err.code, "message": err.message}
         await client.publish(f"{request['src']}/rpc", json.dumps(reply).encode(), qos=1)
+
+    def _debug_follow(self) -> None:
+        wanted = bool(self.debug_config["mqtt"]["enable"]) and self._client is not None
+        if wanted and (self._debug_task is None or self._debug_task.done()):
+            self._debug_task = asyncio.create_task(self._debug_loop())
+        elif not wanted and self._debug_task is not None:
+            self._debug_task.cancel()
+            self._debug_task = None
+
+    async def _debug_loop(self) -> None:
+        # "Debug Logs": one line per message on <prefix>/debug/log while debug.mqtt is on
+        while self._client is not None and self.debug_config["mqtt"]["enable"]:
+            await self.debug_log("shelly_notifications:79", "NotifyStatus: 'MQTT' -> ok? 1")
+            await asyncio.sleep(0.1)
+
+    async def debug_log(self, where: str, text: str) -> None:
+        """Send one debug log line (only while `debug.mqtt.enable` and connected)."""
+        if self._client is None or not self.debug_config["mqtt"]["enable"]:
+            return
+        line = f"{self.device_id} {self.debug_lines} {time.time():.3f} 2|{where} {text}"
+        self.debug_lines += 1
+        with contextlib.suppress(aiomqtt.MqttError):
+            await self._client.publish(f"{self.prefix}/debug/log", line.encode(), qos=0)
 
     async def notify(self, method: str, params: dict[str, Any]) -> None:
         """Publish a notification on `<prefix>/events/rpc` (when connected with `rpc_ntf`)."""
@@ -349,7 +426,7 @@ class ShellySim:
         if method == "Shelly.GetDeviceInfo":
             return {
                 "name": None, "id": self.device_id, "mac": self.mac, "slot": 0, "model": self.model.model,
-                "gen": 2, "fw_id": "20240625-122245/1.3.3-gbdfd9b3", "ver": "1.3.3", "app": self.model.app,
+                "gen": 2, "fw_id": self.fw_id, "ver": self.version, "app": self.model.app,
                 "auth_en": self.ha1 is not None, "auth_domain": self.device_id if self.ha1 else None,
             }  # fmt: skip
         if method == "Shelly.GetStatus":
@@ -357,6 +434,19 @@ class ShellySim:
         if method == "Shelly.Reboot":
             asyncio.get_running_loop().call_later(0.05, lambda: asyncio.ensure_future(self.reboot()))
             return None
+        if method == "Shelly.CheckForUpdate":
+            return copy.deepcopy(self.offered)
+        if method == "Shelly.Update":
+            return self._update(params)
+        if method == "Sys.GetConfig":
+            return {"device": {"name": None, "mac": self.mac}, "debug": copy.deepcopy(self.debug_config)}
+        if method == "Sys.SetConfig":
+            config = params.get("config")
+            if not isinstance(config, dict):
+                raise SimRpcError(-103, "Missing required argument 'config'!")
+            self.debug_config = _merge(self.debug_config, config.get("debug", {}))
+            self._debug_follow()
+            return {"restart_required": False}
         if method == "Shelly.SetAuth":
             if params.get("user") != "admin" or params.get("realm") != self.device_id:
                 raise SimRpcError(-103, "Invalid argument 'realm'")
@@ -379,6 +469,36 @@ class ShellySim:
         if method == "Switch.GetStatus":
             return copy.deepcopy(self._switch(params))
         raise SimRpcError(404, f"No handler for {method}", 404)
+
+    def _update(self, params: dict[str, Any]) -> None:
+        stage = params.get("stage", "stable")
+        if "url" in params:
+            raise SimRpcError(-103, "url updates are not simulated")
+        if stage not in ("stable", "beta"):
+            raise SimRpcError(-103, f"Invalid argument 'stage': {stage}")
+        build = self.offered.get(stage)
+        if build is None:
+            raise SimRpcError(-114, f"No {stage} update available")
+        if self._flashing is not None and not self._flashing.done():
+            raise SimRpcError(-108, "Update in progress")
+        self.updates.append(build["version"])
+        self._flashing = asyncio.create_task(self._flash(build))
+        return None
+
+    async def _flash(self, build: dict[str, str]) -> None:
+        # download, write, reboot: off MQTT meanwhile, back with the new build
+        await asyncio.sleep(0.05)
+        self.reboots += 1
+        await self._stop_mqtt(graceful=True)
+        await asyncio.sleep(self.update_s)
+        if self.update_outcome == "offline":
+            return
+        if self.update_outcome != "old_version":
+            self.version, self.fw_id = build["version"], build["build_id"]
+            self.offered = {s: b for s, b in self.offered.items() if b["version"] != self.version}
+        if self.update_outcome == "bad_readings":
+            self.status = {}
+        self._start_mqtt()
 
     def _switch(self, params: dict[str, Any]) -> dict[str, Any]:
         switch = self.status.get(f"switch:{params.get('id', 0)}")

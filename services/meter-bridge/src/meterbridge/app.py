@@ -21,6 +21,7 @@ from .sinks.homeassistant import HomeAssistantSink
 from .sinks.kasa.sink import KasaSink
 from .sources import Source, SourceContext
 from .sources.registry import build_source
+from .sources.shelly.firmware import firmware_entities
 from .stats import BridgeStats, SourceStats
 
 _LOGGER = logging.getLogger(__name__)
@@ -136,6 +137,9 @@ class Bridge:
             self.stats.sources[source.id] = stats
             ctx = SourceContext(source.id, stats, self.hub.publish)
             self._source_tasks.append(asyncio.create_task(self._run_source(source, ctx), name=f"source-{source.id}"))
+        firmware = firmware_entities(self.config)  # Shelly update entities in HA (issue 21)
+        if firmware is not None:
+            self._source_tasks.append(asyncio.create_task(firmware.run(), name="shelly-firmware"))
         if self.config.health.enabled:
             self.health = HealthServer(self.stats, self.config.health.host, self.config.health.port)
             await self.health.start()

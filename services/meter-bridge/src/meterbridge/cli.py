@@ -1,4 +1,4 @@
-"""`meter-bridge` command line: run, check-config, status, config-reference, watch, shelly provision,
+"""`meter-bridge` command line: run, check-config, status, config-reference, watch, shelly, import, influx,
 pge keygen, duke login."""
 
 from __future__ import annotations
@@ -140,6 +140,24 @@ def _cmd_duke_login(args: argparse.Namespace) -> int:
     return run_login(args)
 
 
+def _cmd_shelly_scan(args: argparse.Namespace) -> int:
+    from .sources.shelly.fleet import run_scan
+
+    return run_scan(args)
+
+
+def _cmd_shelly_update(args: argparse.Namespace) -> int:
+    from .sources.shelly.update import run_update
+
+    return run_update(args)
+
+
+def _cmd_shelly_logs(args: argparse.Namespace) -> int:
+    from .sources.shelly.debuglog import run_logs
+
+    return run_logs(args)
+
+
 def _cmd_import_green_button(args: argparse.Namespace) -> int:
     from .app import history_sinks
     from .errors import AuthError, ParseError, SinkError
@@ -260,6 +278,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(provision)
     provision.set_defaults(func=_cmd_shelly_provision)
+    from .sources.shelly import debuglog, fleet, update
+
+    scan = with_config(shelly.add_parser("scan", help="list the Gen2+ devices on the LAN (mDNS, address range)"))
+    fleet.add_scan_arguments(scan)
+    scan.add_argument("--json", action="store_true", help="print JSON")
+    scan.add_argument("--identities", type=Path, help="directory of the devices' MQTT identities")
+    scan.add_argument("--no-broker", action="store_true", help="do not ask the broker which devices are online")
+    scan.set_defaults(func=_cmd_shelly_scan)
+    shelly_update = with_config(shelly.add_parser("update", help="staged firmware update with a report (idempotent)"))
+    update.add_arguments(shelly_update)
+    shelly_update.set_defaults(func=_cmd_shelly_update)
+    logs = with_config(shelly.add_parser("logs", help="collect a device's debug log, then turn it off again"))
+    debuglog.add_arguments(logs)
+    logs.set_defaults(func=_cmd_shelly_logs)
     from .sources.duke_login import add_arguments as duke_login_arguments
     from .sources.green_button.credentials import add_arguments as keygen_arguments
 

@@ -26,11 +26,11 @@ from typing import Any
 import aiomqtt
 from pydantic import SecretStr
 
-from ...config import load_config
 from ...errors import AuthError, BridgeError, ConfigError
 from ...logutil import redact
 from ...mqtt import make_client
 from ...sections import MqttConfig
+from .fleet import add_scan_arguments, bridge_broker, scan_from_args
 from .identity import DEFAULT_IDENTITIES_DIR, DEVICE_ID, IDENTITIES_DIR_ENV, ShellyIdentity, ShellyIdentityStore
 from .parser import parse_device_info
 from .rpc import ADMIN_USER, ShellyHttpRpc, auth_ha1
@@ -335,6 +335,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `meter-bridge shelly provision`."""
     parser.add_argument("hosts", nargs="*", metavar="HOST", help="device address (`ip` or `ip:port`)")
     parser.add_argument("--from", dest="fleet", type=Path, help="fleet list: one `HOST` per line")
+    parser.add_argument("--all-found", action="store_true", help="also every device `shelly scan` finds (same options)")
+    add_scan_arguments(parser)
     parser.add_argument("--mqtt-server", required=True, help="broker address as the devices reach it (`host:port`)")
     parser.add_argument(
         "--identities",
@@ -353,31 +355,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=10.0, help="HTTP timeout per call (s)")
 
 
-def _bridge_broker(config: Path) -> MqttConfig:
-    """The broker settings of the bridge's config; raises `ConfigError`.
-
-    In a shell in the meter-bridge container (`balena ssh <uuid> meter-bridge`) the entrypoint's
-    MQTT_PASSWORD is not set, only MQTT_PASSWORD_FILE (the broker's file): read it the same way.
-    """
-    password_file = os.environ.get("MQTT_PASSWORD_FILE")
-    if not os.environ.get("MQTT_PASSWORD") and password_file:
-        with contextlib.suppress(OSError):
-            os.environ["MQTT_PASSWORD"] = Path(password_file).read_text(encoding="utf-8").strip()
-    return load_config(config).mqtt
-
-
 def run_provision(args: argparse.Namespace) -> int:
     """`meter-bridge shelly provision`: exit 0 when every host is done, 1 otherwise, 2 on bad input."""
     try:
         hosts = list(args.hosts) + (read_fleet(args.fleet) if args.fleet else [])
+        if args.all_found:
+            found = asyncio.run(scan_from_args(args))
+            print(f"scan: {len(found)} Gen2+ device(s): {', '.join(d.host for d in found) or '-'}", file=sys.stderr)
+            hosts += [d.host for d in found if d.host not in hosts]
+            if not hosts:
+                print("nothing found: nothing to provision")
+                return 0
         if not hosts:
-            raise ConfigError(["no hosts: give HOST arguments or --from FILE"])
+            raise ConfigError(["no hosts: give HOST arguments, --from FILE or --all-found"])
         new_admin = None
         if args.new_admin_password_env:
             new_admin = os.environ.get(args.new_admin_password_env)
             if not new_admin:
                 raise ConfigError([f"{args.new_admin_password_env} is not set"])
-        mqtt = None if args.no_wait else _bridge_broker(args.config)
+        mqtt = None if args.no_wait else bridge_broker(args.config)
     except ConfigError as err:
         print("\n".join(err.problems), file=sys.stderr)
         return 2
