@@ -48,7 +48,10 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 def _health_url(args: argparse.Namespace) -> str:
     if args.url:
         return str(args.url)
-    host, port = "127.0.0.1", 8099
+    # A healthcheck runs with the container's environment, not the entrypoint's: secrets the
+    # entrypoint read from files (MQTT_PASSWORD) are missing and the config does not load, so the
+    # port the image's default config uses comes from its variable.
+    host, port = "127.0.0.1", int(os.environ.get("BRIDGE_HEALTH_PORT") or 8099)
     if args.config.exists():
         try:
             health = load_config(args.config).health
@@ -253,8 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--config",
             type=Path,
-            default=DEFAULT_CONFIG_PATH,
-            help=f"configuration file (default {DEFAULT_CONFIG_PATH})",
+            # the image sets BRIDGE_CONFIG_FILE: the healthcheck's `status --live` finds the same file
+            default=Path(os.environ.get("BRIDGE_CONFIG_FILE") or DEFAULT_CONFIG_PATH),
+            help=f"configuration file (default $BRIDGE_CONFIG_FILE, else {DEFAULT_CONFIG_PATH})",
         )
         return p
 
