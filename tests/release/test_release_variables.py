@@ -137,7 +137,7 @@ def test_deploy_doc_sets_each_secret_on_its_services_only(compose: dict[str, Any
         assert services <= set(compose["services"]), f"{name}: {services}"
         assert {s for n, s in commands if n == name} == services, name
     assert all(service != "hass-configurator" for _, service in commands)
-    assert not (compose["services"]["hass-configurator"].get("environment") or {})
+    assert "environment" not in compose["services"]["hass-configurator"]
 
 
 def test_each_secret_is_read_by_the_services_the_readme_names(compose: dict[str, Any]) -> None:
