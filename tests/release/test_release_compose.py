@@ -267,3 +267,11 @@ def test_balena_yml(balena_yml: dict[str, Any]) -> None:
 def test_compose_text_has_no_substitution() -> None:
     # also in comments: balena's builder would not substitute it, a reader might think it does
     assert "${" not in (REPO / "docker-compose.yml").read_text()
+
+
+def test_influxdb_batches_its_wal_fsync(compose: dict[str, Any]) -> None:
+    # issue 18 (SD card): InfluxDB 2.7's option `storage-wal-fsync-delay`, as its environment
+    # variable INFLUXD_STORAGE_WAL_FSYNC_DELAY (docs.influxdata.com influxdb/v2 config-options;
+    # default 0s, an fsync per write)
+    delay = compose["services"]["influxdb"]["environment"]["INFLUXD_STORAGE_WAL_FSYNC_DELAY"]
+    assert re.fullmatch(r"[1-9]\d*(ms|s)", delay), delay
