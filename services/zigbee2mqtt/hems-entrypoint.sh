@@ -205,4 +205,13 @@ rm -f "$IDLE_MARKER"
 render
 log "starting Zigbee2MQTT with the adapter at $ADAPTER${ADAPTER_TYPE:+ ($ADAPTER_TYPE)} (MQTT user $MQTT_USER on $MQTT_SERVER)"
 export ZIGBEE2MQTT_DATA="$DATA"
+# The container is privileged (for the USB stick): Zigbee2MQTT itself runs as Z2M_RUN_USER
+# (the image's `zigbee2mqtt`, group dialout for the stick) without capabilities and without a
+# way back to them; it owns its data volume.
+run_user=${Z2M_RUN_USER:-root}
+if [ "$(id -u)" = 0 ] && [ "$run_user" != root ]; then
+    chown -R "$run_user" "$DATA"
+    exec setpriv --reuid="$run_user" --regid=dialout --init-groups --inh-caps=-all --bounding-set=-all \
+        --no-new-privs "$@"
+fi
 exec "$@"

@@ -195,6 +195,21 @@ def test_finds_the_coordinator_by_usb_ids_and_never_a_meter_stick(tmp_path: Path
     assert os.readlink(tmp_path / "dev" / "serial" / "by-id" / by_id) == "../../ttyUSB2"
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root (as in the container)")
+def test_runs_zigbee2mqtt_without_root_or_capabilities(tmp_path: Path) -> None:
+    adapter = tmp_path / "tty"
+    adapter.touch()
+    show = "import os; print('RUNAS', os.getuid(), open('/proc/self/status').read().split('CapEff:')[1].split()[0])"
+    env = _env(tmp_path / "data", str(adapter), Z2M_RUN_USER="nobody")
+    result = subprocess.run(
+        ["sh", str(SCRIPT), sys.executable, "-c", show], env=env, capture_output=True, text=True, timeout=20
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    uid = int(subprocess.run(["id", "-u", "nobody"], capture_output=True, text=True, check=True).stdout)
+    assert f"RUNAS {uid} 0000000000000000" in result.stdout
+    assert (tmp_path / "data" / "configuration.yaml").stat().st_uid == uid, "it owns its data"
+
+
 def test_password_from_a_file_and_tcp_adapters(tmp_path: Path) -> None:
     secret = tmp_path / "z2m.pass"
     secret.write_text("from-file\n")
