@@ -64,14 +64,20 @@ fi
 # USB serial adapters (EMU-2: ttyACM, FTDI/CP210x: ttyUSB): the container is privileged (the one
 # way balena lets it open a device plugged in after start), so make the adapters' nodes and their
 # /dev/serial/by-id links now and keep them current while we run (hot-plug, replug), as root; the
-# bridge itself runs as `bridge` without capabilities. See usb-serial.sh.
-if [ "$(id -u)" = 0 ]; then
+# bridge itself runs as `bridge` without capabilities. See usb-serial.sh. Only where DEV_DIR says
+# where /dev is (the image's ENV, or a test's folder): run natively as root elsewhere, this script
+# must not touch the machine's own /dev.
+usb_devices=no
+if [ "$(id -u)" = 0 ] && [ -n "${DEV_DIR:-}" ]; then
+    usb_devices=yes
     usb_lib=/usr/local/lib/hems/usb-serial.sh
     # the repository's layout, where the tests run this script
     [ -r "$usb_lib" ] || usb_lib="$(dirname "$0")/../usb-serial/usb-serial.sh"
     # shellcheck source=SCRIPTDIR/../usb-serial/usb-serial.sh
     . "$usb_lib"
     usb_serial_sync
+fi
+if [ "$(id -u)" = 0 ]; then
     chown -R "$run_user" "$(dirname "$config")" 2>/dev/null || true
     # influx-provision writes the services' tokens there as `bridge`
     if [ -n "${INFLUX_TOKENS_DIR:-}" ] && [ -d "$INFLUX_TOKENS_DIR" ]; then
@@ -86,7 +92,7 @@ fi
 
 # Hot-plug and replug while the bridge runs: a root loop keeps the nodes and links current. $$ is
 # this shell, which `exec` turns into meter-bridge: the loop ends with it (a zombie counts as gone).
-if [ "$(id -u)" = 0 ] && [ "${1:-run}" = run ]; then
+if [ "$usb_devices" = yes ] && [ "${1:-run}" = run ]; then
     (
         while kill -0 "$$" 2>/dev/null && ! grep -qs '^State:[[:space:]]*Z' "/proc/$$/status"; do
             sleep "${USB_SCAN_S:-2}"

@@ -108,7 +108,8 @@ usb_serial_sync() {
         [ -r "$usb_sysfs_tty/${target##*/}/dev" ] || rm -f "$link"
     done
     for node in "$usb_dev"/ttyUSB* "$usb_dev"/ttyACM*; do
-        [ -c "$node" ] || continue
+        # only nodes (what we make), never a symlink someone else put there
+        [ -c "$node" ] && [ ! -L "$node" ] || continue
         if [ ! -r "$usb_sysfs_tty/${node##*/}/dev" ]; then
             rm -f "$node"
             usb_log "serial device $node went away"

@@ -177,7 +177,8 @@ usb_lib=/usr/local/lib/hems/usb-serial.sh
 # Without a ZIGBEE_ADAPTER, take the first known coordinator plugged in, and its adapter type
 # unless ZIGBEE_ADAPTER_TYPE says otherwise.
 choose_adapter() {
-    [ "$(id -u)" != 0 ] || usb_serial_sync
+    # only where DEV_DIR says where /dev is (the image's ENV): never a native run's own /dev
+    if [ "$(id -u)" = 0 ] && [ -n "${DEV_DIR:-}" ]; then usb_serial_sync; fi
     [ -z "${ZIGBEE_ADAPTER:-}" ] || return 0
     found=$(printf '%s\n' "$COORDINATORS" | usb_serial_find) || return 0
     ADAPTER=${found%% *}

@@ -142,6 +142,8 @@ async def test_emu2_reaches_the_broker_through_the_entrypoint_and_survives_a_rep
     def plug(tty: str) -> None:
         # the node: a pseudo-terminal opens only through devpts, so it stands in for the node the
         # kernel (or usb-serial.sh's mknod, tested in test_release_usb_serial) makes on a device
+        # node first, then sysfs: the sync loop leaves a symlink alone, and never sees the stick
+        # without its node (it would make a real node, which cannot open a pseudo-terminal)
         slave = os.readlink(sim.port)
         (dev / tty).symlink_to(slave)
         sysfs.plug(EMU2, tty, pty_numbers(slave))
