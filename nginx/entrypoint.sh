@@ -1,6 +1,7 @@
 #!/bin/sh
 # nginx entrypoint: TLS certificate (the operator's, or a self-signed one made on first boot for
-# the device's name), the htpasswd for /configurator/ and /influxdb/, the rendered config; then
+# the device's name), the htpasswd for /configurator/, /influxdb/ and /zigbee2mqtt/, the rendered
+# config (nginx.conf and the Home Assistant proxy block it includes twice); then
 # exec nginx. `entrypoint.sh --render-only` stops before starting nginx (used by the tests).
 set -eu
 
@@ -88,20 +89,28 @@ unset admin_password hash
 # --- nginx.conf ----------------------------------------------------------------------------
 https_port_suffix=":$https_port"
 [ "$https_port" != 443 ] || https_port_suffix=""
-sed -e "s|@@RUN_USER@@|${NGINX_RUN_USER:-nginx}|g" \
-    -e "s|@@RUN_DIR@@|$run_dir|g" \
-    -e "s|@@DATA_DIR@@|$data_dir|g" \
-    -e "s|@@MIME_TYPES@@|${NGINX_MIME_TYPES:-/etc/nginx/mime.types}|g" \
-    -e "s|@@LISTEN_ADDRESS@@|${NGINX_LISTEN_ADDRESS:-0.0.0.0}|g" \
-    -e "s|@@HTTP_PORT@@|$http_port|g" \
-    -e "s|@@HTTPS_PORT@@|$https_port|g" \
-    -e "s|@@HTTPS_PORT_SUFFIX@@|$https_port_suffix|g" \
-    -e "s|@@UPSTREAM_HOMEASSISTANT@@|${NGINX_UPSTREAM_HOMEASSISTANT:-127.0.0.1:8123}|g" \
-    -e "s|@@UPSTREAM_CONFIGURATOR@@|${NGINX_UPSTREAM_CONFIGURATOR:-127.0.0.1:3218}|g" \
-    -e "s|@@UPSTREAM_INFLUXDB@@|${NGINX_UPSTREAM_INFLUXDB:-127.0.0.1:8086}|g" \
-    "$template" >"$conf_file.new"
-mv "$conf_file.new" "$conf_file"
-chmod 0644 "$conf_file"
+conf_dir=$(dirname "$conf_file")
+# render TEMPLATE FILE: the placeholders filled in, written atomically, readable by the workers.
+render() {
+    sed -e "s|@@RUN_USER@@|${NGINX_RUN_USER:-nginx}|g" \
+        -e "s|@@RUN_DIR@@|$run_dir|g" \
+        -e "s|@@DATA_DIR@@|$data_dir|g" \
+        -e "s|@@CONF_DIR@@|$conf_dir|g" \
+        -e "s|@@MIME_TYPES@@|${NGINX_MIME_TYPES:-/etc/nginx/mime.types}|g" \
+        -e "s|@@LISTEN_ADDRESS@@|${NGINX_LISTEN_ADDRESS:-0.0.0.0}|g" \
+        -e "s|@@HTTP_PORT@@|$http_port|g" \
+        -e "s|@@HTTPS_PORT@@|$https_port|g" \
+        -e "s|@@HTTPS_PORT_SUFFIX@@|$https_port_suffix|g" \
+        -e "s|@@UPSTREAM_HOMEASSISTANT@@|${NGINX_UPSTREAM_HOMEASSISTANT:-127.0.0.1:8123}|g" \
+        -e "s|@@UPSTREAM_CONFIGURATOR@@|${NGINX_UPSTREAM_CONFIGURATOR:-127.0.0.1:3218}|g" \
+        -e "s|@@UPSTREAM_INFLUXDB@@|${NGINX_UPSTREAM_INFLUXDB:-127.0.0.1:8086}|g" \
+        -e "s|@@UPSTREAM_ZIGBEE2MQTT@@|${NGINX_UPSTREAM_ZIGBEE2MQTT:-127.0.0.1:8080}|g" \
+        "$1" >"$2.new"
+    mv "$2.new" "$2"
+    chmod 0644 "$2"
+}
+render "$(dirname "$template")/homeassistant-proxy.conf.template" "$conf_dir/hems-homeassistant.conf"
+render "$template" "$conf_file"
 # workers (not root) read the htpasswd; the key is read by the master before dropping privileges
 if [ "$(id -u)" = 0 ] && [ "${NGINX_RUN_USER:-nginx}" != root ]; then
     chown "${NGINX_RUN_USER:-nginx}" "$data_dir/htpasswd"

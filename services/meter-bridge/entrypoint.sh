@@ -61,19 +61,23 @@ elif [ ! -e "$config" ]; then
     log "first boot: wrote the default configuration to $config"
 fi
 
-# USB serial adapters (EMU-2: ttyACM, FTDI/CP210x: ttyUSB). docker refuses to start a container
-# whose `devices:` entry is missing, and most homes have none, so compose allows these majors by
-# device_cgroup_rules and we make the nodes of the adapters present now (sysfs shows the host's).
+# USB serial adapters (EMU-2: ttyACM, FTDI/CP210x: ttyUSB): the container is privileged (the one
+# way balena lets it open a device plugged in after start), so make the adapters' nodes and their
+# /dev/serial/by-id links now and keep them current while we run (hot-plug, replug), as root; the
+# bridge itself runs as `bridge` without capabilities. See usb-serial.sh. Only where DEV_DIR says
+# where /dev is (the image's ENV, or a test's folder): run natively as root elsewhere, this script
+# must not touch the machine's own /dev.
+usb_devices=no
+if [ "$(id -u)" = 0 ] && [ -n "${DEV_DIR:-}" ]; then
+    usb_devices=yes
+    usb_lib=/usr/local/lib/hems/usb-serial.sh
+    # the repository's layout, where the tests run this script
+    [ -r "$usb_lib" ] || usb_lib="$(dirname "$0")/../usb-serial/usb-serial.sh"
+    # shellcheck source=SCRIPTDIR/../usb-serial/usb-serial.sh
+    . "$usb_lib"
+    usb_serial_sync
+fi
 if [ "$(id -u)" = 0 ]; then
-    for sys in "${SYSFS_TTY_DIR:-/sys/class/tty}"/ttyUSB* "${SYSFS_TTY_DIR:-/sys/class/tty}"/ttyACM*; do
-        [ -r "$sys/dev" ] || continue
-        node="${DEV_DIR:-/dev}/$(basename "$sys")"
-        [ -e "$node" ] && continue
-        numbers=$(cat "$sys/dev")
-        mknod -m 0660 "$node" c "${numbers%%:*}" "${numbers##*:}"
-        chgrp dialout "$node" 2>/dev/null || true
-        log "serial device $node"
-    done
     chown -R "$run_user" "$(dirname "$config")" 2>/dev/null || true
     # influx-provision writes the services' tokens there as `bridge`
     if [ -n "${INFLUX_TOKENS_DIR:-}" ] && [ -d "$INFLUX_TOKENS_DIR" ]; then
@@ -86,8 +90,20 @@ if [ "${1:-run}" = run ]; then
     meter-bridge check-config --config "$config" >/dev/null
 fi
 
+# Hot-plug and replug while the bridge runs: a root loop keeps the nodes and links current. $$ is
+# this shell, which `exec` turns into meter-bridge: the loop ends with it (a zombie counts as gone).
+if [ "$usb_devices" = yes ] && [ "${1:-run}" = run ]; then
+    (
+        while kill -0 "$$" 2>/dev/null && ! grep -qs '^State:[[:space:]]*Z' "/proc/$$/status"; do
+            sleep "${USB_SCAN_S:-2}"
+            usb_serial_sync
+        done
+    ) &
+fi
+
 if [ "$(id -u)" = 0 ] && [ "$run_user" != root ]; then
-    exec setpriv --reuid="$run_user" --regid="$run_user" --init-groups --inh-caps=-all \
-        meter-bridge "$@" --config "$config"
+    # no capabilities at all, and no way back to them (the container itself is privileged)
+    exec setpriv --reuid="$run_user" --regid="$run_user" --init-groups --inh-caps=-all --bounding-set=-all \
+        --no-new-privs meter-bridge "$@" --config "$config"
 fi
 exec meter-bridge "$@" --config "$config"

@@ -6,7 +6,9 @@
 #
 #   repeater.sh           run (validate, set up, then watch the connection)
 #   repeater.sh --once    validate and set up, then exit (used by the tests)
-#   repeater.sh health    exit 0 when disabled or when the access point is active
+#   repeater.sh health    the container's healthcheck: says whether the access point is active and
+#                         exits 0 (liveness only: a restart does not bring back a missing WiFi
+#                         adapter, and the watch loop below re-activates the connection itself)
 set -eu
 
 connection=hems-ap
@@ -67,7 +69,13 @@ tear_down() {
 }
 
 if [ "${1:-}" = health ]; then
-    if enabled && ! active; then exit 1; fi
+    if ! enabled; then
+        echo "wifi-repeater: off"
+    elif active; then
+        echo "wifi-repeater: access point active on $interface"
+    else
+        echo "wifi-repeater: access point not active on $interface (retried every 60 s)"
+    fi
     exit 0
 fi
 

@@ -21,6 +21,8 @@ import jsonschema
 import pytest
 import yaml
 
+from helpers.usb_sysfs import CP2102_GENERIC, EMU2, FTDI_CABLE, SONOFF_ZBDONGLE_E, FakeSysfs
+
 REPO = Path(__file__).resolve().parents[2]
 SERVICE = REPO / "services" / "zigbee2mqtt"
 SCRIPT = SERVICE / "hems-entrypoint.sh"
@@ -109,7 +111,7 @@ def test_idles_without_an_adapter_then_starts_when_it_appears(tmp_path: Path) ->
 @pytest.mark.parametrize(
     ("extra", "reason"),
     [
-        ({"ZIGBEE_ADAPTER": ""}, "ZIGBEE_ADAPTER is not set"),
+        ({"ZIGBEE_ADAPTER": ""}, "no known Zigbee coordinator is plugged in"),
         ({"MQTT_ZIGBEE2MQTT_PASSWORD": ""}, "no MQTT password"),
         ({"ZIGBEE_CHANNEL": "27"}, "is not a Zigbee channel"),
         ({"ZIGBEE_ADAPTER_TYPE": "cc2531"}, "is not one of"),
@@ -128,7 +130,7 @@ def test_idles_with_a_clear_reason(tmp_path: Path, extra: dict[str, str], reason
 def test_renders_a_valid_config_without_default_secrets(tmp_path: Path) -> None:
     data, adapter = tmp_path / "data", tmp_path / "usb-ITead_Sonoff_Zigbee_3.0_USB_Dongle_Plus-if00-port0"
     adapter.touch()
-    env = _env(data, str(adapter), ZIGBEE_ADAPTER_TYPE="zstack", ZIGBEE_CHANNEL="15", Z2M_FRONTEND_TOKEN="tok")
+    env = _env(data, str(adapter), ZIGBEE_ADAPTER_TYPE="zstack", ZIGBEE_CHANNEL="15")
     result = _run(env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "STARTED" in result.stdout
@@ -141,7 +143,8 @@ def test_renders_a_valid_config_without_default_secrets(tmp_path: Path) -> None:
     assert config["mqtt"]["server"] == "mqtt://mqtt:1883"
     assert config["serial"] == {"port": str(adapter), "adapter": "zstack"}
     assert config["advanced"]["channel"] == 15
-    assert config["frontend"] == {"enabled": True, "port": 8080, "auth_token": "tok"}
+    # served by nginx at /zigbee2mqtt/ behind the admin login (test_release_nginx)
+    assert config["frontend"] == {"enabled": True, "port": 8080, "base_url": "/zigbee2mqtt"}
     key = config["advanced"]["network_key"]
     assert len(key) == 16
     assert key != DEFAULT_NETWORK_KEY
@@ -156,14 +159,55 @@ def test_renders_a_valid_config_without_default_secrets(tmp_path: Path) -> None:
     # a restart keeps the network and what Zigbee2MQTT wrote (device names), re-renders the rest
     (data / "devices.yaml").write_text("'0x00124b0022aa0001':\n  friendly_name: kitchen/plug\n")
     network = (data / "network.yaml").read_text()
-    result = _run({**env, "MQTT_ZIGBEE2MQTT_PASSWORD": "new", "Z2M_FRONTEND_TOKEN": ""})
+    result = _run({**env, "MQTT_ZIGBEE2MQTT_PASSWORD": "new", "Z2M_FRONTEND_PORT": "8099"})
     assert result.returncode == 0, result.stdout + result.stderr
     config = _resolved(data)
     assert (data / "network.yaml").read_text() == network
     assert config["devices"] == {"0x00124b0022aa0001": {"friendly_name": "kitchen/plug"}}
     assert config["mqtt"]["password"] == "new"
-    assert config["frontend"] == {"enabled": False}
+    assert config["frontend"]["port"] == 8099
     jsonschema.validate(config, json.loads(schema_file.read_text()))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the entrypoint makes device nodes only as root (as in the container)")
+def test_finds_the_coordinator_by_usb_ids_and_never_a_meter_stick(tmp_path: Path) -> None:
+    sysfs = FakeSysfs(tmp_path / "sys")
+    # an EMU-2, an FTDI meter cable and a CP2102 on the ZBDongle-P's chip: none is a coordinator
+    sysfs.plug(EMU2, "ttyACM0", (166, 0))
+    sysfs.plug(FTDI_CABLE, "ttyUSB0", (188, 0))
+    sysfs.plug(CP2102_GENERIC, "ttyUSB1", (188, 1))
+    env = _env(tmp_path / "data", "", SYSFS_TTY_DIR=str(sysfs.tty_dir))
+    process = subprocess.Popen(
+        ["sh", str(SCRIPT), *STAND_IN], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        time.sleep(1.0)
+        assert process.poll() is None, "idle: no coordinator among the sticks"
+        sysfs.plug(SONOFF_ZBDONGLE_E, "ttyUSB2", (188, 2))  # hot-plugged
+        out, _ = process.communicate(timeout=10)
+    finally:
+        process.kill()
+    assert "no known Zigbee coordinator is plugged in" in out
+    assert process.returncode == 0, out
+    config = _resolved(tmp_path / "data")
+    assert config["serial"] == {"port": str(tmp_path / "dev" / "ttyUSB2"), "adapter": "ember"}
+    by_id = "usb-ITEAD_SONOFF_Zigbee_3.0_USB_Dongle_Plus_V2_20231234567-if00-port0"
+    assert os.readlink(tmp_path / "dev" / "serial" / "by-id" / by_id) == "../../ttyUSB2"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root (as in the container)")
+def test_runs_zigbee2mqtt_without_root_or_capabilities(tmp_path: Path) -> None:
+    adapter = tmp_path / "tty"
+    adapter.touch()
+    show = "import os; print('RUNAS', os.getuid(), open('/proc/self/status').read().split('CapEff:')[1].split()[0])"
+    env = _env(tmp_path / "data", str(adapter), Z2M_RUN_USER="nobody")
+    result = subprocess.run(
+        ["sh", str(SCRIPT), sys.executable, "-c", show], env=env, capture_output=True, text=True, timeout=20
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    uid = int(subprocess.run(["id", "-u", "nobody"], capture_output=True, text=True, check=True).stdout)
+    assert f"RUNAS {uid} 0000000000000000" in result.stdout
+    assert (tmp_path / "data" / "configuration.yaml").stat().st_uid == uid, "it owns its data"
 
 
 def test_password_from_a_file_and_tcp_adapters(tmp_path: Path) -> None:
@@ -179,7 +223,7 @@ def test_password_from_a_file_and_tcp_adapters(tmp_path: Path) -> None:
 
 def test_shellcheck() -> None:
     result = subprocess.run(
-        [str(Path(sys.executable).parent / "shellcheck"), "--shell=sh", "--severity=style", str(SCRIPT)],
+        [str(Path(sys.executable).parent / "shellcheck"), "--shell=sh", "--severity=style", "-x", str(SCRIPT)],
         capture_output=True,
         text=True,
         check=False,

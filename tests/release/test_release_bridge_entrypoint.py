@@ -5,6 +5,7 @@ first-boot config is written and checked, BRIDGE_CONFIG replaces it, serial node
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import stat
 import subprocess
@@ -14,11 +15,14 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
+from helpers.emu2_sim import Emu2Simulator
 from helpers.net import free_port
 from helpers.release import REPO, ReleaseBroker
+from helpers.usb_sysfs import EMU2, FakeSysfs, pty_numbers
 
 BRIDGE_DIR = REPO / "services" / "meter-bridge"
 ENTRYPOINT = BRIDGE_DIR / "entrypoint.sh"
+EMU2_BY_ID = "usb-Rainforest_Automation__Inc._RFA-Z105-2_HW2.7.3_EMU-2-if00"
 
 
 def environment(root: Path, broker_port: int, **variables: str) -> dict[str, str]:
@@ -120,3 +124,69 @@ def test_serial_device_nodes_for_present_adapters(tmp_path: Path) -> None:
     usb = (tmp_path / "dev" / "ttyUSB1").stat()
     assert (os.major(usb.st_rdev), os.minor(usb.st_rdev)) == (188, 1)
     assert not (tmp_path / "dev" / "ttyS0").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the entrypoint keeps device nodes only as root (as in the container)")
+@pytest.mark.parametrize("by", ["by-id", "usb-ids"])
+async def test_emu2_reaches_the_broker_through_the_entrypoint_and_survives_a_replug(
+    tmp_path: Path, release_broker: ReleaseBroker, by: str
+) -> None:
+    """The EMU-2 is a simulator on a pseudo-terminal, listed in a fake sysfs as the kernel lists a
+    Rainforest stick; the entrypoint's usb-serial sync gives it its udev by-id name. The bridge
+    reads it by that name, or finds it by its USB ids, and reads it again after a replug that
+    moves it from ttyACM0 to ttyACM1."""
+    sysfs, dev = FakeSysfs(tmp_path / "sys"), tmp_path / "dev"
+    dev.mkdir()
+    sim = Emu2Simulator(tmp_path / "emu2").start()
+
+    def plug(tty: str) -> None:
+        # the node: a pseudo-terminal opens only through devpts, so it stands in for the node the
+        # kernel (or usb-serial.sh's mknod, tested in test_release_usb_serial) makes on a device
+        # node first, then sysfs: the sync loop leaves a symlink alone, and never sees the stick
+        # without its node (it would make a real node, which cannot open a pseudo-terminal)
+        slave = os.readlink(sim.port)
+        (dev / tty).symlink_to(slave)
+        sysfs.plug(EMU2, tty, pty_numbers(slave))
+
+    plug("ttyACM0")
+    port = f"\n    port: {dev}/serial/by-id/{EMU2_BY_ID}" if by == "by-id" else ""
+    config = (
+        (BRIDGE_DIR / "default-config.yaml")
+        .read_text()
+        .replace("sources: []", f"sources:\n  - type: emu2\n    id: grid{port}\n    demand_interval_s: 1")
+    )
+    env = environment(
+        tmp_path,
+        release_broker.port,
+        MQTT_PASSWORD_FILE=str(release_broker.share / "bridge" / "password"),
+        SYSFS_TTY_DIR=str(sysfs.tty_dir),
+        BRIDGE_CONFIG=config,
+        USB_SCAN_S="0.3",
+    )
+    log = (tmp_path / "bridge.log").open("wb")
+    async with aiomqtt.Client(
+        "127.0.0.1", release_broker.port, username="homeassistant", password=release_broker.password("homeassistant")
+    ) as observer:
+        await observer.subscribe("hems/meter/grid", qos=1)
+
+        async def power(expected: float) -> None:
+            async for message in observer.messages:
+                if json.loads(bytes(message.payload)).get("power") == expected:
+                    return
+
+        process = subprocess.Popen(["sh", str(ENTRYPOINT), "run"], env=env, stdout=log, stderr=log)
+        try:
+            await asyncio.wait_for(power(512.0), 30)
+            sim.unplug()
+            sysfs.unplug("ttyACM0")
+            (dev / "ttyACM0").unlink()
+            sim.meter.demand_w = 777.0
+            sim.replug()  # held open by the bridge, the old name is not reused: ttyACM1
+            plug("ttyACM1")
+            await asyncio.wait_for(power(777.0), 45)
+        finally:
+            process.terminate()
+            process.wait(15)
+            log.close()
+            sim.stop()
+    assert os.readlink(dev / "serial" / "by-id" / EMU2_BY_ID) == "../../ttyACM1"

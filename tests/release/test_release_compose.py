@@ -24,6 +24,32 @@ BIN = Path(sys.executable).parent
 BALENA_COMPOSE_DIR = REPO / ".cache" / "npm-balena-compose"
 CHECKER = Path(__file__).with_name("balena_compose_check.js")
 
+# The service fields balena's Supervisor passes on to the engine, verbatim from
+# balena-os/balena-supervisor src/compose/sanitise.ts `supportedComposeFields` (commit
+# 01727295d437a56448e828e8aaedeaf79b1a1581). The supervisor camelCases the compose keys
+# (src/compose/utils.ts camelCaseConfig) and drops every other field with "Ignoring unsupported
+# or unknown compose fields" (device_cgroup_rules among them), so a field off this list does
+# nothing on a device, whatever a compose validator says.
+SUPERVISOR_SERVICE_FIELDS = {
+    "capAdd", "capDrop", "command", "cgroupParent", "devices", "dns", "dnsOpt", "dnsSearch",
+    "tmpfs", "entrypoint", "environment", "extraHosts", "groupAdd", "healthcheck", "image",
+    "init", "labels", "running", "networkMode", "networks", "pid", "pidsLimit", "ports",
+    "securityOpt", "stopGracePeriod", "stopSignal", "storageOpt", "sysctls", "ulimits",
+    "usernsMode", "volumes", "restart", "cpuShares", "cpuQuota", "cpus", "cpuset", "domainname",
+    "hostname", "ipc", "macAddress", "memLimit", "memReservation", "oomKillDisable",
+    "oomScoreAdj", "privileged", "readOnly", "runtime", "shmSize", "user", "workingDir", "tty",
+}  # fmt: skip
+# Fields used before that filter: `build` by balena's builder (the release carries the image it
+# built), `depends_on` by Service.fromComposeObject (src/compose/service.ts, start order only).
+CONSUMED_BEFORE_SANITISE = {"build", "depends_on"}
+
+
+def camel_case(key: str) -> str:
+    """A compose key as the supervisor names it (`network_mode` -> `networkMode`)."""
+    head, *rest = key.split("_")
+    return head + "".join(part.capitalize() for part in rest)
+
+
 # Keys balena's Supervisor does not support (v3-only, or ignored/refused on a device).
 UNSUPPORTED_TOP = {"secrets", "configs", "x-", "name", "include"}
 UNSUPPORTED_SERVICE = {
@@ -72,6 +98,8 @@ def balena_problems(compose: dict[str, Any]) -> list[str]:
         for key in service:
             if key in UNSUPPORTED_SERVICE:
                 problems.append(f"{name}: key {key!r} is not supported")
+            elif key not in CONSUMED_BEFORE_SANITISE and camel_case(key) not in SUPERVISOR_SERVICE_FIELDS:
+                problems.append(f"{name}: key {key!r} is ignored by the supervisor (not in sanitise.ts)")
         if "build" not in service and "image" not in service:
             problems.append(f"{name}: needs build or image")
         if service.get("restart") not in RESTART:
@@ -125,6 +153,8 @@ def test_balena_rules(compose: dict[str, Any]) -> None:
         (lambda c: c["services"]["mqtt"].update(labels={"io.balena.features.everything": "1"}), "label"),
         (lambda c: c.update(secrets={}), "secrets"),
         (lambda c: c["services"]["mqtt"].update(restart="sometimes"), "restart"),
+        (lambda c: c["services"]["meter-bridge"].update(device_cgroup_rules=["c 188:* rmw"]), "device_cgroup_rules"),
+        (lambda c: c["services"]["mqtt"].update(expose=["1883"]), "expose"),
     ],
 )
 def test_balena_rules_catch_violations(compose: dict[str, Any], change: Any, problem: str) -> None:
@@ -187,9 +217,12 @@ def test_every_service_is_pinned_restarted_and_health_checked(compose: dict[str,
             assert "latest" not in tag, f"{name}: {image}"
 
 
-def test_not_privileged_and_only_needed_labels(compose: dict[str, Any]) -> None:
+def test_privileged_only_for_usb_serial_and_only_needed_labels(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert not any(s.get("privileged") for s in services.values())
+    # the one supervisor-honoured way to open a USB stick plugged in after start (see
+    # SUPERVISOR_SERVICE_FIELDS); their entrypoints drop it (test_release_usb_serial)
+    assert {name for name, s in services.items() if s.get("privileged")} == {"meter-bridge", "zigbee2mqtt"}
+    assert not any("devices" in s or "device_cgroup_rules" in s for s in services.values())
     labelled = {name: set(s.get("labels", {})) for name, s in services.items() if s.get("labels")}
     assert labelled == {"wifi-repeater": {"io.balena.features.dbus"}}
 
@@ -234,3 +267,11 @@ def test_balena_yml(balena_yml: dict[str, Any]) -> None:
 def test_compose_text_has_no_substitution() -> None:
     # also in comments: balena's builder would not substitute it, a reader might think it does
     assert "${" not in (REPO / "docker-compose.yml").read_text()
+
+
+def test_influxdb_batches_its_wal_fsync(compose: dict[str, Any]) -> None:
+    # issue 18 (SD card): InfluxDB 2.7's option `storage-wal-fsync-delay`, as its environment
+    # variable INFLUXD_STORAGE_WAL_FSYNC_DELAY (docs.influxdata.com influxdb/v2 config-options;
+    # default 0s, an fsync per write)
+    delay = compose["services"]["influxdb"]["environment"]["INFLUXD_STORAGE_WAL_FSYNC_DELAY"]
+    assert re.fullmatch(r"[1-9]\d*(ms|s)", delay), delay

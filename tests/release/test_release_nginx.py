@@ -7,12 +7,13 @@ nginx's behaviour in front of them."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -178,7 +179,7 @@ async def upstream() -> AsyncIterator[tuple[int, list[dict[str, str]]]]:
     seen: list[dict[str, str]] = []
 
     async def echo(request: web.Request) -> web.StreamResponse:
-        if request.path == "/api/websocket":
+        if request.path in ("/api/websocket", "/zigbee2mqtt/api"):
             ws = web.WebSocketResponse()
             await ws.prepare(request)
             async for message in ws:
@@ -197,22 +198,33 @@ async def upstream() -> AsyncIterator[tuple[int, list[dict[str, str]]]]:
     await runner.cleanup()
 
 
-async def test_live_proxy(tmp_path: Path, upstream: tuple[int, list[dict[str, str]]]) -> None:
-    port, seen = upstream
+@contextlib.contextmanager
+def proxy_in_front_of(tmp_path: Path, upstream_port: int) -> Iterator[tuple[int, int]]:
+    """Real nginx through its entrypoint, every upstream at `upstream_port`: (http, https) ports."""
     http_port, https_port = free_port(), free_port()
     env = environment(
         tmp_path,
         http_port=str(http_port),
         https_port=str(https_port),
         PROXY_ADMIN_PASSWORD="correct horse battery",
-        NGINX_UPSTREAM_HOMEASSISTANT=f"127.0.0.1:{port}",
-        NGINX_UPSTREAM_CONFIGURATOR=f"127.0.0.1:{port}",
-        NGINX_UPSTREAM_INFLUXDB=f"127.0.0.1:{port}",
+        NGINX_UPSTREAM_HOMEASSISTANT=f"127.0.0.1:{upstream_port}",
+        NGINX_UPSTREAM_CONFIGURATOR=f"127.0.0.1:{upstream_port}",
+        NGINX_UPSTREAM_INFLUXDB=f"127.0.0.1:{upstream_port}",
+        NGINX_UPSTREAM_ZIGBEE2MQTT=f"127.0.0.1:{upstream_port}",
     )
-    log = (tmp_path / "nginx.log").open("wb")
-    process = subprocess.Popen(["sh", str(ENTRYPOINT)], env=env, stdout=log, stderr=log)
-    try:
-        wait_for_port(https_port)
+    with (tmp_path / "nginx.log").open("wb") as log:
+        process = subprocess.Popen(["sh", str(ENTRYPOINT)], env=env, stdout=log, stderr=log)
+        try:
+            wait_for_port(https_port)
+            wait_for_port(http_port)
+            yield http_port, https_port
+        finally:
+            stop_process(process)
+
+
+async def test_live_proxy(tmp_path: Path, upstream: tuple[int, list[dict[str, str]]]) -> None:
+    port, seen = upstream
+    with proxy_in_front_of(tmp_path, port) as (http_port, https_port):
         base = f"https://127.0.0.1:{https_port}"
         auth = basic("admin", "correct horse battery")
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=False)) as session:
@@ -250,11 +262,60 @@ async def test_live_proxy(tmp_path: Path, upstream: tuple[int, list[dict[str, st
                 echoed = await r.json()
                 assert echoed["path"] == "/api/v2/buckets"
                 assert echoed["authorization"] == "Token tok123"
-        assert len(seen) == 3
-    finally:
-        stop_process(process)
-        log.close()
-    assert json.dumps(seen)  # the upstream saw exactly the three authorised/plain requests
+            # Zigbee2MQTT's UI: behind the admin login, path unchanged (its base_url), websocket API
+            async with session.get(f"{base}/zigbee2mqtt/") as r:
+                assert r.status == 401
+            async with session.get(f"{base}/zigbee2mqtt/index.html", headers=auth) as r:
+                assert r.status == 200
+                echoed = await r.json()
+                assert echoed["path"] == "/zigbee2mqtt/index.html"
+                assert "authorization" not in echoed
+            async with session.ws_connect(f"{base}/zigbee2mqtt/api", headers=auth) as ws:
+                await ws.send_str("z2m")
+                assert (await ws.receive_str()) == "echo:z2m"
+        assert len(seen) == 4
+    assert json.dumps(seen)  # the upstream saw exactly the four authorised/plain requests
+
+
+async def test_public_device_url_reaches_home_assistant_on_port_80(
+    tmp_path: Path, upstream: tuple[int, list[dict[str, str]]]
+) -> None:
+    """balenaCloud forwards the Public Device URL, TLS already terminated, to port 80 with Host
+    <uuid>.balena-devices.com: Home Assistant (websocket too), no redirect loop, no admin surface;
+    the LAN's port 80 still redirects to https."""
+    port, seen = upstream
+    public = {"Host": "4f9c1e2a7b3d4c5e8f9a0b1c2d3e4f5a.balena-devices.com", "X-Forwarded-For": "198.51.100.7"}
+    with proxy_in_front_of(tmp_path, port) as (http_port, https_port):
+        plain = f"http://127.0.0.1:{http_port}"
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{plain}/lovelace/0", headers=public, allow_redirects=False) as r:
+                assert r.status == 200, "proxied, not redirected"
+                echoed = await r.json()
+                assert echoed["path"] == "/lovelace/0"
+                assert echoed["host"] == public["Host"]
+                assert echoed["x-forwarded-proto"] == "https", "the browser's side was https (balena's TLS)"
+                assert echoed["x-forwarded-for"] == "198.51.100.7, 127.0.0.1"
+            async with session.ws_connect(f"{plain}/api/websocket", headers=public) as ws:
+                await ws.send_str("remote")
+                assert (await ws.receive_str()) == "echo:remote"
+            # no admin surface: no login asked, the path unchanged (those locations strip or guard it)
+            for path in ("/configurator/", "/influxdb/api/v2/buckets", "/zigbee2mqtt/"):
+                async with session.get(plain + path, headers=public, allow_redirects=False) as r:
+                    assert r.status == 200
+                    assert (await r.json())["path"] == path, "all of it goes to Home Assistant"
+            async with session.get(f"{plain}/lovelace/0", headers={"Host": "hems.local"}, allow_redirects=False) as r:
+                assert r.status == 301
+                assert r.headers["Location"] == f"https://hems.local:{https_port}/lovelace/0"
+            async with session.get(
+                f"{plain}/", headers={"Host": "balena-devices.com.evil.example"}, allow_redirects=False
+            ) as r:
+                assert r.status == 301, "only the balena-devices.com domain itself"
+    assert [entry["path"] for entry in seen] == [
+        "/lovelace/0",
+        "/configurator/",
+        "/influxdb/api/v2/buckets",
+        "/zigbee2mqtt/",
+    ]
 
 
 async def test_real_hass_configurator_behind_nginx(tmp_path: Path) -> None:

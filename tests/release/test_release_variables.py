@@ -1,5 +1,7 @@
 """Every variable a service reads is documented: in the README's variable table (section
-"Deploying") and in balena.yml's applicationEnvironmentVariables.
+"Deploying") and, unless it is a secret, in balena.yml's applicationEnvironmentVariables.
+Secrets are never declared fleet-wide (they would reach every service, the configurator
+included, issue 18): docs/deploy.md sets each as a service variable of the services that use it.
 
 Read = referenced by a service's scripts (`$VAR`, `${VAR...}`, `os.environ`) or its shipped
 config (`${VAR}`). Not the operator's: what the service's Dockerfile sets with ENV or compose sets
@@ -14,8 +16,10 @@ from typing import Any
 
 from helpers.release import REPO
 
+# Folders with a Dockerfile; services/usb-serial/ is a script the meter-bridge and zigbee2mqtt
+# images copy, its variables set by their ENV.
 SERVICE_DIRS = sorted(
-    [p for p in (REPO / "services").iterdir() if p.is_dir()]
+    [p for p in (REPO / "services").iterdir() if (p / "Dockerfile").is_file()]
     + [p for p in (REPO / "nginx", REPO / "influx") if p.is_dir()]
 )
 NOT_VARIABLES = {"SYS"}  # `$SYS/broker/uptime` is an MQTT topic
@@ -36,6 +40,14 @@ def read_by(folder: Path) -> set[str]:
     return names
 
 
+def dockerfile_folder(service: dict[str, Any]) -> Path:
+    """The folder of the Dockerfile a compose service builds from."""
+    build = service["build"]
+    if isinstance(build, str):
+        return REPO / build
+    return (REPO / build.get("context", ".") / build.get("dockerfile", "Dockerfile")).parent
+
+
 def internal_to(folder: Path, compose: dict[str, Any]) -> set[str]:
     """Variables set for the service itself: Dockerfile ENV, compose environment, own assignments."""
     names: set[str] = set()
@@ -45,9 +57,7 @@ def internal_to(folder: Path, compose: dict[str, Any]) -> set[str]:
         for line in re.findall(r"^ENV\s+(.*)$", text, flags=re.MULTILINE):
             names |= set(re.findall(r"([A-Z][A-Z0-9_]*)=", line))
     for service in compose["services"].values():
-        build = service.get("build")
-        context = build if isinstance(build, str) else (build or {}).get("dockerfile", "").rsplit("/", 1)[0]
-        if context and (REPO / context).resolve() == folder.resolve():
+        if dockerfile_folder(service).resolve() == folder.resolve():
             names |= set(service.get("environment") or {})
     for path in folder.rglob("*.sh"):
         names |= set(re.findall(r"^\s*(?:export\s+)?([A-Z][A-Z0-9_]*)=", path.read_text(), flags=re.MULTILINE))
@@ -63,11 +73,20 @@ def operator_variables(compose: dict[str, Any]) -> dict[str, set[str]]:
     return found
 
 
-def readme_table() -> set[str]:
-    """Variable names in the README's Deploying section."""
+SECRET = re.compile(r"PASSWORD|TOKEN|_KEY$|_CERT$")
+
+
+def readme_rows() -> dict[str, tuple[set[str], str]]:
+    """Variable name -> (services, description) of the README's Deploying section."""
     text = (REPO / "README.md").read_text()
     section = text.split("\n## Deploying", 1)[1].split("\n## ", 1)[0]
-    return set(re.findall(r"^\| `([A-Z][A-Z0-9_]*)`", section, flags=re.MULTILINE))
+    rows = re.findall(r"^\| `([A-Z][A-Z0-9_]*)` \| ([^|]*) \|[^|]*\| (.*) \|$", section, flags=re.MULTILINE)
+    return {name: ({s.strip() for s in services.split(",")}, what) for name, services, what in rows}
+
+
+def readme_table() -> set[str]:
+    """Variable names in the README's Deploying section."""
+    return set(readme_rows())
 
 
 def balena_variables(balena_yml: dict[str, Any]) -> set[str]:
@@ -91,8 +110,56 @@ def test_every_variable_is_documented(compose: dict[str, Any], balena_yml: dict[
     fleet = balena_variables(balena_yml)
     for folder, names in operator_variables(compose).items():
         assert names <= table, f"{folder}: missing from the README's variable table: {sorted(names - table)}"
-        assert names <= fleet, f"{folder}: missing from balena.yml: {sorted(names - fleet)}"
+        public = {n for n in names if not SECRET.search(n)}
+        assert public <= fleet, f"{folder}: missing from balena.yml: {sorted(public - fleet)}"
 
 
 def test_balena_yml_and_readme_agree(balena_yml: dict[str, Any]) -> None:
-    assert balena_variables(balena_yml) == readme_table()
+    assert balena_variables(balena_yml) == {n for n in readme_table() if not SECRET.search(n)}
+
+
+def test_no_secret_is_declared_fleet_wide(balena_yml: dict[str, Any]) -> None:
+    assert not [n for n in balena_variables(balena_yml) if SECRET.search(n)]
+    secrets = {n for n in readme_table() if SECRET.search(n)}
+    assert {"PROXY_ADMIN_PASSWORD", "TLS_KEY", "MQTT_BRIDGE_PASSWORD", "AP_PASSWORD"} <= secrets
+
+
+def test_deploy_doc_sets_each_secret_on_its_services_only(compose: dict[str, Any]) -> None:
+    """docs/deploy.md's commands: every secret as a service variable of each service the README
+    names for it, and of no other; none for the configurator."""
+    text = (REPO / "docs" / "deploy.md").read_text()
+    commands = re.findall(r"^balena env add ([A-Z][A-Z0-9_]*) .* --service ([a-z0-9-]+)$", text, flags=re.MULTILINE)
+    assert commands, "docs/deploy.md shows the commands"
+    for name, (services, what) in readme_rows().items():
+        if not SECRET.search(name) or what.startswith("Retired"):
+            continue
+        assert "*Service variable.*" in what, f"{name}: the README says how to set it"
+        assert services <= set(compose["services"]), f"{name}: {services}"
+        assert {s for n, s in commands if n == name} == services, name
+    assert all(service != "hass-configurator" for _, service in commands)
+    assert "environment" not in compose["services"]["hass-configurator"]
+
+
+def test_each_secret_is_read_by_the_services_the_readme_names(compose: dict[str, Any]) -> None:
+    """The README's service column is where docs/deploy.md sets the secret: each of those
+    services must read it (a service variable set elsewhere would not reach its reader)."""
+    readers: dict[str, set[str]] = {}
+    for folder, names in operator_variables(compose).items():
+        for service, declared in compose["services"].items():
+            if dockerfile_folder(declared).resolve() == (REPO / folder).resolve():
+                # the bridge's entrypoint turns every FOO_FILE of its ENV into FOO unless FOO is set
+                from_files = {
+                    n.removesuffix("_FILE") for n in internal_to(REPO / folder, compose) if n.endswith("_FILE")
+                }
+                # and the Python package reads some from a mapping of the environment
+                in_code = {
+                    n
+                    for py in (REPO / folder).glob("src/**/*.py")
+                    for n in re.findall(r"\"([A-Z][A-Z0-9_]*)\"", py.read_text())
+                }
+                for name in names | from_files | in_code:
+                    readers.setdefault(name, set()).add(service)
+    for name, (services, what) in readme_rows().items():
+        if SECRET.search(name) and not what.startswith("Retired"):
+            # (influx-provision runs the bridge's image: it may read more than it uses)
+            assert services <= readers.get(name, set()), f"{name} is read by {readers.get(name)}, not {services}"

@@ -69,7 +69,9 @@ def test_garbled_switch_is_refused(tmp_path: Path) -> None:
 
 def test_sets_up_a_wpa2_access_point_with_shared_ipv4(tmp_path: Path) -> None:
     health, _ = run(tmp_path, "health", WIFI_REPEATER_ENABLED="on", AP_SSID="Home extra", AP_PASSWORD="long-enough-pw")
-    assert health.returncode == 1, "unhealthy while the access point is not active"
+    # liveness only: an inactive access point (a missing USB WiFi adapter) is not a restart
+    assert health.returncode == 0
+    assert "not active" in health.stdout
     result, calls = run(
         tmp_path, "--once", WIFI_REPEATER_ENABLED="on", AP_SSID="Home extra", AP_PASSWORD="long-enough-pw"
     )

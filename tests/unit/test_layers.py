@@ -62,6 +62,7 @@ PLACEMENT: tuple[tuple[str, str], ...] = (
     ("meterbridge.mqtt", "transport"),
     ("meterbridge.mqttsession", "transport"),
     ("meterbridge.statistics", "transport"),
+    ("meterbridge.usbserial", "transport"),  # finds a serial device by its USB ids in sysfs
     # components: the families' sources, the sinks, flex, the hub and the health endpoint
     ("meterbridge.sources.*", "components"),
     ("meterbridge.sinks.*", "components"),

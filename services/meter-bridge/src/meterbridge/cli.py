@@ -48,7 +48,10 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 def _health_url(args: argparse.Namespace) -> str:
     if args.url:
         return str(args.url)
-    host, port = "127.0.0.1", 8099
+    # A healthcheck runs with the container's environment, not the entrypoint's: secrets the
+    # entrypoint read from files (MQTT_PASSWORD) are missing and the config does not load, so the
+    # port the image's default config uses comes from its variable.
+    host, port = "127.0.0.1", int(os.environ.get("BRIDGE_HEALTH_PORT") or 8099)
     if args.config.exists():
         try:
             health = load_config(args.config).health
@@ -69,6 +72,13 @@ def _cmd_status(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as err:
         print(f"meter-bridge is not answering at {url}: {err}", file=sys.stderr)
         return EXIT_UNHEALTHY
+    if args.live:
+        # The container's healthcheck: an answer (200 or 503) proves the bridge's event loop runs.
+        # A missing or stale meter is not a reason to restart the bridge (balenaEngine restarts
+        # unhealthy containers): it shows in HA (meter availability), /metrics and this report.
+        stale = [source_id for source_id, source in report["sources"].items() if not source["healthy"]]
+        print(f"meter-bridge {report['version']} is running" + (f"; stale: {', '.join(stale)}" if stale else ""))
+        return EXIT_OK
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -246,8 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--config",
             type=Path,
-            default=DEFAULT_CONFIG_PATH,
-            help=f"configuration file (default {DEFAULT_CONFIG_PATH})",
+            # the image sets BRIDGE_CONFIG_FILE: the healthcheck's `status --live` finds the same file
+            default=Path(os.environ.get("BRIDGE_CONFIG_FILE") or DEFAULT_CONFIG_PATH),
+            help=f"configuration file (default $BRIDGE_CONFIG_FILE, else {DEFAULT_CONFIG_PATH})",
         )
         return p
 
@@ -258,6 +269,11 @@ def build_parser() -> argparse.ArgumentParser:
     status = with_config(sub.add_parser("status", help="health of a running bridge (exit 1 when unhealthy)"))
     status.add_argument("--url", help="health endpoint (default from the config, else 127.0.0.1:8099)")
     status.add_argument("--json", action="store_true", help="print the raw report")
+    status.add_argument(
+        "--live",
+        action="store_true",
+        help="liveness only (the container healthcheck): exit 0 while the bridge answers, stale meters or not",
+    )
     status.add_argument("--timeout", type=float, default=5.0)
     status.set_defaults(func=_cmd_status)
     sub.add_parser("config-reference", help="print the configuration reference (Markdown)").set_defaults(

@@ -1,7 +1,9 @@
 """The local health endpoint: `/healthz` (JSON) and `/metrics` (Prometheus text).
 
-`meter-bridge status` reads `/healthz`; it is the container's healthcheck. A source
-is healthy while its last reading is younger than its `stale_after_s`.
+`meter-bridge status` reads `/healthz` and exits 1 while a source is stale; the container's
+healthcheck is `meter-bridge status --live`, which only asks that the bridge answers (a missing
+meter must not restart the bridge). A source is healthy while its last reading is younger than
+its `stale_after_s`.
 """
 
 from __future__ import annotations

@@ -40,7 +40,10 @@ class HomeAssistantActuatorConfig(StrictModel):
 
     type: Literal["homeassistant"] = "homeassistant"
     entity_id: str = Field(pattern=r"^[a-z_]+\.[a-z0-9_]+$", description="The entity to switch.")
-    url: str = Field(default="ws://homeassistant:8123/api/websocket", description="HA's websocket URL.")
+    url: str = Field(
+        default="ws://127.0.0.1:8123/api/websocket",
+        description="HA's websocket URL (the bridge shares the host network with HA).",
+    )
     token: SecretStr = Field(description="A long-lived access token (use `${HA_TOKEN}`).")
 
 

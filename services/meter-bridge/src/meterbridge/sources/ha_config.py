@@ -66,6 +66,9 @@ class HaSourceConfig(SourceConfigBase):
     """`type: ha`: Home Assistant entities (a dimmer's brightness, a power sensor) as power meters."""
 
     type: Literal["ha"] = Field(description="Source family.")
-    url: str = Field(default="ws://homeassistant:8123/api/websocket", description="HA's websocket URL.")
+    url: str = Field(
+        default="ws://127.0.0.1:8123/api/websocket",
+        description="HA's websocket URL (the bridge shares the host network with HA).",
+    )
     token: SecretStr = Field(description="Long-lived access token (required; use `${HA_TOKEN}`).")
     entities: list[HaEntityConfig] = Field(min_length=1, description="The entities to read.")

@@ -21,7 +21,10 @@ class UtilityPollConfigBase(SourceConfigBase):
     auth_retry_h: float = Field(
         default=24.0, ge=0, description="Hours before refused credentials/MFA are tried again (0: only after restart)."
     )
-    ha_url: str = Field(default="http://homeassistant:8123", description="Home Assistant for long-term statistics.")
+    ha_url: str = Field(
+        default="http://127.0.0.1:8123",
+        description="Home Assistant for long-term statistics (the bridge shares the host network with HA).",
+    )
     ha_token: SecretStr | None = Field(
         default=None, description="HA long-lived admin token (use `${HA_TOKEN}`); none: no statistics import."
     )

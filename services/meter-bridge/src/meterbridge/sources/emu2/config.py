@@ -13,10 +13,13 @@ class Emu2SourceConfig(SourceConfigBase):
     """`type: emu2`: a Rainforest EMU-2 or RAVEn reading the utility smart meter over USB serial."""
 
     type: Literal["emu2"] = Field(description="Source family.")
-    port: str = Field(
-        default="/dev/ttyACM0",
+    port: str | None = Field(
+        default=None,
         min_length=1,
-        description="Serial port; prefer the stable `/dev/serial/by-id/usb-Rainforest_...` path.",
+        description=(
+            "Serial port, e.g. the stable `/dev/serial/by-id/usb-Rainforest_...` path. Default: the first EMU-2"
+            " (USB 04b4:0003) or RAVEn (0403:8a28) plugged in, looked up by its USB ids again after every replug."
+        ),
     )
     demand_interval_s: int = Field(
         default=10, ge=1, le=3600, description="Seconds between power (demand) pushes asked of the device."

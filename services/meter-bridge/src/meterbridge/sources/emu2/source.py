@@ -19,6 +19,7 @@ from ...backoff import Backoff
 from ...errors import SourceConnectionError
 from ...logutil import redact
 from ...model import MeterDescription, Quantity, Reading
+from ...usbserial import UsbId, find_usb_serial
 from .. import Source, SourceContext
 from .config import Emu2SourceConfig
 from .parser import (
@@ -34,6 +35,11 @@ from .parser import (
     normalise_mac,
 )
 from .transport import Emu2Transport
+
+#: The USB ids of Rainforest's devices, as Home Assistant's rainforest_raven integration matches
+#: them (home-assistant/core homeassistant/components/rainforest_raven/manifest.json): the EMU-2's
+#: Cypress 04b4:0003 is generic, so the manufacturer must say Rainforest too.
+EMU2_USB_IDS = (UsbId("04b4", "0003", "*rainforest*"), UsbId("0403", "8a28", "*rainforest*"))
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -81,16 +87,26 @@ class Emu2Source(Source[Emu2SourceConfig]):
             self._described = description
             ctx.describe(description)
 
+    def _port(self) -> str:
+        """The configured port, else the /dev path of the EMU-2 or RAVEn plugged in now."""
+        if self.config.port is not None:
+            return self.config.port
+        found = find_usb_serial(EMU2_USB_IDS)
+        if found is None:
+            wanted = ", ".join(str(usb_id) for usb_id in EMU2_USB_IDS)
+            raise SourceConnectionError(f"no EMU-2 or RAVEn plugged in (USB {wanted})")
+        return str(found)
+
     async def run(self, ctx: SourceContext) -> None:
         """Read until cancelled, reopening the port with backoff whenever it goes away."""
-        port = self.config.port
+        port = self.config.port or "the EMU-2 found by its USB ids"
         self._describe(ctx)
         backoff = Backoff(initial=0.5, maximum=30.0)
         failures = 0
         while True:
             received = False
             try:
-                transport = await Emu2Transport.open(port)
+                transport = await Emu2Transport.open(self._port())
                 try:
                     self.sessions += 1
                     if failures:

@@ -46,7 +46,10 @@ class GreenButtonSourceConfig(SourceConfigBase):
         default=Path("/data/pge"), description="Where `cert_pem`/`key_pem` are written at start (mode 0600 files)."
     )
     ca_file: Path | None = Field(default=None, description="CA bundle to verify PG&E (default: system CAs).")
-    ha_url: str = Field(default="http://homeassistant:8123", description="Home Assistant for long-term statistics.")
+    ha_url: str = Field(
+        default="http://127.0.0.1:8123",
+        description="Home Assistant for long-term statistics (the bridge shares the host network with HA).",
+    )
     ha_token: SecretStr | None = Field(
         default=None, description="HA long-lived admin token (use `${HA_TOKEN}`); none: no statistics import."
     )

@@ -1,0 +1,106 @@
+"""USB serial adapters in the privileged meter-bridge and zigbee2mqtt containers:
+services/usb-serial/usb-serial.sh (run with POSIX sh, as both entrypoints source it) and
+meterbridge.usbserial, against a fake sysfs laid out as the kernel's (helpers.usb_sysfs): nodes
+and udev-style /dev/serial/by-id links follow plugging and replugging, and each service finds
+only its own stick by USB ids."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from helpers.release import REPO
+from helpers.usb_sysfs import (
+    CP2102_GENERIC,
+    EMU2,
+    FTDI_CABLE,
+    SONOFF_ZBDONGLE_E,
+    SONOFF_ZBDONGLE_P,
+    FakeSysfs,
+)
+from meterbridge.sources.emu2.source import EMU2_USB_IDS
+from meterbridge.usbserial import find_usb_serial
+
+LIB = REPO / "services" / "usb-serial" / "usb-serial.sh"
+EMU2_BY_ID = "usb-Rainforest_Automation__Inc._RFA-Z105-2_HW2.7.3_EMU-2-if00"
+FTDI_BY_ID = "usb-FTDI_FT232R_USB_UART_A10KZP4Q-if00-port0"
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="making device nodes needs root (as in the container)")
+
+
+def run_lib(sysfs: FakeSysfs, dev: Path, script: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    env = {"PATH": os.environ["PATH"], "SYSFS_TTY_DIR": str(sysfs.tty_dir), "DEV_DIR": str(dev)}
+    return subprocess.run(
+        ["sh", "-c", f'. "{LIB}"; {script}'], env=env, input=stdin, capture_output=True, text=True, timeout=30
+    )
+
+
+@needs_root
+def test_sync_makes_nodes_and_udev_by_id_links_and_follows_a_replug(tmp_path: Path) -> None:
+    sysfs, dev = FakeSysfs(tmp_path / "sys"), tmp_path / "dev"
+    dev.mkdir()
+    sysfs.plug(EMU2, "ttyACM0", (166, 0))
+    sysfs.plug(FTDI_CABLE, "ttyUSB0", (188, 0))
+    result = run_lib(sysfs, dev, "usb_serial_sync")
+    assert result.returncode == 0, result.stderr
+    node = (dev / "ttyACM0").stat()
+    assert stat.S_ISCHR(node.st_mode)
+    assert (os.major(node.st_rdev), os.minor(node.st_rdev)) == (166, 0)
+    assert os.readlink(dev / "serial" / "by-id" / EMU2_BY_ID) == "../../ttyACM0"
+    # a usb-serial driver's port gets udev's -portN suffix
+    assert os.readlink(dev / "serial" / "by-id" / FTDI_BY_ID) == "../../ttyUSB0"
+
+    # replugged while the old tty was still held open: the stick comes back as ttyACM1
+    sysfs.unplug("ttyACM0")
+    sysfs.plug(EMU2, "ttyACM1", (166, 1))
+    assert run_lib(sysfs, dev, "usb_serial_sync").returncode == 0
+    assert os.readlink(dev / "serial" / "by-id" / EMU2_BY_ID) == "../../ttyACM1"
+    assert not (dev / "ttyACM0").exists(), "the node of an adapter gone is removed"
+    node = (dev / "ttyACM1").stat()
+    assert (os.major(node.st_rdev), os.minor(node.st_rdev)) == (166, 1)
+
+    # unplugged: no link to a device that is not there
+    sysfs.unplug("ttyUSB0")
+    assert run_lib(sysfs, dev, "usb_serial_sync").returncode == 0
+    assert sorted(p.name for p in (dev / "serial" / "by-id").iterdir()) == [EMU2_BY_ID]
+
+
+@needs_root
+def test_sync_replaces_a_node_whose_numbers_changed(tmp_path: Path) -> None:
+    sysfs, dev = FakeSysfs(tmp_path / "sys"), tmp_path / "dev"
+    dev.mkdir()
+    os.mknod(dev / "ttyUSB0", 0o660 | stat.S_IFCHR, os.makedev(188, 7))
+    sysfs.plug(FTDI_CABLE, "ttyUSB0", (188, 0))
+    assert run_lib(sysfs, dev, "usb_serial_sync").returncode == 0
+    rdev = (dev / "ttyUSB0").stat().st_rdev
+    assert (os.major(rdev), os.minor(rdev)) == (188, 0)
+
+
+def test_find_matches_ids_and_product_not_the_generic_chip(tmp_path: Path) -> None:
+    sysfs, dev = FakeSysfs(tmp_path / "sys"), tmp_path / "dev"
+    # a meter cable on the same CP210x chip as the Sonoff ZBDongle-P, plugged in first
+    sysfs.plug(CP2102_GENERIC, "ttyUSB0", (188, 0))
+    table = "10c4 ea60 *sonoff*plus* zstack\n1a86 55d4 *sonoff*plus* ember\n"
+    assert run_lib(sysfs, dev, "usb_serial_find", table).returncode == 1, "the generic chip is not taken"
+    sysfs.plug(SONOFF_ZBDONGLE_E, "ttyUSB1", (188, 1))
+    sysfs.plug(SONOFF_ZBDONGLE_P, "ttyUSB2", (188, 2))
+    found = run_lib(sysfs, dev, "usb_serial_find", table)
+    assert found.stdout.strip() == f"{dev}/ttyUSB2 zstack", "the table's order decides"
+
+
+def test_the_bridge_finds_the_emu2_by_usb_ids(tmp_path: Path) -> None:
+    sysfs, dev = FakeSysfs(tmp_path / "sys"), tmp_path / "dev"
+    assert find_usb_serial(EMU2_USB_IDS, sysfs.tty_dir, dev) is None
+    sysfs.plug(FTDI_CABLE, "ttyUSB0", (188, 0))
+    sysfs.plug(SONOFF_ZBDONGLE_P, "ttyUSB1", (188, 1))
+    assert find_usb_serial(EMU2_USB_IDS, sysfs.tty_dir, dev) is None, "never another service's stick"
+    sysfs.plug(EMU2, "ttyACM3", (166, 3))
+    assert find_usb_serial(EMU2_USB_IDS, sysfs.tty_dir, dev) == dev / "ttyACM3"
+    sysfs.unplug("ttyACM3")
+    sysfs.plug(EMU2, "ttyACM4", (166, 4))
+    assert find_usb_serial(EMU2_USB_IDS, sysfs.tty_dir, dev) == dev / "ttyACM4"
+    assert find_usb_serial(EMU2_USB_IDS, tmp_path / "no-sysfs", dev) is None
