@@ -25,8 +25,17 @@ from .parser import MeterParser, Tracker
 
 #: The watchdog looks this often (at most) for meters that went quiet; a timeout is met within it.
 _MAX_CHECK_S = 5.0
+#: A meter without a timeout that has not reported this long after the start is reported as silent.
+_SILENT_AFTER_S = 300.0
+_ACL_HINT = "on the appliance the bridge can read only devices/#, tele/# and stat/# of generic devices"
 
 _MANUFACTURERS = {"tasmota": "Tasmota", "esphome": "ESPHome", "openevse": "OpenEVSE"}
+
+
+def _refused(code: object) -> bool:
+    """A SUBACK code that is a failure (0x80 and above; a paho `ReasonCode` or a plain int)."""
+    value = getattr(code, "value", code)
+    return isinstance(value, int) and value >= 0x80
 
 
 class _Meter:
@@ -74,17 +83,35 @@ class MqttSource(MqttSubscriptionSource[MqttSourceConfig]):
             watchdog.cancel()
 
     async def _watch(self, ctx: SourceContext) -> None:
+        started, silent_reported = time.monotonic(), set[str]()
         while True:
             await asyncio.sleep(self.check_s)
             now = time.monotonic()
             for meter in self.meters:
+                meter_id = meter.config.id
                 if meter.tracker.last_reading is not None:
-                    ctx.availability(meter.config.id, meter.tracker.available(now))
+                    ctx.availability(meter_id, meter.tracker.available(now))
+                elif meter_id not in silent_reported and now - started > (meter.tracker.timeout_s or _SILENT_AFTER_S):
+                    # Never heard: a wrong topic, a device not yet pointed at the broker, or a topic
+                    # the broker's ACL keeps from the bridge (which Mosquitto does not say).
+                    silent_reported.add(meter_id)
+                    topics = ", ".join(meter.parser.plan.subscriptions)
+                    ctx.error("silent", "meter %s: nothing received on %s (%s)", meter_id, topics, _ACL_HINT)
 
     async def on_connect(self, client: aiomqtt.Client, ctx: SourceContext) -> None:
-        """Subscribe to every meter's topics (again after a reconnect)."""
+        """Subscribe to every meter's topics (again after a reconnect); say which ones the broker refuses."""
         for topic in self.routes:
-            await client.subscribe(topic, qos=1)
+            granted = await client.subscribe(topic, qos=1)
+            if any(_refused(code) for code in granted):
+                # A broker may refuse a subscription its ACL forbids (SUBACK 0x80). Mosquitto
+                # 2.0.11 grants it instead and delivers nothing: `_watch` reports that case.
+                ctx.error(
+                    "acl",
+                    "the broker refused %s: its ACL does not let the bridge read it (the release's lets it read "
+                    "devices/#, tele/# and stat/#)",
+                    topic,
+                    level=logging.ERROR,
+                )
 
     async def on_message(self, client: aiomqtt.Client, topic: str, payload: bytes, ctx: SourceContext) -> None:
         """Hand the message to each meter read from this topic."""
