@@ -53,6 +53,7 @@ class MqttValueConfig(StrictModel):
         "(default: already in it).",
     )
     scale: float = Field(default=1.0, description="Factor applied after the unit conversion (`0.1` for tenths).")
+    offset: float = Field(default=0.0, description="Added last (with `scale`, a linear map such as a dimmer's).")
 
     @field_validator("key")
     @classmethod
@@ -162,7 +163,8 @@ class MqttMeterConfig(StrictModel):
             topic = value.topic or self.state_topic
             assert topic is not None  # noqa: S101 - checked by the validator
             factor, offset = conversion(value.quantity, value.unit, value.scale)
-            topics.setdefault(topic, []).append(Extract(value.quantity, split_key(value.key), factor, offset))
+            extract = Extract(value.quantity, split_key(value.key), factor, offset + value.offset)
+            topics.setdefault(topic, []).append(extract)
         on_off = None
         if self.on_off is not None:
             c = self.on_off
