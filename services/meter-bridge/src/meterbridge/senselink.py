@@ -11,7 +11,9 @@ source (SenseLink's `senselink.py`, `plug_instance.py`, `data_source.py`,
 
 What it becomes: one `type: ha` source per `hass` entry, one `type: mqtt` source per `mqtt`
 entry, and one `kasa` plug per SenseLink plug with the same MAC (Sense tells plugs apart by
-MAC) and device id, so Sense keeps seeing the same devices. Every line that cannot be carried
+MAC) and the same deviceId, so Sense keeps seeing the same devices. SenseLink's answers carry
+the MAC as `deviceId` (its configured `device_id` never reaches the wire), so that is the
+plug's `device_id` here. Every line that cannot be carried
 over is named, with the reason (`Skipped`). Secrets are not copied: the HA token becomes
 `${HA_TOKEN}` and the user is told to set it.
 
@@ -203,10 +205,20 @@ class _Converter:
                 f"given {mac} from now on",
                 changed=True,
             )
-        plug: dict[str, Any] = {"id": our_id, "alias": str(details.get("alias") or plug_id), "mac": mac}
-        device_id = details.get("device_id")
-        if device_id is not None:
-            plug["device_id"] = str(device_id)
+        # SenseLink answered with the MAC as deviceId, whatever `device_id` said (plug_instance.py,
+        # generate_response): the migrated plug answers the same.
+        plug: dict[str, Any] = {
+            "id": our_id,
+            "alias": str(details.get("alias") or plug_id),
+            "mac": mac,
+            "device_id": mac.upper(),
+        }
+        if "device_id" in details:
+            self.skip(
+                (*path, "device_id"),
+                "SenseLink sent the MAC as deviceId, not this value; the plug sends the MAC too, as Sense knows it",
+                changed=True,
+            )
         for key, reason in _NOT_CARRIED.items():
             if key in details:
                 self.skip((*path, key), reason)
