@@ -98,6 +98,7 @@ async def test_presets_reach_home_assistant_topics(devices_broker: ReleaseBroker
             assert state(rec, "kettle")["power"] == 56.0
             assert state(rec, "kettle")["energy_import"] == 514.153
             assert rec.last["hems/meter/kettle/availability"] == b"online"
+            await rec.wait_for(lambda r: "homeassistant/sensor/hems/hems_kettle_power/config" in r.last)
             discovery = rec.json("homeassistant/sensor/hems/hems_kettle_power/config")
             assert discovery["device"]["manufacturer"] == "Tasmota"
             # ESPHome: plain numbers on its own topics
@@ -109,7 +110,9 @@ async def test_presets_reach_home_assistant_topics(devices_broker: ReleaseBroker
             await device.publish(f"{evse}/temp", payload("openevse_temp"), qos=1)
             await rec.wait_for(lambda r: state(r, "ev_charger").get("temperature") == 34.5)
             assert state(rec, "ev_charger")["current"] == 16.25
-            temperature = rec.json("homeassistant/sensor/hems/hems_ev_charger_temperature/config")
+            config_topic = "homeassistant/sensor/hems/hems_ev_charger_temperature/config"
+            await rec.wait_for(lambda r: config_topic in r.last)
+            temperature = rec.json(config_topic)
             assert (temperature["device_class"], temperature["unit_of_measurement"]) == ("temperature", "°C")
 
             # garbage and missing keys are counted; the source carries on

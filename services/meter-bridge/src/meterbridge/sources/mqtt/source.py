@@ -32,12 +32,6 @@ _ACL_HINT = "on the appliance the bridge can read only devices/#, tele/# and sta
 _MANUFACTURERS = {"tasmota": "Tasmota", "esphome": "ESPHome", "openevse": "OpenEVSE"}
 
 
-def _refused(code: object) -> bool:
-    """A SUBACK code that is a failure (0x80 and above; a paho `ReasonCode` or a plain int)."""
-    value = getattr(code, "value", code)
-    return isinstance(value, int) and value >= 0x80
-
-
 class _Meter:
     def __init__(self, config: MqttMeterConfig) -> None:
         self.config = config
@@ -99,19 +93,13 @@ class MqttSource(MqttSubscriptionSource[MqttSourceConfig]):
                     ctx.error("silent", "meter %s: nothing received on %s (%s)", meter_id, topics, _ACL_HINT)
 
     async def on_connect(self, client: aiomqtt.Client, ctx: SourceContext) -> None:
-        """Subscribe to every meter's topics (again after a reconnect); say which ones the broker refuses."""
+        """Subscribe to every meter's topics (again after a reconnect).
+
+        Mosquitto 2.0.11 grants a subscription its ACL forbids and then delivers nothing, so a
+        refused topic cannot be told here: `_watch` names a meter that is never heard instead.
+        """
         for topic in self.routes:
-            granted = await client.subscribe(topic, qos=1)
-            if any(_refused(code) for code in granted):
-                # A broker may refuse a subscription its ACL forbids (SUBACK 0x80). Mosquitto
-                # 2.0.11 grants it instead and delivers nothing: `_watch` reports that case.
-                ctx.error(
-                    "acl",
-                    "the broker refused %s: its ACL does not let the bridge read it (the release's lets it read "
-                    "devices/#, tele/# and stat/#)",
-                    topic,
-                    level=logging.ERROR,
-                )
+            await client.subscribe(topic, qos=1)
 
     async def on_message(self, client: aiomqtt.Client, topic: str, payload: bytes, ctx: SourceContext) -> None:
         """Hand the message to each meter read from this topic."""
