@@ -31,6 +31,13 @@ case "$identities_poll_s" in
         ;;
 esac
 users="bridge homeassistant zigbee2mqtt healthcheck"
+# Generic MQTT devices (Tasmota, ESPHome, OpenEVSE, DIY; the bridge's `type: mqtt`): one shared
+# user `devices`, only when the operator sets its password (there is no one to hand a generated
+# one to). It may write `devices/#` and Tasmota's default `tele/#` and `stat/#`, and read
+# `cmnd/#` (Tasmota's commands); the bridge reads those three prefixes and nothing else of theirs.
+if [ -n "${MQTT_DEVICES_PASSWORD:-}" ]; then
+    users="$users devices"
+fi
 
 log() { echo "mqtt-entrypoint: $*" >&2; }
 
@@ -48,6 +55,7 @@ override_for() {
         bridge) printf '%s' "${MQTT_BRIDGE_PASSWORD:-}" ;;
         homeassistant) printf '%s' "${MQTT_HOMEASSISTANT_PASSWORD:-}" ;;
         zigbee2mqtt) printf '%s' "${MQTT_ZIGBEE2MQTT_PASSWORD:-}" ;;
+        devices) printf '%s' "${MQTT_DEVICES_PASSWORD:-}" ;;
         *) printf '' ;;
     esac
 }
@@ -159,6 +167,10 @@ topic read homeassistant/status
 topic readwrite shelly/#
 topic read zigbee2mqtt/#
 topic read glow/#
+# generic MQTT devices (`type: mqtt`): only these prefixes
+topic read devices/#
+topic read tele/#
+topic read stat/#
 
 user homeassistant
 topic readwrite homeassistant/#
@@ -173,6 +185,12 @@ topic readwrite homeassistant/#
 user healthcheck
 topic read $SYS/broker/uptime
 ACL
+    case " $users " in
+        *" devices "*)
+            printf '\nuser devices\ntopic readwrite devices/#\ntopic write tele/#\ntopic write stat/#\ntopic read cmnd/#\n' \
+                >>"$acl_file.tmp" || return 1
+            ;;
+    esac
     if [ -n "$identities" ]; then
         printf '%s\n' "$identities" | while read -r name _; do
             printf '\nuser %s\ntopic readwrite shelly/%s/#\n' "$name" "$name"

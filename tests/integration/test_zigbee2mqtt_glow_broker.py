@@ -89,7 +89,8 @@ async def test_zigbee2mqtt_devices_rename_availability_and_totals(
     async with recording(broker, f"{base_topic}/#", f"{base_topic}_ha/#") as rec, Bridge(config) as bridge:
         stats = bridge.stats.sources["z2m"]
         await rec.wait_for(lambda r: stats.meters.get(PLUG_METER) is not None, 10)
-        assert list(stats.meters) == [PLUG_METER]  # the temperature sensor is not a meter
+        # the room sensor is read too (issue 20: retrofit evaluation), as its own meter
+        assert sorted(stats.meters) == sorted([PLUG_METER, "z2m_00158d0000000002"])
         # a friendly name with a slash: its state topic is found by exact name
         plug_topic = f"{z2m}/kitchen/dishwasher plug"
         await publisher.publish(plug_topic, b'{"power":87,"energy":12.34,"voltage":239,"current":0.41,"state":"ON"}')

@@ -284,3 +284,43 @@ def test_entrypoint_runs_on_busybox_alone(tmp_path: Path) -> None:
         assert "not found" not in broker.log_text(), "every tool the entrypoint uses is a busybox applet"
     finally:
         broker.stop()
+
+
+DEVICES_PASSWORD = "tasmota-and-esphome-secret"
+
+
+@pytest.mark.parametrize(
+    ("publisher", "subscriber", "topic", "allowed"),
+    [
+        # what `type: mqtt` reads: Tasmota's default prefixes and `devices/` for the rest
+        ("devices", "bridge", "tele/kettle/SENSOR", True),
+        ("devices", "bridge", "tele/kettle/LWT", True),
+        ("devices", "bridge", "stat/kettle/POWER", True),
+        ("devices", "bridge", "devices/heatpump/state", True),
+        ("devices", "bridge", "devices/laundry/sensor/dryer_power/state", True),
+        ("homeassistant", "devices", "cmnd/kettle/POWER", False),  # HA does not command them here
+        # they cannot fake the bridge's data, HA's discovery, a Shelly or a Zigbee device
+        ("devices", "homeassistant", "hems/meter/grid", False),
+        ("devices", "homeassistant", "homeassistant/sensor/hems/hems_grid_power/config", False),
+        ("devices", "bridge", f"shelly/{DEVICE_A}/events/rpc", False),
+        ("devices", "bridge", "zigbee2mqtt/plug", False),
+        # nor read the home's data
+        ("bridge", "devices", "hems/meter/grid", False),
+    ],
+)
+async def test_generic_devices_user_when_its_password_is_set(
+    tmp_path: Path, publisher: str, subscriber: str, topic: str, allowed: bool
+) -> None:
+    broker = ReleaseBroker(tmp_path, env={"MQTT_DEVICES_PASSWORD": DEVICES_PASSWORD})
+    broker.start()
+    try:
+        subscription = topic.split("/")[0] + "/#"
+        assert await broker.delivered(subscriber, publisher, topic, subscription) is allowed
+    finally:
+        broker.stop()
+
+
+def test_no_devices_user_without_its_password(release_broker: ReleaseBroker) -> None:
+    """Secure by default: no variable, no such user (a generated password would reach nobody)."""
+    assert not release_broker.accepts("devices", DEVICES_PASSWORD)
+    assert "user devices" not in (release_broker.root / "config" / "acl").read_text()

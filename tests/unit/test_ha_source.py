@@ -47,6 +47,63 @@ def test_parser_follows_added_changed_and_removed_states() -> None:
     assert parser.feed({"a": {"light.other": {"s": "on", "a": {}}}}, TS) == ([], {})
 
 
+def test_on_off_switch_with_an_on_power_and_custom_state_values() -> None:
+    """Issue 20: a switch's `on` was unavailable; SenseLink maps it to max_watts (on_state_value)."""
+    parser = HaEntityParser(
+        [
+            HaEntityConfig(entity_id="switch.dehumidifier", meter="dehumidifier", on_states=["on"], on_w=42, off_w=1),
+            HaEntityConfig(
+                entity_id="fan.attic",
+                meter="attic",
+                on_states=["running"],
+                off_states=["idle", "stopped"],
+                on_w=35,
+            ),
+        ]
+    )
+    readings, available = parser.feed({"a": {"switch.dehumidifier": {"s": "on", "a": {}}}}, TS)
+    assert ([r.value for r in readings], available) == ([42.0], {"dehumidifier": True})
+    readings, _ = parser.feed({"c": {"switch.dehumidifier": {"+": {"s": "off"}}}}, TS)
+    assert [r.value for r in readings] == [1.0]
+    readings, _ = parser.feed({"a": {"fan.attic": {"s": "running", "a": {}}}}, TS)
+    assert [r.value for r in readings] == [35.0]
+    readings, _ = parser.feed({"c": {"fan.attic": {"+": {"s": "stopped"}}}}, TS)
+    assert [r.value for r in readings] == [0.0]
+    readings, available = parser.feed({"c": {"fan.attic": {"+": {"s": "off"}}}}, TS)  # not one of its states
+    assert (readings, available) == ([], {"attic": False})
+
+
+def test_nested_attribute_paths_for_power_and_for_the_state() -> None:
+    parser = HaEntityParser(
+        [
+            HaEntityConfig(entity_id="sensor.pump", meter="pump", attribute="usage.power"),
+            HaEntityConfig(
+                entity_id="climate.heat_pump",
+                meter="heat_pump",
+                state_attribute="hvac.action",
+                off_states=["idle"],
+                on_states=["heating"],
+                on_w=2400,
+            ),
+        ]
+    )
+    readings, _ = parser.feed({"a": {"sensor.pump": {"s": "ok", "a": {"usage": {"power": 310.5}}}}}, TS)
+    assert [r.value for r in readings] == [310.5]
+    event = {"a": {"climate.heat_pump": {"s": "heat", "a": {"hvac": {"action": "heating"}}}}}
+    assert [r.value for r in parser.feed(event, TS)[0]] == [2400.0]
+    event = {"c": {"climate.heat_pump": {"+": {"a": {"hvac": {"action": "idle"}}}}}}
+    assert [r.value for r in parser.feed(event, TS)[0]] == [0.0]
+    readings, _ = parser.feed({"c": {"sensor.pump": {"+": {"a": {"usage": "n/a"}}}}}, TS)
+    assert [r.value for r in readings] == [0.0]  # the path leads nowhere: like a light without brightness
+
+
+def test_on_states_need_an_on_power() -> None:
+    with pytest.raises(ValueError, match="go together"):
+        HaEntityConfig(entity_id="switch.x", meter="x", on_states=["on"])
+    with pytest.raises(ValueError, match="both on and off"):
+        HaEntityConfig(entity_id="switch.x", meter="x", on_states=["off"], on_w=5)
+
+
 class HaDouble:
     """Home Assistant's websocket API, the part the source uses, as documented."""
 

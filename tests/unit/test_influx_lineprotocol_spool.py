@@ -34,6 +34,29 @@ def test_schema_measurement_per_family_tags_and_fields() -> None:
     assert [line.readings for line in lines] == [2, 1]
 
 
+def test_environment_quantities_have_their_own_measurement() -> None:
+    """Issue 20: room and heat-pump values go to `environment`, beside the meter's electricity line."""
+    readings = [
+        Reading.of("heatpump", Quantity.POWER, 1200.0, TS),
+        Reading.of("heatpump", Quantity.FLOW_TEMPERATURE, 45.5, TS),
+        Reading.of("heatpump", Quantity.RETURN_TEMPERATURE, 39.0, TS),
+        Reading.of("heatpump", Quantity.HEAT_ENERGY, 3210.5, TS),
+        Reading.of("lounge", Quantity.TEMPERATURE, 20.5, TS),
+        Reading.of("lounge", Quantity.HUMIDITY, 55.0, TS),
+        Reading.of("lounge", Quantity.CO2, 812.0, TS),
+    ]
+    descriptions = {
+        "heatpump": MeterDescription("heatpump", "Heat pump", "mqtt"),
+        "lounge": MeterDescription("lounge", "Lounge", "zigbee2mqtt"),
+    }
+    assert [line.text for line in encode(readings, "home", descriptions)] == [
+        "mqtt,meter=heatpump,site=home,source=heatpump power=1200 1795291200123",
+        "environment,meter=heatpump,site=home,source=heatpump "
+        "flow_temperature=45.5,heat_energy=3210.5,return_temperature=39 1795291200123",
+        "environment,meter=lounge,site=home,source=lounge co2=812,humidity=55,temperature=20.5 1795291200123",
+    ]
+
+
 def test_undescribed_meter_and_escaping() -> None:
     lines = encode([Reading.of("a b", Quantity.ENERGY_IMPORT, 1.5, TS)], "my site", {})
     assert lines[0].text == r"unknown,meter=a\ b,site=my\ site,source=a\ b energy_import=1.5 1795291200123"

@@ -8,10 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from meterbridge.config import load_config
 from meterbridge.errors import ConfigError
-from meterbridge.sinks.kasa.config import random_device_id, random_mac
+from meterbridge.sinks.kasa.config import KasaPlugConfig, random_device_id, random_mac
 
 HEAD = """\
 mqtt: {username: bridge, password: secret}
@@ -146,3 +147,10 @@ async def test_more_than_20_plugs_are_allowed_but_warned_about(
         await sink.start()
     await sink.close()
     assert any("Sense handles about 20" in message for message in caplog.messages) is warned
+
+
+def test_device_id_may_be_the_mac_as_senselink_sent_it() -> None:
+    plug = KasaPlugConfig(id="p", alias="P", mac="53:75:31:f6:4b:01", device_id="53:75:31:f6:4b:01", watts=1)
+    assert plug.device_id == "53:75:31:F6:4B:01"
+    with pytest.raises(ValidationError, match="40 hex digits"):
+        KasaPlugConfig(id="p", alias="P", mac="53:75:31:f6:4b:01", device_id="not-an-id", watts=1)

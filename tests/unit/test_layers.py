@@ -35,6 +35,7 @@ PLACEMENT: tuple[tuple[str, str], ...] = (
     ("meterbridge.app", "application"),
     ("meterbridge.cli", "application"),
     ("meterbridge.watch", "application"),
+    ("meterbridge.senselink", "application"),  # `meter-bridge import senselink`
     ("meterbridge.sources.registry", "application"),
     ("meterbridge.sources.shelly.provision", "application"),  # `meter-bridge shelly provision`
     # schema: config models (the whole file's and each family's), the family table, the reference

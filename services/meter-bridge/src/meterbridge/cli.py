@@ -221,6 +221,62 @@ def _cmd_import_green_button(args: argparse.Namespace) -> int:
         return EXIT_UNHEALTHY
 
 
+#: The release's default bridge config (the meter-bridge image copies it here).
+_PACKAGED_CONFIG = Path("/usr/share/hems/bridge-config.yaml")
+_MINIMAL_CONFIG = """mqtt:
+  host: "${MQTT_HOST:-127.0.0.1}"
+  username: bridge
+  password: "${MQTT_PASSWORD}"
+sources: []
+"""
+
+
+def _cmd_import_senselink(args: argparse.Namespace) -> int:
+    import re
+
+    import yaml
+
+    from .config import validate_data
+    from .senselink import convert, merge
+    from .yamlsource import format_path, load_yaml
+
+    try:
+        text = args.file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        print(f"{args.file}: cannot read: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    loaded = load_yaml(text, {})
+    if loaded.data is None:
+        print("\n".join(f"{args.file}:{p.line}: {p.reason}" for p in loaded.problems), file=sys.stderr)
+        return EXIT_CONFIG
+    conversion = convert(loaded)
+    base_path = args.into or (_PACKAGED_CONFIG if _PACKAGED_CONFIG.exists() else None)
+    try:
+        base_text = base_path.read_text(encoding="utf-8") if base_path else _MINIMAL_CONFIG
+    except OSError as err:
+        print(f"{base_path}: cannot read: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    merged = merge(yaml.safe_load(base_text) or {}, conversion)
+    output = yaml.safe_dump(merged, sort_keys=False, allow_unicode=True)
+    # The result must be a valid config: check it with placeholders for the variables it names.
+    names = set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", output))
+    _, problems = validate_data(load_yaml(output, {name: "placeholder-value" for name in names}))
+    header = [f"# converted from SenseLink's {args.file.name} by `meter-bridge import senselink`"]
+    header += [f"# TODO: {note}" for note in conversion.notes]
+    header += [f"# {args.file.name} {skipped}" for skipped in conversion.skipped]
+    print("\n".join(header))
+    print(output, end="")
+    for note in conversion.notes:
+        print(f"to do: {note}", file=sys.stderr)
+    for skipped in conversion.skipped:
+        print(f"{args.file}:{skipped.line}: {skipped.key}: {skipped.verdict}: {skipped.reason}", file=sys.stderr)
+    if problems:
+        print("the converted config is not valid:", file=sys.stderr)
+        print("\n".join(f"  line {p.line}: {format_path(p.path)}: {p.reason}" for p in problems), file=sys.stderr)
+        return EXIT_CONFIG
+    return EXIT_OK
+
+
 def _cmd_influx_provision(args: argparse.Namespace) -> int:
     import time
 
@@ -337,6 +393,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="Home Assistant base URL (default $HA_URL or http://127.0.0.1:8123); token from $HA_TOKEN",
     )
     green.set_defaults(func=_cmd_import_green_button)
+    senselink = imports.add_parser(
+        "senselink",
+        help="print a SenseLink config converted to ours (merged into --into), naming every line left behind",
+    )
+    senselink.add_argument("file", type=Path, help="SenseLink's YAML config")
+    senselink.add_argument(
+        "--into",
+        type=Path,
+        default=None,
+        help="bridge config to add the sources and plugs to (default: the release's default config)",
+    )
+    senselink.set_defaults(func=_cmd_import_senselink)
     influx = sub.add_parser("influx", help="InfluxDB helpers").add_subparsers(dest="influx_command", required=True)
     influx_provision = influx.add_parser(
         "provision", help="reconcile buckets, task, tokens and edge replication from INFLUX_* variables"

@@ -33,6 +33,8 @@ from .sources.glow.config import GlowSourceConfig
 from .sources.green_button.config import GreenButtonSourceConfig
 from .sources.green_button.espi import parse_bytes as parse_espi
 from .sources.ha_config import HaSourceConfig
+from .sources.mqtt import parser as mqtt_parser
+from .sources.mqtt.config import MqttMeterConfig, MqttSourceConfig
 from .sources.opower_config import OpowerSourceConfig
 from .sources.shelly import parser as shelly_parser
 from .sources.shelly.config import ShellySourceConfig
@@ -97,6 +99,12 @@ def _glow(config: GlowSourceConfig, context: MqttContext) -> Source[Any]:
     from .sources.glow.source import GlowSource
 
     return GlowSource(config, context.mqtt, _client_id(context, config.id))
+
+
+def _mqtt(config: MqttSourceConfig, context: MqttContext) -> Source[Any]:
+    from .sources.mqtt.source import MqttSource
+
+    return MqttSource(config, context.mqtt, _client_id(context, config.id))
 
 
 def _ha(config: HaSourceConfig, context: MqttContext) -> Source[Any]:
@@ -177,6 +185,27 @@ def _glow_raw() -> RawParser:
     return parse
 
 
+def _mqtt_raw() -> RawParser:
+    # One meter per preset and shape: JSON key paths with a list channel, plain numbers, on/off.
+    meters = [
+        {"id": "tasmota", "preset": "tasmota", "device": "plug", "channel": 1},
+        {"id": "esphome", "preset": "esphome", "device": "node", "sensors": {"temperature": "t"}},
+        {
+            "id": "onoff",
+            "on_off": {"topic": "plug/state", "key": "POWER", "on_w": 60},
+            "values": [{"quantity": "heat_energy", "topic": "hp/state", "key": "heat.total", "unit": "Wh"}],
+        },
+    ]
+    parsers = [mqtt_parser.MeterParser(MqttMeterConfig.model_validate(meter).plan()) for meter in meters]
+
+    def parse(data: bytes) -> None:
+        for parser in parsers:
+            for topic in parser.plan.subscriptions:
+                _each(lambda: parser.parse(topic, data, _RECEIVED), lambda: parser.availability(data))  # noqa: B023
+
+    return parse
+
+
 def _green_button_raw() -> RawParser:
     return parse_espi
 
@@ -186,6 +215,7 @@ SOURCE_FAMILIES: tuple[SourceFamily, ...] = (
     SourceFamily(ShellySourceConfig, _shelly, _shelly_raw, "shelly/*.json"),
     SourceFamily(Zigbee2MqttSourceConfig, _zigbee2mqtt, _zigbee2mqtt_raw, "zigbee2mqtt/*.payload.json"),
     SourceFamily(GlowSourceConfig, _glow, _glow_raw, "glow/*.payload.json"),
+    SourceFamily(MqttSourceConfig, _mqtt, _mqtt_raw, "mqtt/*.payload"),
     SourceFamily(HaSourceConfig, _ha),
     SourceFamily(GreenButtonSourceConfig, _green_button, _green_button_raw, "green_button/*.xml"),
     SourceFamily(OpowerSourceConfig, _opower),

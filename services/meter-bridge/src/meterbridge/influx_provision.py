@@ -6,7 +6,7 @@ reconciles what exists with what the variables ask for; a second run changes not
 - buckets `meters` (raw, retention `INFLUX_RETENTION`), `meters_1h` (retention
   `INFLUX_DOWNSAMPLED_RETENTION`, default forever) and `homeassistant` (HA's own);
 - task `hems_downsample_1h`: hourly means of every field of `meters` into `meters_1h`
-  (energy totals take the hour's last value: a mean of a running total means nothing);
+  (running totals, gas and heat energy among them, take the hour's last value: a mean of a running total means nothing);
 - least-privilege tokens, each written to `<INFLUX_TOKENS_DIR>/<name>.token` (0600):
   `bridge` (write `meters`, read replications for the uplink sensors, read the org),
   `homeassistant` (read/write `homeassistant`), `dashboard` (read the three buckets).
@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import BridgeError
+from .model import TOTALS
 
 REMOTE_NAME = "hems-cloud"
 REPLICATION_NAME = "hems-cloud-meters"
@@ -133,7 +134,10 @@ class ProvisionSettings:
 
 
 def downsample_flux(settings: ProvisionSettings) -> str:
-    """The Flux of the hourly downsampling task."""
+    """The Flux of the hourly downsampling task (running totals, `model.TOTALS`, keep the hour's last value)."""
+    totals = sorted(quantity.value for quantity in TOTALS)
+    is_total = " or ".join(f'r._field == "{name}"' for name in totals)
+    not_total = " and ".join(f'r._field != "{name}"' for name in totals)
     return f"""option task = {{name: "{TASK_NAME}", every: 1h, offset: 5m}}
 
 data = from(bucket: "{settings.bucket}")
@@ -141,12 +145,12 @@ data = from(bucket: "{settings.bucket}")
     |> filter(fn: (r) => r._value is float or r._value is int)
 
 data
-    |> filter(fn: (r) => r._field != "energy_import" and r._field != "energy_export")
+    |> filter(fn: (r) => {not_total})
     |> aggregateWindow(every: 1h, fn: mean, createEmpty: false)
     |> to(bucket: "{settings.downsampled_bucket}")
 
 data
-    |> filter(fn: (r) => r._field == "energy_import" or r._field == "energy_export")
+    |> filter(fn: (r) => {is_total})
     |> aggregateWindow(every: 1h, fn: last, createEmpty: false)
     |> to(bucket: "{settings.downsampled_bucket}")
 """

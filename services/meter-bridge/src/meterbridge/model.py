@@ -4,8 +4,13 @@ A `Reading` is one measured value of one meter at one instant. Quantities and th
 units are fixed (see `UNITS`): sources convert to them, sinks rely on them.
 
 Sign convention: `power` is positive when the site (or circuit) imports energy and
-negative when it exports. `energy_import`, `energy_export` and `gas_energy` are
-non-negative, monotonically increasing totals in kWh.
+negative when it exports. `energy_import`, `energy_export`, `gas_energy` and
+`heat_energy` are non-negative, monotonically increasing totals in kWh.
+
+Environment quantities (`ENVIRONMENT`: room temperature and humidity, CO2, a heat pump's
+or heat meter's flow and return temperatures, heat energy and heat power) are carried for
+retrofit evaluation (issue 20): they separate the effect of fabric, heating system and
+behaviour, which meter data alone cannot.
 """
 
 from __future__ import annotations
@@ -41,6 +46,20 @@ class Quantity(StrEnum):
     ENERGY_PERIOD_START = "energy_period_start"
     #: Energy of the previous, closed period (EMU-2 `LastPeriodUsage`), kWh.
     ENERGY_LAST_PERIOD = "energy_last_period"
+    #: Air temperature (a room sensor), °C.
+    TEMPERATURE = "temperature"
+    #: Relative humidity, %.
+    HUMIDITY = "humidity"
+    #: CO2 concentration, ppm.
+    CO2 = "co2"
+    #: Water temperature leaving the heat source (heat pump, boiler, heat meter), °C.
+    FLOW_TEMPERATURE = "flow_temperature"
+    #: Water temperature coming back to the heat source, °C.
+    RETURN_TEMPERATURE = "return_temperature"
+    #: Heat delivered (a heat meter or heat pump's own count), kWh; a running total.
+    HEAT_ENERGY = "heat_energy"
+    #: Heat output right now (thermal, not electrical), W.
+    HEAT_POWER = "heat_power"
 
 
 class Unit(StrEnum):
@@ -57,6 +76,8 @@ class Unit(StrEnum):
     PERCENT = "%"
     #: Seconds since 1970-01-01 UTC (an instant, not a duration).
     UNIX_TIME = "s"
+    CELSIUS = "°C"
+    PPM = "ppm"
 
 
 UNITS: dict[Quantity, Unit] = {
@@ -74,11 +95,34 @@ UNITS: dict[Quantity, Unit] = {
     Quantity.ENERGY_PERIOD: Unit.KILOWATT_HOUR,
     Quantity.ENERGY_PERIOD_START: Unit.UNIX_TIME,
     Quantity.ENERGY_LAST_PERIOD: Unit.KILOWATT_HOUR,
+    Quantity.TEMPERATURE: Unit.CELSIUS,
+    Quantity.HUMIDITY: Unit.PERCENT,
+    Quantity.CO2: Unit.PPM,
+    Quantity.FLOW_TEMPERATURE: Unit.CELSIUS,
+    Quantity.RETURN_TEMPERATURE: Unit.CELSIUS,
+    Quantity.HEAT_ENERGY: Unit.KILOWATT_HOUR,
+    Quantity.HEAT_POWER: Unit.WATT,
 }
 
 #: Quantities that are running totals: they must never be dropped by rate limiting
 #: and must never go backwards in what Home Assistant sees.
-TOTALS: frozenset[Quantity] = frozenset({Quantity.ENERGY_IMPORT, Quantity.ENERGY_EXPORT, Quantity.GAS_ENERGY})
+TOTALS: frozenset[Quantity] = frozenset(
+    {Quantity.ENERGY_IMPORT, Quantity.ENERGY_EXPORT, Quantity.GAS_ENERGY, Quantity.HEAT_ENERGY}
+)
+
+#: Quantities of the building and its heating rather than of electricity: InfluxDB keeps them
+#: in their own measurement (`sinks.influx.lineprotocol.ENVIRONMENT_MEASUREMENT`).
+ENVIRONMENT: frozenset[Quantity] = frozenset(
+    {
+        Quantity.TEMPERATURE,
+        Quantity.HUMIDITY,
+        Quantity.CO2,
+        Quantity.FLOW_TEMPERATURE,
+        Quantity.RETURN_TEMPERATURE,
+        Quantity.HEAT_ENERGY,
+        Quantity.HEAT_POWER,
+    }
+)
 
 
 def utc_now() -> datetime:

@@ -1,10 +1,12 @@
 """`type: ha`: Home Assistant entities as power meters, over HA's websocket API.
 
 Each configured entity becomes a meter with one quantity, `power` (W, import positive).
-The entity's state, or one of its attributes (a dimmer's `brightness`), is mapped to
-watts linearly or by a table (piecewise linear), as SenseLink does; a light that is
-`off` has no brightness and reports `off_w`. States that are not numbers
-(`unavailable`, `unknown`) mark the meter unavailable.
+The entity's state, or one of its attributes (a dimmer's `brightness`, or a nested one by
+a dotted path), is mapped to watts linearly or by a table (piecewise linear), as SenseLink
+does. A state in `off_states` (default `off`) reports `off_w`, one in `on_states` reports
+`on_w` (a switch with a known load: SenseLink's `on_state_value` and `max_watts`); the
+on/off state may come from an attribute (`state_attribute`). Other states that are not
+numbers (`unavailable`, `unknown`) mark the meter unavailable.
 
 `HaEntityParser` is pure: it takes the events of HA's `subscribe_entities` command
 (compressed states: `a` added/full, `c` changes with `+`/`-`, `r` removed) and returns
@@ -78,9 +80,13 @@ class HaEntityParser:
     def _watts(entity: HaEntityConfig, state: dict[str, Any] | None) -> float | None:
         if state is None or state["s"] in (None, "unavailable", "unknown"):
             return None
-        if state["s"] == "off":
+        on_off = _attribute(state["a"], entity.state_attribute) if entity.state_attribute else state["s"]
+        on_off = str(on_off).lower() if isinstance(on_off, bool) else on_off
+        if on_off in entity.off_states:
             return entity.off_w
-        raw = state["a"].get(entity.attribute) if entity.attribute else state["s"]
+        if entity.on_w is not None and on_off in entity.on_states:
+            return entity.on_w
+        raw = _attribute(state["a"], entity.attribute) if entity.attribute else state["s"]
         if raw is None:
             return entity.off_w  # e.g. a light without brightness while it turns on
         try:
@@ -88,6 +94,16 @@ class HaEntityParser:
         except (TypeError, ValueError):
             return None
         return entity.watts(value) if value == value and abs(value) != float("inf") else None
+
+
+def _attribute(attributes: Mapping[str, Any], path: str) -> Any:
+    """The attribute at a dotted path (`usage.power`), or None where the path leads nowhere."""
+    node: Any = attributes
+    for part in path.split("."):
+        if not isinstance(node, Mapping):
+            return None
+        node = node.get(part)
+    return node
 
 
 class HaSource(Source[HaSourceConfig]):

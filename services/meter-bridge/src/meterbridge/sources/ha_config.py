@@ -25,13 +25,30 @@ class LinearMap(StrictModel):
         return self
 
 
+_ATTRIBUTE_PATH = r"^[^.]+(\.[^.]+)*$"
+
+
 class HaEntityConfig(StrictModel):
     """One entity read as a power meter."""
 
     entity_id: str = Field(pattern=r"^[a-z0-9_]+\.[a-z0-9_]+$", description="The entity (`light.kitchen`).")
     meter: Identifier = Field(description="Meter id its power is published as (a Kasa plug's `meter`).")
-    attribute: str | None = Field(default=None, description="Read this attribute instead of the state.")
-    off_w: float = Field(default=0.0, description="Watts while the entity is `off` (or lacks the attribute).")
+    attribute: str | None = Field(
+        default=None,
+        pattern=_ATTRIBUTE_PATH,
+        description="Read this attribute instead of the state; a dotted path reads nested ones (`usage.power`).",
+    )
+    state_attribute: str | None = Field(
+        default=None,
+        pattern=_ATTRIBUTE_PATH,
+        description="Take the on/off state from this attribute (a dotted path) instead of the entity's state.",
+    )
+    off_w: float = Field(default=0.0, description="Watts while the entity is off (or lacks the attribute).")
+    off_states: list[str] = Field(default=["off"], description="States meaning off (`off_w`).")
+    on_states: list[str] = Field(
+        default=[], description="States meaning on (`on_w`): a switch's `on`. Empty: on is read from the value."
+    )
+    on_w: float | None = Field(default=None, description="Watts while the state is one of `on_states`.")
     linear: LinearMap | None = Field(default=None, description="Map the value to watts linearly.")
     table: list[tuple[float, float]] | None = Field(
         default=None, min_length=2, description="Map the value to watts by `[value, watts]` points (interpolated)."
@@ -41,6 +58,11 @@ class HaEntityConfig(StrictModel):
     def _one_map(self) -> Self:
         if self.linear is not None and self.table is not None:
             raise ValueError("set linear or table, not both")
+        if bool(self.on_states) != (self.on_w is not None):
+            raise ValueError("on_states and on_w go together")
+        both = set(self.on_states) & set(self.off_states)
+        if both:
+            raise ValueError(f"states both on and off: {sorted(both)}")
         return self
 
     def watts(self, value: float) -> float:

@@ -83,6 +83,20 @@ ENTITY_DESCRIPTIONS: dict[Quantity, QuantityEntity] = {
     # A closed period's figure, not a running total: no state class, so no statistics that
     # would count it again on top of the period and lifetime totals.
     Quantity.ENERGY_LAST_PERIOD: QuantityEntity("Energy last period", "energy", None, "kWh", 3),
+    # Environment (retrofit evaluation). Device classes and units as HA's sensor component
+    # accepts them (`temperature` °C, `humidity` %, `carbon_dioxide` ppm); heat energy is an
+    # `energy` total like the others, but nothing puts it on the Energy dashboard's grid.
+    Quantity.TEMPERATURE: QuantityEntity("Temperature", "temperature", "measurement", "°C", 1),
+    Quantity.HUMIDITY: QuantityEntity("Humidity", "humidity", "measurement", "%", 0),
+    Quantity.CO2: QuantityEntity("CO2", "carbon_dioxide", "measurement", "ppm", 0),
+    Quantity.FLOW_TEMPERATURE: QuantityEntity(
+        "Flow temperature", "temperature", "measurement", "°C", 1, "mdi:thermometer-chevron-up"
+    ),
+    Quantity.RETURN_TEMPERATURE: QuantityEntity(
+        "Return temperature", "temperature", "measurement", "°C", 1, "mdi:thermometer-chevron-down"
+    ),
+    Quantity.HEAT_ENERGY: QuantityEntity("Heat energy", "energy", "total_increasing", "kWh", 3, "mdi:radiator"),
+    Quantity.HEAT_POWER: QuantityEntity("Heat power", "power", "measurement", "W", 0, "mdi:radiator"),
 }
 
 

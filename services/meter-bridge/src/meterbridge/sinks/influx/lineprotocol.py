@@ -4,13 +4,18 @@ Schema (published: never rename):
 
 - **measurement**: the source family of the meter (its config `type`, one per entry of
   `meterbridge.families.SOURCE_FAMILIES`); `unknown` for a meter whose description has not
-  been seen.
+  been seen. Environment quantities (`model.ENVIRONMENT`: temperature, humidity, CO2, flow
+  and return temperature, heat energy and power) go to the measurement `environment`
+  instead, with the same tags, so building data is queried apart from electricity and the
+  energy task's totals (issue 20). Both are in the one bucket, so edge replication carries them.
 - **tags**: `site` (the site id), `meter` (the meter id), `source` (the device the
   meter is read through: the `via` device of a channel/phase, else the meter itself),
   `phase` (only for one phase of a multi-phase meter).
 - **fields**: one float field per quantity, named as the quantity: `power` W (import
   positive, export negative), `energy_import` / `energy_export` kWh (totals),
-  `voltage` V, `current` A, `frequency` Hz, `power_factor`, `price` currency/kWh.
+  `voltage` V, `current` A, `frequency` Hz, `power_factor`, `price` currency/kWh;
+  in `environment`: `temperature` / `flow_temperature` / `return_temperature` °C, `humidity` %,
+  `co2` ppm, `heat_energy` kWh (total), `heat_power` W.
 - **timestamp**: the reading's time in milliseconds since the epoch (`precision=ms`).
 
 Readings of one meter with the same timestamp share one line (one point with several
@@ -32,15 +37,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
-from ...model import MeterDescription, Quantity, Reading
+from ...model import ENVIRONMENT, MeterDescription, Quantity, Reading
 
 #: The write precision of every line (the `precision` parameter of the write API).
 PRECISION = "ms"
 UNKNOWN_FAMILY = "unknown"
+ENVIRONMENT_MEASUREMENT = "environment"
 
 _MEASUREMENT_ESCAPES = str.maketrans({",": r"\,", " ": r"\ ", "\n": r"\n", "\t": r"\t", "\r": r"\r"})
 _KEY_ESCAPES = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\n": r"\n", "\t": r"\t", "\r": r"\r"})
@@ -120,13 +126,18 @@ def encode(readings: Iterable[Reading], site_id: str, descriptions: Mapping[str,
     """Encode readings (oldest first) as lines; readings of one meter and instant share a line.
 
     Order is kept: lines come out in the order of each (meter, instant) group's first reading.
+    Environment quantities of a meter form their own line in `ENVIRONMENT_MEASUREMENT`.
     """
-    groups: dict[tuple[str, datetime], dict[Quantity, float]] = {}
+    groups: dict[tuple[str, datetime, bool], dict[Quantity, float]] = {}
     for reading in readings:
-        groups.setdefault((reading.meter_id, reading.ts), {})[reading.quantity] = reading.value
+        key = (reading.meter_id, reading.ts, reading.quantity in ENVIRONMENT)
+        groups.setdefault(key, {})[reading.quantity] = reading.value
     lines: list[Line] = []
-    for (meter_id, ts), values in groups.items():
-        text = line(SeriesTags.of(site_id, meter_id, descriptions.get(meter_id)), values, ts)
+    for (meter_id, ts, environment), values in groups.items():
+        tags = SeriesTags.of(site_id, meter_id, descriptions.get(meter_id))
+        if environment:
+            tags = replace(tags, measurement=ENVIRONMENT_MEASUREMENT)
+        text = line(tags, values, ts)
         if text is not None:
             lines.append(Line(text, len(values)))
     return lines

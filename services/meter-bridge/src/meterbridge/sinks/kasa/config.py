@@ -41,7 +41,9 @@ class KasaPlugConfig(StrictModel):
     alias: str = Field(min_length=1, max_length=64, description="Name shown by Sense and Kasa apps.")
     mac: str = Field(description="MAC address (required; Sense tells plugs apart by it). `meter-bridge kasa new-plug`.")
     device_id: str | None = Field(
-        default=None, description="40 hex digits (default: derived from the MAC, so it stays the same)."
+        default=None,
+        description="40 hex digits, or the MAC itself as SenseLink's plugs sent (default: derived from the MAC, "
+        "so it stays the same).",
     )
     meter: Identifier | None = Field(
         default=None, description="Report this bridge meter's power, voltage, current and import total."
@@ -66,8 +68,10 @@ class KasaPlugConfig(StrictModel):
     @field_validator("device_id")
     @classmethod
     def _device_id(cls, value: str | None) -> str | None:
-        if value is not None and not _HEX40.match(value):
-            raise ValueError("must be 40 hex digits")
+        # SenseLink answered with the plug's MAC as deviceId (senselink/plug_instance.py,
+        # generate_response); a migrated plug keeps that so Sense sees the same device.
+        if value is not None and not (_HEX40.match(value) or _MAC.match(value)):
+            raise ValueError("must be 40 hex digits (or the plug's MAC, as SenseLink sent)")
         return None if value is None else value.upper()
 
     @field_validator("address")

@@ -20,7 +20,10 @@ class Zigbee2MqttSourceConfig(SourceConfigBase):
     )
     devices: list[str] | None = Field(
         default=None,
-        description="Friendly names or IEEE addresses to read (default: every device that exposes power or energy).",
+        description=(
+            "Friendly names or IEEE addresses to read (default: every device that exposes power, energy, "
+            "temperature, humidity or CO2)."
+        ),
     )
     meter_ids: dict[str, Identifier] = Field(
         default_factory=dict,

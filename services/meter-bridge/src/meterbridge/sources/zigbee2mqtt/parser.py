@@ -5,7 +5,8 @@
   `description`, `exposes`). `parse_devices` turns it into `Z2mDevice`s with the
   numeric properties each exposes and their units.
 - `<base>/<friendly_name>`: the device state, a JSON object (`power` W,
-  `energy`/`produced_energy` kWh, `voltage` V, `current` A, among others).
+  `energy`/`produced_energy` kWh, `voltage` V, `current` A, and on room sensors
+  `temperature` °C, `humidity` %, `co2` ppm, among others).
   `parse_state` maps those to readings, scaled by the unit the device exposes.
 - `<base>/<friendly_name>/availability`: `{"state": "online"}` (Zigbee2MQTT 2.x) or the
   legacy plain `online`/`offline`. `parse_availability`.
@@ -34,10 +35,15 @@ PROPERTIES: dict[str, Quantity] = {
     "produced_energy": Quantity.ENERGY_EXPORT,
     "voltage": Quantity.VOLTAGE,
     "current": Quantity.CURRENT,
+    "temperature": Quantity.TEMPERATURE,
+    "humidity": Quantity.HUMIDITY,
+    "co2": Quantity.CO2,
 }
 
 #: A device is a meter when it exposes one of these.
 METERING_PROPERTIES = frozenset({"power", "energy", "produced_energy"})
+#: ... and a room sensor (retrofit evaluation, issue 20) when it exposes one of these.
+ENVIRONMENT_PROPERTIES = frozenset({"temperature", "humidity", "co2"})
 
 #: Factor from an exposed unit to our unit. Zigbee2MQTT's converters normalise to these
 #: units, but a few external converters expose others; an unknown unit is not guessed.
@@ -47,6 +53,9 @@ _SCALES: dict[Quantity, dict[str, float]] = {
     Quantity.ENERGY_EXPORT: {"kWh": 1.0, "Wh": 0.001},
     Quantity.VOLTAGE: {"V": 1.0, "mV": 0.001},
     Quantity.CURRENT: {"A": 1.0, "mA": 0.001},
+    Quantity.TEMPERATURE: {"°C": 1.0},
+    Quantity.HUMIDITY: {"%": 1.0},
+    Quantity.CO2: {"ppm": 1.0},
 }
 
 _DEFAULT_UNITS: dict[Quantity, str] = {
@@ -55,7 +64,13 @@ _DEFAULT_UNITS: dict[Quantity, str] = {
     Quantity.ENERGY_EXPORT: "kWh",
     Quantity.VOLTAGE: "V",
     Quantity.CURRENT: "A",
+    Quantity.TEMPERATURE: "°C",
+    Quantity.HUMIDITY: "%",
+    Quantity.CO2: "ppm",
 }
+
+#: Read only from devices that meter power: on a battery sensor these describe the battery.
+_ELECTRICAL = frozenset({"voltage", "current"})
 
 #: MQTT wildcards cannot be subscribed to literally; Zigbee2MQTT refuses them in names too.
 _WILDCARDS = re.compile(r"[#+]")
@@ -79,6 +94,11 @@ class Z2mDevice:
     def is_meter(self) -> bool:
         """Whether the device exposes power or energy."""
         return bool(METERING_PROPERTIES & set(self.units))
+
+    @property
+    def is_room_sensor(self) -> bool:
+        """Whether the device exposes temperature, humidity or CO2."""
+        return bool(ENVIRONMENT_PROPERTIES & set(self.units))
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,13 +191,17 @@ def parse_state(payload: bytes | str, meter_id: str, units: Mapping[str, str | N
     `units` are the device's exposed units (a property not exposed is taken in its
     usual Zigbee2MQTT unit). A value that is not a number, is in a unit we do not know,
     or is a negative total is dropped and named in `dropped`; keys we do not map are
-    ignored.
+    ignored. A device that exposes units but no power or energy is a sensor: its
+    `voltage` is its battery's (Aqara WSDCGQ11LM: mV) and is not read as a mains voltage.
     """
     data = load_object(payload)
     outcome = ParseOutcome()
+    electrical = not units or bool(METERING_PROPERTIES & set(units))
     for prop, quantity in PROPERTIES.items():
         if prop not in data or data[prop] is None:
             continue  # absent, or not reported yet (Zigbee2MQTT sends null then)
+        if not electrical and prop in _ELECTRICAL:
+            continue
         unit = units.get(prop) or _DEFAULT_UNITS[quantity]
         outcome.add(prop, data[prop], (meter_id, quantity, ts), unit, _SCALES[quantity])
     return outcome
@@ -210,7 +234,8 @@ class DeviceTable:
     """The devices a source reads, keyed by IEEE address, and the topic of each.
 
     `selected` (friendly names or IEEE addresses) restricts the table to those devices;
-    without it every enabled device that exposes power or energy is read.
+    without it every enabled device that exposes power, energy, temperature, humidity or CO2
+    is read.
     `meter_ids` overrides the meter id of a device (keyed by name or IEEE address).
     """
 
@@ -250,7 +275,8 @@ class DeviceTable:
         """Whether the source reads this device."""
         if self.selected is not None:
             return device.friendly_name in self.selected or device.ieee_address in self.selected
-        return device.is_meter and not device.disabled and device.device_type != "Coordinator"
+        wanted = device.is_meter or device.is_room_sensor
+        return wanted and not device.disabled and device.device_type != "Coordinator"
 
     def update(self, devices: Iterable[Z2mDevice]) -> TableChange:
         """Replace the table with the wanted ones of `devices`; what to (un)subscribe and announce."""
