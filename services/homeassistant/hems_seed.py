@@ -305,6 +305,9 @@ def energy_prefs() -> dict[str, object]:
     return {
         "energy_sources": [grid, solar],
         "device_consumption": [{"stat_consumption": energy, "stat_rate": power} for energy, power in DEVICES],
+        # optional in HA's schema, but the 2026.10 Energy panel maps over it and spins forever
+        # without it (TypeError in getReferencedStatisticIdsPower)
+        "device_consumption_water": [],
     }
 
 
@@ -364,6 +367,10 @@ def watch(config: Path, pid: int, poll_s: float) -> int:
     except (OSError, ValueError):
         seeded = {}
     while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return 0  # what we watch for is gone (natively: HA stopped); never signal a reused PID
         current = secret_fingerprints()
         changed = sorted(name for name, value in current.items() if value is not None and value != seeded.get(name))
         if changed:

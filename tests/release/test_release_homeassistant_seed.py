@@ -195,6 +195,11 @@ def test_watcher_restarts_home_assistant_when_a_secret_changes(tmp_path: Path, s
         assert init.wait(timeout=10) == -signal.SIGTERM
         _, stderr = watcher.communicate(timeout=10)
         assert "influxdb credentials changed: restarting Home Assistant" in stderr
+        # and a watcher whose process is gone ends by itself
+        gone = subprocess.run(
+            [sys.executable, str(SEED), "--watch", str(init.pid), "--poll", "0.2"], env=env, timeout=10, check=False
+        )
+        assert gone.returncode == 0
     finally:
         for process in (init, watcher):
             if process.poll() is None:
@@ -266,6 +271,7 @@ def test_energy_dashboard_seeded_only_when_the_householder_has_none(tmp_path: Pa
         "stat_energy_from": "sensor.hems_solar_energy_export",
         "config_entry_solar_forecast": None,
     }
+    assert document["data"]["device_consumption_water"] == [], "the 2026.10 Energy panel needs the key"
     # the householder's own choice (here: nothing at all) is never overwritten
     mine = '{"version": 1, "key": "energy", "data": {"energy_sources": [], "device_consumption": []}}'
     energy.write_text(mine)
