@@ -33,6 +33,13 @@ HTTP_PORT=${DEMO_HTTP_PORT:-18080}
 SUPERVISORCTL=("$VENV/bin/supervisorctl" -c "$DEMO/supervisord.conf")
 
 stop() {
+    # the background join of the backfilled week (DEMO_DETACH), if it is still waiting
+    local join_pid
+    join_pid=$(cat "$DEMO/backfill-join.pid" 2>/dev/null || true)
+    if [[ -n $join_pid ]] && grep -qs demo_backfill.py "/proc/$join_pid/cmdline"; then
+        kill "$join_pid" 2>/dev/null || true
+    fi
+    rm -f "$DEMO/backfill-join.pid"
     if [[ -S "$DEMO/supervisor.sock" ]] && "${SUPERVISORCTL[@]}" pid >/dev/null 2>&1; then
         local pid
         pid=$("${SUPERVISORCTL[@]}" pid)
@@ -79,8 +86,10 @@ new_secret ha_password && ha_password_is_new=yes
 # One simulated household (same seed): the grid meter reads house + heat pump + EV - solar at
 # every instant. The heat pump is a metered relay on the appliance (a Shelly); a Shelly simulator
 # can replace its `simulated` source here later (type: shelly, host: 127.0.0.1:PORT) without
-# anything else changing: the entity ids stay sensor.hems_heat_pump_*. The start totals are
-# plausible meter readings (the week before is backfilled into HA's statistics).
+# anything else changing: the entity ids stay sensor.hems_heat_pump_*. Totals start at 0 on every
+# start of the bridge, like a new meter: HA's recorder takes the drop as a meter reset and its
+# sums carry on (a restart at a plausible reading like 6613 kWh would be a dip HA does not see
+# as a reset, and the sums would go backwards).
 cat >"$DEMO/bridge/config.yaml" <<'CONF'
 site: {id: demo, name: Demo home, currency: GBP}
 mqtt:
@@ -93,13 +102,10 @@ health:
 homeassistant: {min_interval_s: 2}
 sources:
   - {type: simulated, id: grid, name: Grid, profile: grid, seed: 1, interval_s: 2,
-     pv_peak_w: 3500, heat_pump_w: 2500, ev_w: 7200, start_import_kwh: 6613.4, start_export_kwh: 1288.2}
-  - {type: simulated, id: solar, name: Solar, profile: solar, seed: 1, interval_s: 2, rated_w: 3500,
-     start_export_kwh: 4121.7}
-  - {type: simulated, id: heat_pump, name: Heat pump, profile: heat_pump, seed: 1, interval_s: 2, rated_w: 2500,
-     start_import_kwh: 3187.5}
-  - {type: simulated, id: ev, name: EV charger, profile: ev, seed: 1, interval_s: 2, rated_w: 7200,
-     start_import_kwh: 2042.9}
+     pv_peak_w: 3500, heat_pump_w: 2500, ev_w: 7200}
+  - {type: simulated, id: solar, name: Solar, profile: solar, seed: 1, interval_s: 2, rated_w: 3500}
+  - {type: simulated, id: heat_pump, name: Heat pump, profile: heat_pump, seed: 1, interval_s: 2, rated_w: 2500}
+  - {type: simulated, id: ev, name: EV charger, profile: ev, seed: 1, interval_s: 2, rated_w: 7200}
 # Demand response: the "HEMS Flex" controls in HA. The heat pump's relay is switched over an
 # MQTT command topic here (on the appliance: a Shelly channel, `type: shelly`), under the
 # bridge's own hems/ prefix: the release's ACL lets the bridge write nowhere else.
@@ -213,11 +219,19 @@ CONF
 chmod 600 "$DEMO/supervisord.conf"
 
 "$VENV/bin/supervisord" -c "$DEMO/supervisord.conf"
-trap 'stop; echo; echo "demo stopped"' EXIT
+# the background onboarding and backfill (interactive use) go too: they would wait for a dead HA
+helpers_pid=
+stop_helpers() {
+    if [[ -n $helpers_pid ]]; then
+        kill $(pgrep -P "$helpers_pid") "$helpers_pid" 2>/dev/null || true
+    fi
+}
+trap 'stop_helpers; stop; echo; echo "demo stopped"' EXIT
 trap 'exit 0' INT TERM
 
 # Home Assistant takes 10-60 s to start; onboarding waits for it, then the backfill waits for the
-# meters' first recorded states. The live view starts at once.
+# meters' first recorded states and writes the week; its --join waits (up to 8 minutes) for the
+# recorder's first 5-minute statistics to join them to the week. The live view starts at once.
 onboard=("$VENV/bin/python" "$REPO/scripts/ha_onboard.py" --url "http://127.0.0.1:$HA_PORT"
     --username hems --password-file "$DEMO/ha_password" --token-file "$DEMO/ha_token")
 backfill=(env DEMO_MQTT_PORT="$MQTT_PORT" DEMO_HEALTH_PORT="$HEALTH_PORT" DEMO_STATE_DIR="$DEMO" MQTT_PASSWORD=unused
@@ -234,8 +248,15 @@ if [[ -n "${DEMO_DETACH:-}" ]]; then
         tail -n 20 "$DEMO/logs/backfill.log" >&2
         exit 1
     }
+    nohup "${backfill[@]}" --join >>"$DEMO/logs/backfill.log" 2>&1 &
+    echo $! >"$DEMO/backfill-join.pid"
 else
-    { "${onboard[@]}" && "${backfill[@]}"; } >>"$DEMO/logs/onboard.log" 2>&1 &
+    {
+        "${onboard[@]}" >>"$DEMO/logs/onboard.log" 2>&1 &&
+            "${backfill[@]}" >>"$DEMO/logs/backfill.log" 2>&1 &&
+            "${backfill[@]}" --join >>"$DEMO/logs/backfill.log" 2>&1
+    } &
+    helpers_pid=$!
 fi
 
 if [[ $ha_password_is_new == yes ]]; then
