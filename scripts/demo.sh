@@ -64,7 +64,10 @@ fi
 }
 stop
 # mqtt/share/<consumer>: what the release mounts as each consumer's credentials volume
-mkdir -p "$DEMO/logs" "$DEMO/ha" "$DEMO/nginx" "$DEMO/bridge" "$DEMO/mqtt/share/bridge" "$DEMO/mqtt/share/homeassistant"
+# shelly-identities: the volume the bridge writes each provisioned Shelly's MQTT identity into and
+# the broker reads them from
+mkdir -p "$DEMO/logs" "$DEMO/ha" "$DEMO/nginx" "$DEMO/bridge" "$DEMO/mqtt/share/bridge" "$DEMO/mqtt/share/homeassistant" \
+    "$DEMO/shelly-identities"
 chmod 700 "$DEMO"
 MQTT_SHARE=$DEMO/mqtt/share
 
@@ -175,7 +178,7 @@ serverurl=unix://$DEMO/supervisor.sock
 
 [program:mosquitto]
 command=sh $REPO/services/mosquitto/entrypoint.sh
-environment=MOSQUITTO_CONFIG_DIR="$DEMO/mqtt/config",MOSQUITTO_DATA_DIR="$DEMO/mqtt/data",MQTT_SHARE_DIR="$MQTT_SHARE",MOSQUITTO_LISTEN_ADDRESS="127.0.0.1",MOSQUITTO_PORT="$MQTT_PORT",MOSQUITTO_RUN_USER="root",MOSQUITTO_BIN="$(command -v mosquitto || echo /usr/sbin/mosquitto)"
+environment=MOSQUITTO_CONFIG_DIR="$DEMO/mqtt/config",MOSQUITTO_DATA_DIR="$DEMO/mqtt/data",MQTT_SHARE_DIR="$MQTT_SHARE",MQTT_SHELLY_IDENTITIES_DIR="$DEMO/shelly-identities",MOSQUITTO_LISTEN_ADDRESS="127.0.0.1",MOSQUITTO_PORT="$MQTT_PORT",MOSQUITTO_RUN_USER="root",MOSQUITTO_BIN="$(command -v mosquitto || echo /usr/sbin/mosquitto)"
 priority=10
 autorestart=true
 redirect_stderr=true
@@ -184,7 +187,7 @@ stdout_logfile=$DEMO/logs/mosquitto.log
 # a container's clean environment: the entrypoint turns every FOO_FILE variable into FOO, and a
 # workstation's SSL_CERT_FILE would become a 200 kB variable that no program can be started with
 [program:bridge]
-command=env -i PATH="$VENV/bin:/usr/sbin:/usr/bin:/sbin:/bin" HOME="$DEMO/bridge" LANG=C.UTF-8 BRIDGE_CONFIG_FILE="$DEMO/bridge/config.yaml" BRIDGE_RUN_USER=root MQTT_PASSWORD_FILE="$MQTT_SHARE/bridge/password" DEMO_MQTT_PORT="$MQTT_PORT" DEMO_HEALTH_PORT="$HEALTH_PORT" DEMO_STATE_DIR="$DEMO" sh $REPO/services/meter-bridge/entrypoint.sh run
+command=env -i PATH="$VENV/bin:/usr/sbin:/usr/bin:/sbin:/bin" HOME="$DEMO/bridge" LANG=C.UTF-8 BRIDGE_CONFIG_FILE="$DEMO/bridge/config.yaml" BRIDGE_RUN_USER=root MQTT_PASSWORD_FILE="$MQTT_SHARE/bridge/password" SHELLY_IDENTITIES_DIR="$DEMO/shelly-identities" DEMO_MQTT_PORT="$MQTT_PORT" DEMO_HEALTH_PORT="$HEALTH_PORT" DEMO_STATE_DIR="$DEMO" sh $REPO/services/meter-bridge/entrypoint.sh run
 priority=20
 autorestart=true
 startsecs=2

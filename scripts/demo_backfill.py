@@ -44,7 +44,8 @@ from typing import Any
 from meterbridge.config import load_config
 from meterbridge.errors import BridgeError
 from meterbridge.model import Quantity
-from meterbridge.sources.simulated import HouseholdModel, SimulatedSourceConfig
+from meterbridge.sources.simulated import HouseholdModel
+from meterbridge.sources.simulated_config import SimulatedSourceConfig
 from meterbridge.statistics import HOUR_S, SUM_TOLERANCE_KWH, HaStatisticsClient, StatisticRow
 
 #: The model is integrated at this step (s) or the meter's interval if longer: a week of four

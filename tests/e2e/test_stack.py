@@ -21,7 +21,8 @@ import aiohttp
 import pytest
 
 from meterbridge.config import load_config
-from meterbridge.sources.simulated import HouseholdModel, SimulatedSourceConfig
+from meterbridge.sources.simulated import HouseholdModel
+from meterbridge.sources.simulated_config import SimulatedSourceConfig
 
 from .conftest import Stack
 

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from meterbridge.model import Quantity
-from meterbridge.sources.simulated import HouseholdModel, SimulatedSourceConfig
+from meterbridge.sources.simulated import HouseholdModel
+from meterbridge.sources.simulated_config import SimulatedSourceConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 import itertools

@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from meterbridge.model import Quantity
-from meterbridge.sources.simulated import HouseholdModel, SimulatedSourceConfig
+from meterbridge.sources.simulated import HouseholdModel
+from meterbridge.sources.simulated_config import SimulatedSourceConfig
 
 START = datetime(2026, 6, 21, 0, 0, tzinfo=UTC)
 
