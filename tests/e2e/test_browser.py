@@ -56,10 +56,16 @@ async def test_login_through_nginx_and_energy_dashboard_charts_the_household(sta
         await page.evaluate("deep('ha-button').find((b) => /log in/i.test(b.textContent)).click()")
         # logged in: back on /energy (/energy/overview in 2026) with the dashboard's cards drawn (the page reloads after
         # the login, so `deep` is defined again in every expression)
-        await page.wait_for(
-            f"({DEEP}, location.pathname.startsWith('/energy') && deep('hui-energy-distribution-card').length > 0)",
-            timeout=90,
-        )
+        try:
+            await page.wait_for(
+                f"({DEEP}, location.pathname.startsWith('/energy') && deep('hui-energy-distribution-card').length > 0)",
+                timeout=90,
+            )
+        except TimeoutError:
+            # e.g. Energy preferences without `device_consumption_water`: the 2026 panel throws
+            # in getReferencedStatisticIdsPower and shows its spinner forever
+            panel = await page.evaluate(f"({DEEP}, deep('ha-panel-energy').map((p) => p.shadowRoot.innerHTML))")
+            raise AssertionError(f"the Energy panel never drew its cards: {str(panel)[:500]}") from None
         # the frontend holds our meters' states
         power = await page.evaluate("document.querySelector('home-assistant').hass.states['sensor.hems_grid_power']")
         assert power is not None
