@@ -1,22 +1,29 @@
 #!/usr/bin/env bash
-# `make demo`: the whole appliance natively, under supervisord, on 127.0.0.1:
-#   Mosquitto (authentication on, generated passwords), the bridge with simulated grid (with
-#   PV), solar, heat-pump and EV meters, Home Assistant 2024.3.3 (.cache/ha-venv, onboarded
-#   with a generated owner, MQTT pre-configured, the HEMS packages of ha-config/), nginx on
-#   https://127.0.0.1:8443 (generated certificate) and hass-configurator behind it.
+# `make demo`: the whole appliance natively, under supervisord, on 127.0.0.1: the release minus
+# containers. Every service starts through the release's own entrypoint and configuration:
+#   Mosquitto through services/mosquitto/entrypoint.sh (its users, ACL and generated passwords),
+#   the bridge through services/meter-bridge/entrypoint.sh (simulated meters of one household:
+#   grid, solar, heat pump, EV), Home Assistant (the version services/homeassistant/Dockerfile
+#   pins, .cache/ha/bin/hass, onboarded with a generated owner) after the release's seeding step
+#   (services/homeassistant/hems_seed.py: HEMS packages, MQTT, HTTP settings, Energy dashboard),
+#   nginx through nginx/entrypoint.sh on https://127.0.0.1:8443 (generated certificate) and
+#   hass-configurator behind it.
+# Once Home Assistant is up, a week of the simulated household is written into its long-term
+# statistics (scripts/demo_backfill.py), so the Energy dashboard has charts at once.
 # Then a live view of the readings. Ctrl-C, or `scripts/demo.sh stop` (`make demo-stop`),
-# stops everything (supervisorctl shutdown). Running it again reuses the installed venvs, the
+# stops everything (supervisorctl shutdown). Running it again reuses the installed HA, the
 # passwords, the certificate and Home Assistant's data in $DEMO_DIR.
 #
 # Non-interactive use (tests): DEMO_SECONDS=N watches N seconds then stops; DEMO_DETACH=1
-# waits until Home Assistant is onboarded, prints the banner and leaves the stack running.
+# waits until Home Assistant is onboarded and has the week of history, prints the banner and
+# leaves the stack running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
 
 DEMO=$(realpath -m "${DEMO_DIR:-.demo}")
 VENV=$(realpath -m "${VENV:-.venv}")
-HA_VENV=$(realpath -m "${HA_VENV:-.cache/ha-venv}")
+HASS=$(realpath -m "${HASS:-.cache/ha/bin/hass}")
 MQTT_PORT=${DEMO_MQTT_PORT:-18883}
 HEALTH_PORT=${DEMO_HEALTH_PORT:-18099}
 HA_PORT=${DEMO_HA_PORT:-18123}
@@ -26,6 +33,13 @@ HTTP_PORT=${DEMO_HTTP_PORT:-18080}
 SUPERVISORCTL=("$VENV/bin/supervisorctl" -c "$DEMO/supervisord.conf")
 
 stop() {
+    # the background join of the backfilled week (DEMO_DETACH), if it is still waiting
+    local join_pid
+    join_pid=$(cat "$DEMO/backfill-join.pid" 2>/dev/null || true)
+    if [[ -n $join_pid ]] && grep -qs demo_backfill.py "/proc/$join_pid/cmdline"; then
+        kill "$join_pid" 2>/dev/null || true
+    fi
+    rm -f "$DEMO/backfill-join.pid"
     if [[ -S "$DEMO/supervisor.sock" ]] && "${SUPERVISORCTL[@]}" pid >/dev/null 2>&1; then
         local pid
         pid=$("${SUPERVISORCTL[@]}" pid)
@@ -44,15 +58,21 @@ if [[ "${1:-}" == "stop" ]]; then
     exit 0
 fi
 
-[[ -x "$HA_VENV/bin/hass" ]] || {
-    echo "demo: $HA_VENV/bin/hass is missing: run make setup-ha" >&2
+[[ -x "$HASS" ]] || {
+    echo "demo: $HASS is missing: run make setup-ha" >&2
     exit 1
 }
 stop
-mkdir -p "$DEMO/logs" "$DEMO/ha" "$DEMO/nginx"
+# mqtt/share/<consumer>: what the release mounts as each consumer's credentials volume
+# shelly-identities: the volume the bridge writes each provisioned Shelly's MQTT identity into and
+# the broker reads them from
+mkdir -p "$DEMO/logs" "$DEMO/ha" "$DEMO/nginx" "$DEMO/bridge" "$DEMO/mqtt/share/bridge" "$DEMO/mqtt/share/homeassistant" \
+    "$DEMO/shelly-identities"
 chmod 700 "$DEMO"
+MQTT_SHARE=$DEMO/mqtt/share
 
 # Secrets: generated once, kept in $DEMO (0600) for the next run; never a default password.
+# The broker's users get theirs from Mosquitto's entrypoint (in $DEMO/mqtt), as in the release.
 new_secret() {
     local file=$DEMO/$1
     if [[ ! -s "$file" ]]; then
@@ -61,32 +81,19 @@ new_secret() {
     fi
     return 1
 }
-new_secret mqtt_password || true
-new_secret mqtt_homeassistant_password || true
 new_secret proxy_password || true
 ha_password_is_new=no
 new_secret ha_password && ha_password_is_new=yes
 
-# --- Mosquitto ------------------------------------------------------------------------------
-: >"$DEMO/passwd"
-chmod 600 "$DEMO/passwd"
-mosquitto_passwd -b "$DEMO/passwd" bridge "$(cat "$DEMO/mqtt_password")"
-mosquitto_passwd -b "$DEMO/passwd" homeassistant "$(cat "$DEMO/mqtt_homeassistant_password")"
-cat >"$DEMO/mosquitto.conf" <<CONF
-per_listener_settings false
-allow_anonymous false
-password_file $DEMO/passwd
-listener $MQTT_PORT 127.0.0.1
-persistence false
-log_dest stderr
-user root
-CONF
-
 # --- the bridge -----------------------------------------------------------------------------
-# Meters are simulated. The heat pump is a metered relay on the appliance (a Shelly); a Shelly
-# simulator can replace its `simulated` source here later (type: shelly, host: 127.0.0.1:PORT)
-# without anything else changing: the entity ids stay sensor.hems_heat_pump_*.
-cat >"$DEMO/config.yaml" <<'CONF'
+# One simulated household (same seed): the grid meter reads house + heat pump + EV - solar at
+# every instant. The heat pump is a metered relay on the appliance (a Shelly); a Shelly simulator
+# can replace its `simulated` source here later (type: shelly, host: 127.0.0.1:PORT) without
+# anything else changing: the entity ids stay sensor.hems_heat_pump_*. Totals start at 0 on every
+# start of the bridge, like a new meter: HA's recorder takes the drop as a meter reset and its
+# sums carry on (a restart at a plausible reading like 6613 kWh would be a dip HA does not see
+# as a reset, and the sums would go backwards).
+cat >"$DEMO/bridge/config.yaml" <<'CONF'
 site: {id: demo, name: Demo home, currency: GBP}
 mqtt:
   host: 127.0.0.1
@@ -97,12 +104,14 @@ health:
   port: ${DEMO_HEALTH_PORT}
 homeassistant: {min_interval_s: 2}
 sources:
-  - {type: simulated, id: grid, name: Grid, profile: grid, pv_peak_w: 3500, interval_s: 2, seed: 1}
-  - {type: simulated, id: solar, name: Solar, profile: solar, rated_w: 3500, interval_s: 2, seed: 2}
-  - {type: simulated, id: heat_pump, name: Heat pump, profile: heat_pump, interval_s: 2, seed: 3}
-  - {type: simulated, id: ev, name: EV charger, profile: ev, interval_s: 2, seed: 4}
+  - {type: simulated, id: grid, name: Grid, profile: grid, seed: 1, interval_s: 2,
+     pv_peak_w: 3500, heat_pump_w: 2500, ev_w: 7200}
+  - {type: simulated, id: solar, name: Solar, profile: solar, seed: 1, interval_s: 2, rated_w: 3500}
+  - {type: simulated, id: heat_pump, name: Heat pump, profile: heat_pump, seed: 1, interval_s: 2, rated_w: 2500}
+  - {type: simulated, id: ev, name: EV charger, profile: ev, seed: 1, interval_s: 2, rated_w: 7200}
 # Demand response: the "HEMS Flex" controls in HA. The heat pump's relay is switched over an
-# MQTT command topic here (on the appliance: a Shelly channel, `type: shelly`).
+# MQTT command topic here (on the appliance: a Shelly channel, `type: shelly`), under the
+# bridge's own hems/ prefix: the release's ACL lets the bridge write nowhere else.
 flex:
   enabled: true
   site_meter_id: grid
@@ -114,15 +123,16 @@ flex:
       kind: heat_pump
       rated_power_w: 2500
       meter_id: heat_pump
-      actuator: {type: mqtt, command_topic: demo/heat_pump/relay/set}
+      actuator: {type: mqtt, command_topic: hems/demo/heat_pump/relay/set}
 CONF
 
 # --- Home Assistant -------------------------------------------------------------------------
 # configuration.yaml is the demo's own (rewritten each run): the shipped one loads
 # default_config, whose discovery, cloud and alert integrations reach the network; here only
-# what the appliance's pages need, bound to 127.0.0.1. The HEMS package and dashboard are the
-# shipped files, installed by the release's own seeding step (hems_seed.py), which also
-# pre-seeds the MQTT integration and the Energy dashboard. InfluxDB is not part of the demo.
+# what the appliance's pages need. No `http:`: the release's seeding step (hems_seed.py, run at
+# every start of the homeassistant program below, as the image's entrypoint does) writes HA's
+# stored HTTP settings (127.0.0.1 only, nginx trusted), installs the HEMS package and dashboard,
+# and pre-seeds the MQTT integration and the Energy dashboard. InfluxDB is not part of the demo.
 cat >"$DEMO/ha/configuration.yaml" <<CONF
 # Written by scripts/demo.sh on every run; edit ha-config/ instead.
 homeassistant:
@@ -136,9 +146,6 @@ homeassistant:
   time_zone: Europe/London
   packages:
     hems: !include packages/hems.yaml
-http:
-  server_host: 127.0.0.1
-  server_port: $HA_PORT
 frontend:
 config:
 energy:
@@ -149,9 +156,6 @@ logger:
   default: warning
 CONF
 "$VENV/bin/python" "$REPO/scripts/ha_onboard.py" --mark-other-steps-done --config-dir "$DEMO/ha"
-HEMS_SEED_SOURCE="$REPO/ha-config" HA_CONFIG_DIR="$DEMO/ha" HA_MQTT_PORT=$MQTT_PORT \
-    MQTT_PASSWORD_FILE="$DEMO/mqtt_homeassistant_password" \
-    "$VENV/bin/python" "$REPO/services/homeassistant/hems_seed.py" 2>>"$DEMO/logs/seed.log"
 
 # --- supervisord ----------------------------------------------------------------------------
 # Secrets are read from their files by the one program that needs each, never written here.
@@ -173,15 +177,17 @@ supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
 serverurl=unix://$DEMO/supervisor.sock
 
 [program:mosquitto]
-command=mosquitto -c $DEMO/mosquitto.conf
+command=sh $REPO/services/mosquitto/entrypoint.sh
+environment=MOSQUITTO_CONFIG_DIR="$DEMO/mqtt/config",MOSQUITTO_DATA_DIR="$DEMO/mqtt/data",MQTT_SHARE_DIR="$MQTT_SHARE",MQTT_SHELLY_IDENTITIES_DIR="$DEMO/shelly-identities",MOSQUITTO_LISTEN_ADDRESS="127.0.0.1",MOSQUITTO_PORT="$MQTT_PORT",MOSQUITTO_RUN_USER="root",MOSQUITTO_BIN="$(command -v mosquitto || echo /usr/sbin/mosquitto)"
 priority=10
 autorestart=true
 redirect_stderr=true
 stdout_logfile=$DEMO/logs/mosquitto.log
 
+# a container's clean environment: the entrypoint turns every FOO_FILE variable into FOO, and a
+# workstation's SSL_CERT_FILE would become a 200 kB variable that no program can be started with
 [program:bridge]
-command=bash -c 'MQTT_PASSWORD=\$(cat $DEMO/mqtt_password) exec $VENV/bin/meter-bridge run --config $DEMO/config.yaml'
-environment=DEMO_MQTT_PORT="$MQTT_PORT",DEMO_HEALTH_PORT="$HEALTH_PORT",DEMO_STATE_DIR="$DEMO"
+command=env -i PATH="$VENV/bin:/usr/sbin:/usr/bin:/sbin:/bin" HOME="$DEMO/bridge" LANG=C.UTF-8 BRIDGE_CONFIG_FILE="$DEMO/bridge/config.yaml" BRIDGE_RUN_USER=root MQTT_PASSWORD_FILE="$MQTT_SHARE/bridge/password" SHELLY_IDENTITIES_DIR="$DEMO/shelly-identities" DEMO_MQTT_PORT="$MQTT_PORT" DEMO_HEALTH_PORT="$HEALTH_PORT" DEMO_STATE_DIR="$DEMO" sh $REPO/services/meter-bridge/entrypoint.sh run
 priority=20
 autorestart=true
 startsecs=2
@@ -189,7 +195,8 @@ redirect_stderr=true
 stdout_logfile=$DEMO/logs/bridge.log
 
 [program:homeassistant]
-command=$HA_VENV/bin/hass --config $DEMO/ha --skip-pip --log-no-color
+command=bash -c '"$VENV/bin/python" "$REPO/services/homeassistant/hems_seed.py" --wait 120 2>>"$DEMO/logs/seed.log" || echo "seeding failed: see $DEMO/logs/seed.log"; exec "$HASS" --config "$DEMO/ha" --skip-pip --log-no-color'
+environment=HEMS_SEED_SOURCE="$REPO/ha-config",HA_CONFIG_DIR="$DEMO/ha",HA_MQTT_BROKER="127.0.0.1",HA_MQTT_PORT="$MQTT_PORT",MQTT_PASSWORD_FILE="$MQTT_SHARE/homeassistant/password",HA_HTTP_SERVER_HOST="127.0.0.1",HA_HTTP_SERVER_PORT="$HA_PORT",HA_HTTP_TRUSTED_PROXIES="127.0.0.1,::1"
 priority=30
 autorestart=true
 stopwaitsecs=30
@@ -215,20 +222,44 @@ CONF
 chmod 600 "$DEMO/supervisord.conf"
 
 "$VENV/bin/supervisord" -c "$DEMO/supervisord.conf"
-trap 'stop; echo; echo "demo stopped"' EXIT
+# the background onboarding and backfill (interactive use) go too: they would wait for a dead HA
+helpers_pid=
+stop_helpers() {
+    if [[ -n $helpers_pid ]]; then
+        kill $(pgrep -P "$helpers_pid") "$helpers_pid" 2>/dev/null || true
+    fi
+}
+trap 'stop_helpers; stop; echo; echo "demo stopped"' EXIT
 trap 'exit 0' INT TERM
 
-# Home Assistant takes 10-60 s to start; onboarding waits for it. The live view starts at once.
+# Home Assistant takes 10-60 s to start; onboarding waits for it, then the backfill waits for the
+# meters' first recorded states and writes the week; its --join waits (up to 8 minutes) for the
+# recorder's first 5-minute statistics to join them to the week. The live view starts at once.
 onboard=("$VENV/bin/python" "$REPO/scripts/ha_onboard.py" --url "http://127.0.0.1:$HA_PORT"
     --username hems --password-file "$DEMO/ha_password" --token-file "$DEMO/ha_token")
+backfill=(env DEMO_MQTT_PORT="$MQTT_PORT" DEMO_HEALTH_PORT="$HEALTH_PORT" DEMO_STATE_DIR="$DEMO" MQTT_PASSWORD=unused
+    "$VENV/bin/python" "$REPO/scripts/demo_backfill.py" --url "http://127.0.0.1:$HA_PORT"
+    --token-file "$DEMO/ha_token" --bridge-config "$DEMO/bridge/config.yaml")
 if [[ -n "${DEMO_DETACH:-}" ]]; then
     "${onboard[@]}" >>"$DEMO/logs/onboard.log" 2>&1 || {
         echo "demo: onboarding Home Assistant failed:" >&2
-        tail -20 "$DEMO/logs/onboard.log" "$DEMO/logs/homeassistant.log" >&2
+        tail -n 20 "$DEMO/logs/onboard.log" "$DEMO/logs/homeassistant.log" >&2
         exit 1
     }
+    "${backfill[@]}" >>"$DEMO/logs/backfill.log" 2>&1 || {
+        echo "demo: writing the week of history failed:" >&2
+        tail -n 20 "$DEMO/logs/backfill.log" >&2
+        exit 1
+    }
+    nohup "${backfill[@]}" --join >>"$DEMO/logs/backfill.log" 2>&1 &
+    echo $! >"$DEMO/backfill-join.pid"
 else
-    "${onboard[@]}" >>"$DEMO/logs/onboard.log" 2>&1 &
+    {
+        "${onboard[@]}" >>"$DEMO/logs/onboard.log" 2>&1 &&
+            "${backfill[@]}" >>"$DEMO/logs/backfill.log" 2>&1 &&
+            "${backfill[@]}" --join >>"$DEMO/logs/backfill.log" 2>&1
+    } &
+    helpers_pid=$!
 fi
 
 if [[ $ha_password_is_new == yes ]]; then
@@ -240,9 +271,10 @@ cat <<INFO
 HEMS demo (supervisord: ${SUPERVISORCTL[*]} status)
   Home Assistant  https://127.0.0.1:$HTTPS_PORT/          $ha_login
                   (self-signed certificate: $DEMO/nginx/data/tls/cert.pem; HA itself on http://127.0.0.1:$HA_PORT)
+                  the Energy dashboard shows the household's last week once HA is up (about a minute)
   Energy          https://127.0.0.1:$HTTPS_PORT/energy    HEMS dashboard  https://127.0.0.1:$HTTPS_PORT/hems-energy
   Configurator    https://127.0.0.1:$HTTPS_PORT/configurator/   user admin  password in $DEMO/proxy_password
-  MQTT broker     127.0.0.1:$MQTT_PORT   users bridge / homeassistant, passwords in $DEMO/mqtt_*password
+  MQTT broker     127.0.0.1:$MQTT_PORT   the release's users and ACL; passwords in $MQTT_SHARE/<user>/password
   Bridge health   http://127.0.0.1:$HEALTH_PORT/healthz
   Logs            $DEMO/logs/
 Ctrl-C or make demo-stop stops everything.
@@ -252,6 +284,11 @@ if [[ -n "${DEMO_DETACH:-}" ]]; then
     trap - EXIT
     exit 0
 fi
+# the broker's entrypoint writes the bridge's password when it first starts
+for _ in $(seq 100); do
+    [[ -s "$MQTT_SHARE/bridge/password" ]] && break
+    sleep 0.1
+done
 export MQTT_PASSWORD DEMO_MQTT_PORT=$MQTT_PORT DEMO_HEALTH_PORT=$HEALTH_PORT DEMO_STATE_DIR=$DEMO
-MQTT_PASSWORD=$(cat "$DEMO/mqtt_password")
-"$VENV/bin/meter-bridge" watch --config "$DEMO/config.yaml" ${DEMO_SECONDS:+--seconds "$DEMO_SECONDS"}
+MQTT_PASSWORD=$(cat "$MQTT_SHARE/bridge/password")
+"$VENV/bin/meter-bridge" watch --config "$DEMO/bridge/config.yaml" ${DEMO_SECONDS:+--seconds "$DEMO_SECONDS"}

@@ -1,13 +1,15 @@
 """The native stack of `make demo` (scripts/demo.sh under supervisord), once per session.
 
 Started with DEMO_DETACH=1 on ports chosen at run time, so the tests exercise exactly what a
-newcomer runs; stopped with `scripts/demo.sh stop` (supervisorctl shutdown).
+newcomer runs: every service through the release's own entrypoint and configuration. Stopped
+with `scripts/demo.sh stop` (supervisorctl shutdown).
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +30,10 @@ class Stack:
     demo_dir: Path
     ports: dict[str, int]
     ha: HomeAssistant
+    #: seconds `scripts/demo.sh` took to have HA onboarded and the week of history written
+    startup_s: float
+    #: time.monotonic() when the stack was up
+    up_since: float
 
     @property
     def https_url(self) -> str:
@@ -63,12 +69,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "VENV": str(VENV),
         **{f"DEMO_{name.upper()}_PORT": str(port) for name, port in ports.items()},
     }
+    started = time.monotonic()
     result = subprocess.run(
         ["bash", "scripts/demo.sh"], cwd=REPO, env=env, capture_output=True, text=True, timeout=240, check=False
     )
+    up_since = time.monotonic()
     try:
         assert result.returncode == 0, result.stdout + result.stderr
         ha = HomeAssistant(demo_dir / "ha", port=ports["ha"], token=(demo_dir / "ha_token").read_text().strip())
-        yield Stack(demo_dir, ports, ha)
+        yield Stack(demo_dir, ports, ha, up_since - started, up_since)
     finally:
         subprocess.run(["bash", "scripts/demo.sh", "stop"], cwd=REPO, env=env, timeout=120, check=False)

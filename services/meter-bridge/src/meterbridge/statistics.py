@@ -67,14 +67,17 @@ def parse_version(version: str) -> tuple[int, int]:
         return (9999, 0)
 
 
-def statistic_metadata(statistic_id: str, name: str, ha_version: str) -> dict[str, Any]:
-    """Metadata of an external kWh sum statistic, in the keys the given HA version accepts.
+def statistic_metadata(statistic_id: str, name: str | None, ha_version: str) -> dict[str, Any]:
+    """Metadata of a kWh sum statistic, in the keys the given HA version accepts.
 
+    An external statistic (`domain:object`) has `source` = its domain; an entity's own
+    statistic (`sensor.x`, the id the recorder compiles into) has `source` = `recorder`.
     HA 2024.3 rejects unknown keys and wants exactly has_mean, has_sum, name, source,
     statistic_id, unit_of_measurement; 2025.4 replaced has_mean by mean_type, and newer
     releases want unit_class (omitting it is deprecated).
     """
-    source = statistic_id.partition(":")[0]
+    domain, colon, _ = statistic_id.partition(":")
+    source = domain if colon else "recorder"
     metadata: dict[str, Any] = {
         "has_sum": True,
         "name": name,
@@ -201,6 +204,14 @@ class HaStatisticsClient:
     async def import_hours(self, statistic_id: str, name: str, hours: Mapping[int, float]) -> list[StatisticRow]:
         """Merge `hours` (hour start epoch s -> kWh) into `statistic_id`; the rows written (changed)."""
         rows = merge_rows(await self.existing_rows(statistic_id), hours)
+        await self.import_rows(statistic_id, name, rows)
+        return rows
+
+    async def import_rows(self, statistic_id: str, name: str | None, rows: list[StatisticRow]) -> None:
+        """Write `rows` (oldest first) as they are and wait until HA has stored the last one.
+
+        For an entity's own statistic (`sensor.x`) pass `name=None`, as the recorder does.
+        """
         metadata = statistic_metadata(statistic_id, name, self.ha_version)
         for index in range(0, len(rows), IMPORT_BATCH):
             batch = rows[index : index + IMPORT_BATCH]
@@ -211,7 +222,6 @@ class HaStatisticsClient:
             await self.call("recorder/import_statistics", metadata=metadata, stats=stats)
         if rows:
             await self._wait_until_stored(statistic_id, rows[-1])
-        return rows
 
     async def _wait_until_stored(self, statistic_id: str, last: StatisticRow) -> None:
         # import_statistics only queues the rows for the recorder thread, which commits them

@@ -12,7 +12,7 @@ Profile = Literal["grid", "solar", "heat_pump", "ev"]
 
 
 class SimulatedSourceConfig(SourceConfigBase):
-    """`type: simulated`: one simulated meter."""
+    """`type: simulated`: one meter of a simulated household."""
 
     type: Literal["simulated"] = Field(description="Source family.")
     profile: Profile = Field(default="grid", description="What the meter measures: grid, solar, heat_pump or ev.")
@@ -20,8 +20,17 @@ class SimulatedSourceConfig(SourceConfigBase):
     speed: float = Field(
         default=1.0, gt=0, le=100_000, description="Simulated seconds per real second (compress time in tests)."
     )
-    seed: int = Field(default=0, description="Random seed: the same seed gives the same household.")
+    seed: int = Field(
+        default=0,
+        description="The household: meters with the same seed measure parts of one home (grid = loads - solar).",
+    )
     pv_peak_w: float = Field(default=0.0, ge=0, description="`grid` profile: peak output of a solar array behind it.")
+    heat_pump_w: float = Field(
+        default=0.0, ge=0, description="`grid` profile: rated power of a heat pump behind it (0: none)."
+    )
+    ev_w: float = Field(
+        default=0.0, ge=0, description="`grid` profile: rated power of an EV charger behind it (0: none)."
+    )
     rated_w: float = Field(default=0.0, ge=0, description="`heat_pump`/`ev`/`solar`: rated power (0: a typical value).")
     start_import_kwh: float = Field(default=0.0, ge=0, description="Import total to start from.")
     start_export_kwh: float = Field(default=0.0, ge=0, description="Export total to start from.")
