@@ -10,12 +10,14 @@ import os
 import stat
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import aiomqtt
 import pytest
 
 from helpers.emu2_sim import Emu2Simulator
+from helpers.homeassistant import HomeAssistant
 from helpers.net import free_port
 from helpers.release import REPO, ReleaseBroker
 from helpers.usb_sysfs import EMU2, FakeSysfs, pty_numbers
@@ -129,12 +131,26 @@ def test_serial_device_nodes_for_present_adapters(tmp_path: Path) -> None:
 @pytest.mark.skipif(os.geteuid() != 0, reason="the entrypoint keeps device nodes only as root (as in the container)")
 @pytest.mark.parametrize("by", ["by-id", "usb-ids"])
 async def test_emu2_reaches_the_broker_through_the_entrypoint_and_survives_a_replug(
-    tmp_path: Path, release_broker: ReleaseBroker, by: str
+    tmp_path: Path, release_broker: ReleaseBroker, by: str, homeassistant_factory: Callable[..., HomeAssistant]
 ) -> None:
     """The EMU-2 is a simulator on a pseudo-terminal, listed in a fake sysfs as the kernel lists a
     Rainforest stick; the entrypoint's usb-serial sync gives it its udev by-id name. The bridge
     reads it by that name, or finds it by its USB ids, and reads it again after a replug that
-    moves it from ttyACM0 to ttyACM1."""
+    moves it from ttyACM0 to ttyACM1. By name, the pinned Home Assistant (user `homeassistant`
+    on the release broker) shows the reading before and after the replug."""
+    home = homeassistant_factory(mqtt=release_broker, mqtt_user="homeassistant") if by == "by-id" else None
+
+    async def in_home_assistant(expected: float) -> None:
+        if home is None:
+            return
+        state = None
+        for _ in range(60):
+            state = (await home.rest("GET", "/api/states/sensor.hems_grid_power"))["state"]
+            if state not in ("unknown", "unavailable") and float(state) == expected:
+                return
+            await asyncio.sleep(0.5)
+        raise AssertionError(f"sensor.hems_grid_power is {state}, not {expected}")
+
     sysfs, dev = FakeSysfs(tmp_path / "sys"), tmp_path / "dev"
     dev.mkdir()
     sim = Emu2Simulator(tmp_path / "emu2").start()
@@ -177,6 +193,7 @@ async def test_emu2_reaches_the_broker_through_the_entrypoint_and_survives_a_rep
         process = subprocess.Popen(["sh", str(ENTRYPOINT), "run"], env=env, stdout=log, stderr=log)
         try:
             await asyncio.wait_for(power(512.0), 30)
+            await in_home_assistant(512.0)
             sim.unplug()
             sysfs.unplug("ttyACM0")
             (dev / "ttyACM0").unlink()
@@ -184,6 +201,7 @@ async def test_emu2_reaches_the_broker_through_the_entrypoint_and_survives_a_rep
             sim.replug()  # held open by the bridge, the old name is not reused: ttyACM1
             plug("ttyACM1")
             await asyncio.wait_for(power(777.0), 45)
+            await in_home_assistant(777.0)
         finally:
             process.terminate()
             process.wait(15)
