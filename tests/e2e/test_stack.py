@@ -177,6 +177,24 @@ async def test_nginx_serves_home_assistant_its_websocket_and_guards_the_configur
             assert response.status == 200
 
 
+async def test_public_device_url_reaches_home_assistant_on_port_80(stack: Stack) -> None:
+    """balenaCloud's Public Device URL arrives TLS-terminated on port 80 with Host
+    <uuid>.balena-devices.com: the real HA answers (trusting nginx's forwarded headers); any other
+    host on port 80 is redirected to https."""
+    plain = f"http://127.0.0.1:{stack.ports['http']}"
+    public = {"Host": "4f9c1e2a7b3d4c5e8f9a0b1c2d3e4f5a.balena-devices.com"}
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{plain}/", headers=public, allow_redirects=False) as response:
+            assert response.status == 200
+            assert "<title>Home Assistant</title>" in await response.text()
+        headers = {**public, "Authorization": f"Bearer {stack.ha.token}"}
+        async with session.get(f"{plain}/api/", headers=headers, allow_redirects=False) as response:
+            assert response.status == 200, await response.text()
+        async with session.get(f"{plain}/", allow_redirects=False) as response:
+            assert response.status == 301
+            assert response.headers["Location"].startswith("https://")
+
+
 async def test_killed_bridge_is_restarted_and_home_assistant_follows(stack: Stack) -> None:
     await wait_for_state(stack, "sensor.hems_grid_power", numeric)
     before = stack.supervisorctl("pid", "bridge").stdout.strip()
