@@ -13,7 +13,7 @@ import pytest
 from helpers.mosquitto import Mosquitto
 from helpers.mqtt import client_for, recording
 from helpers.relay_sim import relay_sim
-from integration.flexutil import flex_config, flex_controller, running, wait_until
+from integration.flexutil import flex_config, flex_controller, ha_sink, running, wait_until
 
 POWERS = {"immersion": 3000.0, "ev": 7000.0}
 
@@ -83,7 +83,8 @@ async def test_home_assistant_entities_and_commands_within_a_second(
     config = flex_config(broker, base_topic, tmp_path, POWERS)
     async with (
         recording(broker, f"{base_topic}_ha/+/hems/+/config", f"{base_topic}/flex/#") as rec,
-        running(flex_controller(config)) as flex,
+        ha_sink(config) as sink,  # flex describes its entities, the HA sink announces them
+        running(flex_controller(config, sink.catalog)) as flex,
     ):
         expected = [
             "switch/hems_flex_participation",

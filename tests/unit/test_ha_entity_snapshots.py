@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 
 from meterbridge.config import BridgeConfig
-from meterbridge.flex.entities import FlexTopics, discovery_messages
+from meterbridge.flex.entities import FlexTopics, flex_entities
+from meterbridge.ha_entities import EntityDescription, discovery_config
 from meterbridge.ha_topics import Topics
 from meterbridge.model import MeterDescription
-from meterbridge.sinks.influx.replication import ReplicationHealth
-from meterbridge.sinks.influx.replication import discovery_messages as replication_messages
+from meterbridge.sinks.influx.replication import ReplicationHealth, replication_entities
 from meterbridge.sources.shelly.source import ShellySource
 from meterbridge.sources.utilitypoll import StatusPublisher, UtilityStatus
 
@@ -48,22 +48,27 @@ RELAY_METER = MeterDescription(
 )
 
 
+def announced(entities: list[EntityDescription]) -> list[tuple[str, dict[str, Any]]]:
+    """What the HA sink publishes for `entities` (site `home`, base topic `hems`)."""
+    return [discovery_config(entity, Topics(), "home") for entity in entities]
+
+
 def flex_payloads() -> list[tuple[str, dict[str, Any]]]:
-    return discovery_messages(Topics(), FlexTopics("hems"), "home", list(CONFIG.flex.assets))
+    return announced(flex_entities(FlexTopics("hems"), CONFIG.flex.assets))
 
 
 def shelly_payloads() -> list[tuple[str, dict[str, Any]]]:
     source = ShellySource(CONFIG.sources[0], CONFIG.mqtt_context)  # type: ignore[arg-type]
-    return [source.relay_discovery(RELAY_METER)]
+    return announced([source.relay_entity(RELAY_METER)])
 
 
 def utility_payloads() -> list[tuple[str, dict[str, Any]]]:
-    return StatusPublisher(CONFIG.mqtt_context, "opw", "PG&E", UtilityStatus()).discovery()
+    return announced(StatusPublisher(CONFIG.mqtt_context, "opw", "PG&E", UtilityStatus()).entities())
 
 
 def replication_payloads() -> list[tuple[str, dict[str, Any]]]:
     health = ReplicationHealth("hems_cloud_meters", "hems-cloud-meters", 10, 5, "ok", False)
-    return replication_messages(Topics(), "home", health)
+    return announced(replication_entities("hems", health))
 
 
 OWNERS = {
