@@ -110,7 +110,6 @@ class FlexMqtt:
 
         async def body(client: aiomqtt.Client) -> None:
             self._client = client
-            inbox.stats.connected = True
             try:
                 await self._run_session(client, inbox)
             finally:
@@ -122,6 +121,9 @@ class FlexMqtt:
         topics = self.topics
         for topic in (topics.event, topics.manual, *topics.command_filters, *self._watchers):
             await client.subscribe(topic, qos=1)
+        # connected = listening: an event or command sent from now on is heard (a test, or
+        # `meter-bridge status`, that sees it earlier could publish into the gap)
+        inbox.stats.connected = True
         self._dirty = True
         self._wake.set()
         publisher = asyncio.create_task(self._publish_loop(client, inbox), name="flex-publish")
