@@ -174,7 +174,7 @@ class Bridge:
             self.stats.sources[source.id] = stats
             ctx = SourceContext(source.id, stats, self.hub.publish, self.catalog)
             self._source_tasks.append(asyncio.create_task(self._run_source(source, ctx), name=f"source-{source.id}"))
-        firmware = firmware_entities(self.config)  # Shelly update entities in HA (issue 21)
+        firmware = firmware_entities(self.config, self.catalog)  # Shelly update entities in HA (issue 21)
         if firmware is not None:
             self._source_tasks.append(asyncio.create_task(firmware.run(), name="shelly-firmware"))
         if self.config.health.enabled:
