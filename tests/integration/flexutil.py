@@ -10,9 +10,12 @@ from typing import Any
 
 from helpers.mosquitto import Mosquitto
 from helpers.relay_sim import RelaySim
+from meterbridge.app import build_flex
 from meterbridge.config import BridgeConfig
 from meterbridge.flex.controller import FlexController
+from meterbridge.ha_entities import EntityCatalog
 from meterbridge.model import Quantity, Reading, utc_now
+from meterbridge.sinks.homeassistant import HomeAssistantSink
 
 
 def flex_config(
@@ -92,9 +95,21 @@ async def running(controller: FlexController, sim: RelaySim | None = None) -> As
         await controller.close()
 
 
-def flex_controller(config: BridgeConfig) -> FlexController:
-    """The flex controller as the bridge builds it from `config`."""
-    return FlexController(config.mqtt_context, config.flex)
+def flex_controller(config: BridgeConfig, catalog: EntityCatalog | None = None) -> FlexController:
+    """The flex controller as the bridge builds it from `config`; its HA entities go to `catalog`."""
+    return build_flex(config.mqtt_context, config.flex, EntityCatalog() if catalog is None else catalog)
+
+
+@contextlib.asynccontextmanager
+async def ha_sink(config: BridgeConfig) -> AsyncIterator[HomeAssistantSink]:
+    """The HA sink as the bridge runs it: it announces the catalog's entities and owns
+    `<base>/bridge/availability` (every entity's availability)."""
+    sink = HomeAssistantSink(config.mqtt_context)
+    await sink.start()
+    try:
+        yield sink
+    finally:
+        await sink.close()
 
 
 async def wait_until(predicate: Any, timeout: float, what: str) -> None:

@@ -17,9 +17,8 @@ import pytest
 
 from helpers.mosquitto import Mosquitto
 from helpers.relay_sim import relay_sim
-from integration.flexutil import flex_config, flex_controller, running, wait_until
+from integration.flexutil import flex_config, flex_controller, ha_sink, running, wait_until
 from integration.test_flex_openadr import POWERS, Vtn, expect_next_event_opted_out, ven_flex
-from meterbridge.sinks.homeassistant import HomeAssistantSink
 
 pytest.importorskip("helpers.homeassistant")
 pytestmark = pytest.mark.homeassistant
@@ -48,12 +47,10 @@ async def test_opt_out_button_and_participation_switch_in_home_assistant(
     await vtn.server.run()
     try:
         config = flex_config(broker, base_topic, tmp_path, POWERS, discovery="homeassistant", **ven_flex(vtn))
-        # The HA sink owns `<base>/bridge/availability` (every entity's availability), as in the bridge.
-        ha_sink = HomeAssistantSink(config.mqtt_context)
-        await ha_sink.start()
         async with (
+            ha_sink(config) as sink,  # announces flex's entities and owns their availability, as in the bridge
             relay_sim(broker, base_topic, POWERS) as sim,
-            running(flex_controller(config), sim) as flex,
+            running(flex_controller(config, sink.catalog), sim) as flex,
         ):
             await wait_ha(ha, "switch.hems_flex_participation", "on", 30)
             await wait_ha(ha, "button.hems_flex_opt_out", "unknown", 10)
@@ -71,6 +68,5 @@ async def test_opt_out_button_and_participation_switch_in_home_assistant(
             await ha.rest("POST", "/api/services/switch/turn_off", {"entity_id": "switch.hems_flex_participation"})
             await wait_until(lambda: not flex.settings.participation, 5, "participation off")
             await expect_next_event_opted_out(vtn, sim)
-            await ha_sink.close()
     finally:
         await vtn.server.stop()

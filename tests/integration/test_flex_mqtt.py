@@ -7,13 +7,15 @@ import json
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import aiomqtt
 import pytest
 
 from helpers.mosquitto import Mosquitto
 from helpers.mqtt import client_for, recording
 from helpers.relay_sim import relay_sim
-from integration.flexutil import flex_config, flex_controller, running, wait_until
+from integration.flexutil import flex_config, flex_controller, ha_sink, running, wait_until
 
 POWERS = {"immersion": 3000.0, "ev": 7000.0}
 
@@ -83,7 +85,8 @@ async def test_home_assistant_entities_and_commands_within_a_second(
     config = flex_config(broker, base_topic, tmp_path, POWERS)
     async with (
         recording(broker, f"{base_topic}_ha/+/hems/+/config", f"{base_topic}/flex/#") as rec,
-        running(flex_controller(config)) as flex,
+        ha_sink(config) as sink,  # flex describes its entities, the HA sink announces them
+        running(flex_controller(config, sink.catalog)) as flex,
     ):
         expected = [
             "switch/hems_flex_participation",
@@ -149,3 +152,26 @@ async def test_restart_mid_event_resumes(broker: Mosquitto, base_topic: str, tmp
             await sim.wait("immersion", True, 15)
         kinds = [json.loads(line)["kind"] for line in (tmp_path / "flex-events.jsonl").read_text().splitlines()]
         assert "resumed" in kinds
+
+
+async def test_connected_means_listening(
+    broker: Mosquitto, base_topic: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An event sent as soon as flex says it is connected is heard, even when subscribing is slow.
+
+    Regression: `stats.connected` went true before the subscriptions, so a publish in between
+    (tests do that; a loaded machine widens the gap) was lost.
+    """
+    subscribe = aiomqtt.Client.subscribe
+
+    async def slow_subscribe(self: aiomqtt.Client, *args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(0.2)
+        return await subscribe(self, *args, **kwargs)
+
+    monkeypatch.setattr(aiomqtt.Client, "subscribe", slow_subscribe)
+    config = flex_config(broker, base_topic, tmp_path, POWERS)
+    async with running(flex_controller(config)) as flex:
+        await wait_until(lambda: flex.stats.connected, 10, "flex connected")
+        async with client_for(broker, "bridge") as client:
+            await client.publish(f"{base_topic}/flex/event", event(datetime.now(UTC) + timedelta(minutes=5)), qos=1)
+        await wait_until(lambda: "community-1" in flex.events, 5, "event heard")

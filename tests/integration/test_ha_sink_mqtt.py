@@ -21,6 +21,7 @@ from helpers.mqtt import client_for, recording
 from helpers.net import free_port
 from meterbridge.app import Bridge
 from meterbridge.config import BridgeConfig
+from meterbridge.ha_entities import Device, EntityDescription
 from meterbridge.model import Quantity
 
 
@@ -270,3 +271,38 @@ def test_quantities_used_by_simulated_meters_have_discovery() -> None:
     from meterbridge.sinks.homeassistant.discovery import ENTITY_DESCRIPTIONS
 
     assert set(ENTITY_DESCRIPTIONS) == set(Quantity)
+
+
+async def test_catalog_entities_announced_reannounced_on_birth_and_removed(broker: Mosquitto, base_topic: str) -> None:
+    """Entities described by other parts (here a relay switch) go out through the HA sink alone."""
+    config = bridge_config(broker, base_topic, sources=[])
+    prefix = f"{base_topic}_ha"
+    topic = f"{prefix}/switch/hems/hems_pump_relay/config"
+    switch = EntityDescription(
+        "switch", "pump_relay", "Relay", Device("pump", "Pump"), state_topic="x/state", command_topic="x/set"
+    )
+    async with Bridge(config) as bridge, recording(broker, f"{prefix}/#") as rec:
+        bridge.catalog.describe("test", [switch])
+        await rec.wait_for(lambda r: topic in r.last)
+        payload = rec.json(topic)
+        assert (payload["default_entity_id"], payload["object_id"]) == ("switch.hems_pump_relay", "hems_pump_relay")
+        assert payload["unique_id"] == "hems_home_pump_relay"
+        bridge.catalog.describe("test", [switch])  # the same again: nothing new goes out
+        await asyncio.sleep(0.3)
+        assert sum(1 for t, _p, _r in rec.messages if t == topic) == 1
+        async with client_for(broker) as ha:
+            await ha.publish(f"{prefix}/status", b"online", qos=1)
+        await rec.wait_for(lambda r: sum(1 for t, _p, _r in r.messages if t == topic) == 2)
+        bridge.catalog.describe("test", [])  # the owner no longer offers it: HA removes it
+        await rec.wait_for(lambda r: r.last.get(topic) == b"")
+
+
+async def test_no_discovery_at_all_when_home_assistant_is_disabled(broker: Mosquitto, base_topic: str) -> None:
+    prefix = f"{base_topic}_ha"
+    config = bridge_config(broker, base_topic, homeassistant={"discovery_prefix": prefix, "enabled": False})
+    switch = EntityDescription("switch", "pump_relay", "Relay", Device("pump", "Pump"), command_topic="x/set")
+    async with Bridge(config) as bridge, recording(broker, f"{prefix}/#", f"{base_topic}/meter/#") as rec:
+        bridge.catalog.describe("test", [switch])
+        await rec.wait_for(lambda r: f"{base_topic}/meter/grid" in r.last)  # state still flows
+        await asyncio.sleep(0.5)
+        assert not [t for t, _p, _r in rec.messages if t.startswith(prefix)]

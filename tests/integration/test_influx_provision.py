@@ -22,6 +22,7 @@ from helpers.mosquitto import Mosquitto
 from helpers.mqtt import recording
 from meterbridge.config import BridgeConfig
 from meterbridge.influx_provision import ProvisionError, ProvisionSettings, provision
+from meterbridge.sinks.homeassistant import HomeAssistantSink
 from meterbridge.sinks.influx.replication import ReplicationMonitor
 
 CLOUD = {
@@ -172,8 +173,10 @@ async def test_replication_health_reaches_home_assistant(
             },
         }
     )
-    monitor = ReplicationMonitor(config.mqtt_context, config.influx)
+    sink = HomeAssistantSink(config.mqtt_context)  # announces what the monitor describes, as in the bridge
+    monitor = ReplicationMonitor(config.mqtt_context, config.influx, sink.catalog)
     async with recording(broker, f"{base_topic}/#", f"{prefix}/#") as rec:
+        await sink.start()
         await monitor.start()
         try:
             state_topic = f"{base_topic}/influx/replication"
@@ -186,11 +189,15 @@ async def test_replication_health_reaches_home_assistant(
                     "problem": True,
                 }
             }
-            queue = rec.json(f"{prefix}/sensor/hems/hems_influx_replication_hems_cloud_meters_queue/config")
+            queue_config = f"{prefix}/sensor/hems/hems_influx_replication_hems_cloud_meters_queue/config"
+            problem_config = f"{prefix}/binary_sensor/hems/hems_influx_replication_hems_cloud_meters_problem/config"
+            # announced by the HA sink, on a connection of its own: not ordered with the monitor's state
+            await rec.wait_for(lambda r: queue_config in r.last and problem_config in r.last)
+            queue = rec.json(queue_config)
             assert queue["device_class"] == "data_size"
             assert queue["unit_of_measurement"] == "B"
             assert queue["unique_id"] == "hems_home_influx_replication_hems_cloud_meters_queue"
-            problem = rec.json(f"{prefix}/binary_sensor/hems/hems_influx_replication_hems_cloud_meters_problem/config")
+            problem = rec.json(problem_config)
             assert problem["device_class"] == "problem"
             await rec.wait_for(lambda r: r.last.get(f"{base_topic}/influx/replication/availability") == b"online")
 
@@ -200,7 +207,7 @@ async def test_replication_health_reaches_home_assistant(
 
             await asyncio.to_thread(provision, ProvisionSettings.from_env(env(double, tokens)))  # cloud unset
             await rec.wait_for(lambda r: r.json(state_topic) == {})
-            queue_config = f"{prefix}/sensor/hems/hems_influx_replication_hems_cloud_meters_queue/config"
             await rec.wait_for(lambda r: r.last.get(queue_config) == b"")
         finally:
             await monitor.close()
+            await sink.close()

@@ -17,7 +17,7 @@ import pytest
 from helpers.mosquitto import Mosquitto
 from meterbridge.config import BridgeConfig
 from meterbridge.errors import AuthError, BridgeError, SourceConnectionError
-from meterbridge.flex.controller import _ShellyRelays
+from meterbridge.flex.relays import ShellyRelays
 from meterbridge.mqttsession import MqttSession
 from meterbridge.sections import MqttConfig
 
@@ -85,12 +85,12 @@ async def test_refused_credentials_are_an_auth_error(broker: Mosquitto) -> None:
 async def test_flex_shelly_rpc_session_comes_back_after_a_broker_restart(own_broker: Mosquitto) -> None:
     """Regression: the flex controller's Shelly RPC session used to stay dead after the broker went away."""
     config = BridgeConfig.model_validate({"mqtt": own_broker.bridge_mqtt("flex_rpc")})
-    relays = _ShellyRelays(config.mqtt_context)
-    relays.start()
+    relays = ShellyRelays(config.mqtt_context)
+    await relays.start()
     try:
-        await _until(lambda: relays._rpc is not None, 10)
-        first = relays._rpc
+        await _until(lambda: relays.rpc is not None, 10)
+        first = relays.rpc
         own_broker.restart()
-        await _until(lambda: relays._rpc is not None and relays._rpc is not first, 20)
+        await _until(lambda: relays.rpc is not None and relays.rpc is not first, 20)
     finally:
         await relays.close()

@@ -21,8 +21,10 @@ from helpers.release import ReleaseBroker
 from helpers.shelly_sim import ShellySim
 from meterbridge.config import BridgeConfig, MqttConfig
 from meterbridge.errors import SourceTimeoutError
+from meterbridge.ha_entities import EntityCatalog
 from meterbridge.model import Event, MeterAvailability, Quantity, Reading
 from meterbridge.mqtt import make_client
+from meterbridge.sinks.homeassistant import HomeAssistantSink
 from meterbridge.sources import SourceContext
 from meterbridge.sources.shelly.identity import ShellyIdentityStore
 from meterbridge.sources.shelly.provision import RETIRED_SCRIPT_NAME, RETIRED_SCRIPT_TOPIC, ProvisionSettings, provision
@@ -57,9 +59,9 @@ def _bridge_config(broker: Mosquitto, base_topic: str, source: dict[str, Any]) -
 class Events:
     """A `SourceContext` whose events land in a list we can wait on."""
 
-    def __init__(self, source_id: str) -> None:
+    def __init__(self, source_id: str, catalog: EntityCatalog | None = None) -> None:
         self.items: list[Event] = []
-        self.ctx = SourceContext(source_id, SourceStats("shelly", 300.0), self.items.append)
+        self.ctx = SourceContext(source_id, SourceStats("shelly", 300.0), self.items.append, catalog)
 
     async def wait_for(
         self, predicate: Callable[[list[Event]], bool], timeout: float = 10.0, message: object = None
@@ -191,9 +193,12 @@ async def test_relay_set_with_toggle_after_and_timeout(shelly_broker: Mosquitto,
 
 async def test_relay_is_a_home_assistant_switch(shelly_broker: Mosquitto, base_topic: str, plus1pm: ShellySim) -> None:
     source = _source(shelly_broker, base_topic, [{"prefix": plus1pm.prefix, "id": "heater"}])
-    events = Events("shelly")
+    # the source describes the switch, the HA sink announces it (as in the bridge)
+    sink = HomeAssistantSink(source.bridge)
+    events = Events("shelly", sink.catalog)
     config_topic = f"{base_topic}_ha/switch/hems/hems_shelly_heater_relay/config"
     state_topic = f"{base_topic}/shelly/shelly_heater/relay"
+    await sink.start()
     async with recording(shelly_broker, f"{base_topic}_ha/#", f"{base_topic}/#") as rec:
         async for _ in _running(source, events):
             await rec.wait_for(lambda r: config_topic in r.last and r.last.get(state_topic) == b"ON")
@@ -210,6 +215,7 @@ async def test_relay_is_a_home_assistant_switch(shelly_broker: Mosquitto, base_t
             await rec.wait_for(lambda r: r.last.get(state_topic) == b"OFF")
             assert plus1pm.status["switch:0"]["output"] is False
             assert source.relay("shelly_heater").prefix == plus1pm.prefix
+    await sink.close()
 
 
 async def test_multichannel_and_three_phase_and_discovery(shelly_broker: Mosquitto, base_topic: str) -> None:

@@ -138,11 +138,11 @@ class ToySink(Sink):
 
 
 async def test_a_toy_sink_is_one_line_in_the_sink_table(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(app, "SINKS", (*app.SINKS, app.SinkKind("toy", lambda config: ToySink())))
+    monkeypatch.setattr(app, "SINKS", (*app.SINKS, app.SinkKind("toy", lambda config, catalog: ToySink())))
     config = BridgeConfig.model_validate(_data({"type": "simulated", "id": "grid"}))
     bridge = app.Bridge(config)
     names = [sink.name for sink in bridge.sinks]
     assert names[-1] == "toy"
     assert "toy" in bridge.stats.sinks
     # a sink's table name is the name it reports under
-    assert names == [kind.name for kind in app.SINKS if kind.build(config) is not None]
+    assert names == [kind.name for kind in app.SINKS if kind.build(config, bridge.catalog) is not None]

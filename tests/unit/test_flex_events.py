@@ -6,19 +6,24 @@ import contextlib
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from meterbridge.app import build_flex
 from meterbridge.config import BridgeConfig
 from meterbridge.errors import ParseError
+from meterbridge.flex.actuators import MqttActuator
 from meterbridge.flex.assets import in_windows
-from meterbridge.flex.controller import FlexController, write_atomically
-from meterbridge.flex.entities import FlexTopics, discovery_messages
+from meterbridge.flex.controller import FlexController
+from meterbridge.flex.entities import FlexTopics, flex_entities
 from meterbridge.flex.events import FlexEvent, event_schema, parse_event_message, target_for_level
 from meterbridge.flex.openadr import event_from_openadr
 from meterbridge.flex.policy import AssetState, Direction
+from meterbridge.flex.store import write_atomically
+from meterbridge.ha_entities import EntityCatalog, discovery_config
 from meterbridge.sinks.homeassistant.discovery import Topics
 
 REPO = Path(__file__).resolve().parents[2]
@@ -145,9 +150,14 @@ def test_config_rejects_unsafe_timers_and_duplicates(tmp_path: Path) -> None:
         config(tmp_path, assets=[{**asset, "windows": ["25:00-01:00"]}])
 
 
+def controller(cfg: BridgeConfig, **kwargs: Any) -> FlexController:
+    """The flex controller as the bridge builds it (nothing connects until `start`)."""
+    return build_flex(cfg.mqtt_context, cfg.flex, EntityCatalog(), **kwargs)
+
+
 def test_discovery_entities_are_unique_and_on_one_device(tmp_path: Path) -> None:
     cfg = config(tmp_path)
-    messages = discovery_messages(Topics("hems"), FlexTopics("hems"), "home", list(cfg.flex.assets))
+    messages = [discovery_config(e, Topics("hems"), "home") for e in flex_entities(FlexTopics("hems"), cfg.flex.assets)]
     ids = [payload["unique_id"] for _, payload in messages]
     assert len(ids) == len(set(ids)) == 13
     assert {payload["device"]["name"] for _, payload in messages} == {"HEMS Flex"}
@@ -157,7 +167,7 @@ def test_discovery_entities_are_unique_and_on_one_device(tmp_path: Path) -> None
 async def test_submit_events_and_state_survive_a_restart(tmp_path: Path) -> None:
     now = [START]
     cfg = config(tmp_path)
-    flex = FlexController(cfg.mqtt_context, cfg.flex, clock=lambda: now[0])
+    flex = controller(cfg, clock=lambda: now[0])
     event = FlexEvent("e1", "mqtt", Direction.DOWN, START, START + timedelta(hours=1), 1000.0, None)
     assert flex.submit_event(event)
     flex.site_import_w = 4000.0
@@ -166,11 +176,13 @@ async def test_submit_events_and_state_survive_a_restart(tmp_path: Path) -> None
     async def publish(topic: str, payload: bytes, retain: bool) -> None:
         sent.append((topic, payload))
 
-    flex._mqtt_actuators["heater"]._publish = publish  # the broker path is tested in integration
+    actuator = flex.assets["heater"].actuator
+    assert isinstance(actuator, MqttActuator)
+    actuator._publish = publish  # the broker path is tested in integration
     await flex.tick()
     assert sent == [("x/heater", b"OFF")]
     assert flex.assets["heater"].state is AssetState.SHED
-    again = FlexController(cfg.mqtt_context, cfg.flex, clock=lambda: now[0])
+    again = controller(cfg, clock=lambda: now[0])
     assert again.assets["heater"].state is AssetState.SHED
     assert again.events["e1"].baseline_w == 4000.0
     # participation off: the next event is refused
@@ -181,6 +193,6 @@ async def test_submit_events_and_state_survive_a_restart(tmp_path: Path) -> None
 def test_damaged_state_file_starts_fresh(tmp_path: Path) -> None:
     cfg = config(tmp_path)
     write_atomically(cfg.flex.state_path, '{"version": 1, "settings": {}}')
-    flex = FlexController(cfg.mqtt_context, cfg.flex)
+    flex = controller(cfg)
     assert flex.events == {}
     assert flex.assets["heater"].state is AssetState.NORMAL

@@ -84,6 +84,7 @@ PLACEMENT: tuple[tuple[str, str], ...] = (
     ("meterbridge.sections", "foundation"),
     ("meterbridge.yamlsource", "foundation"),
     ("meterbridge.ha_topics", "foundation"),
+    ("meterbridge.ha_entities", "foundation"),
 )
 
 #: Allowed exceptions to "sources never import sinks", each with its reason.

@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 
 from meterbridge.config import BridgeConfig
+from meterbridge.ha_entities import discovery_config
+from meterbridge.ha_topics import Topics
 from meterbridge.sources.shelly.firmware import ShellyFirmwareEntities, firmware_entities
 
 SNAPSHOT = Path(__file__).parent.parent / "fixtures" / "homeassistant" / "discovery_shelly_firmware.json"
@@ -32,7 +34,7 @@ def config(**extra: object) -> BridgeConfig:
 def test_discovery_snapshot() -> None:
     entities = ShellyFirmwareEntities(config())
     device = entities.devices["shelly/shellyplus1pm-a8032ab12345"]
-    topic, payload = entities.discovery(device)
+    topic, payload = discovery_config(entities.entity(device), Topics(), "home")  # as the HA sink announces it
     assert topic == "homeassistant/update/hems/hems_shelly_immersion_firmware/config"
     payload["origin"]["sw_version"] = "<version>"
     if os.environ.get("UPDATE_SNAPSHOTS"):
@@ -41,7 +43,12 @@ def test_discovery_snapshot() -> None:
     # channel 0 named: the entity joins that meter's device
     named = entities.devices["shelly/shellyproem50-08f9e0e67204"]
     assert named.meter_id == "grid"
-    assert entities.discovery(named)[1]["device"]["identifiers"] == ["hems_home_grid"]
+    assert discovery_config(entities.entity(named), Topics(), "home")[1]["device"]["identifiers"] == ["hems_home_grid"]
+    # described into the catalog the HA sink announces from
+    assert [e.object_id for e in entities.catalog.entities()] == [
+        "hems_shelly_immersion_firmware",
+        "hems_grid_firmware",
+    ]
 
 
 def test_state_keys_follow_the_update_platform() -> None:

@@ -8,14 +8,21 @@ import logging
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from .backoff import Backoff
 from .config import BridgeConfig
+from .flex.config import FlexConfig
 from .flex.controller import FlexController
+from .flex.entities import FlexTopics, flex_entities
+from .flex.mqttio import FlexMqtt
+from .flex.relays import ShellyRelays, build_actuators, uses_shelly
+from .ha_entities import EntityCatalog
 from .health import HealthServer
 from .hub import Hub
 from .model import utc_now
+from .sections import MqttContext
 from .sinks import Sink
 from .sinks.homeassistant import HomeAssistantSink
 from .sinks.kasa.sink import KasaSink
@@ -38,29 +45,57 @@ class SinkKind:
     """
 
     name: str
-    build: Callable[[BridgeConfig], Sink | None]
+    #: Builds it from the config; entities it offers Home Assistant go to the catalog.
+    build: Callable[[BridgeConfig, EntityCatalog], Sink | None]
 
 
-def _influx(config: BridgeConfig) -> Sink | None:
+def _influx(config: BridgeConfig, catalog: EntityCatalog) -> Sink | None:
     if config.influx is None or not config.influx.enabled:
         return None
     from .sinks.influx import InfluxSink  # imported here: influxdb-client is slow to import
 
-    return InfluxSink(config.mqtt_context, config.influx, config.spool)
+    return InfluxSink(config.mqtt_context, config.influx, config.spool, catalog=catalog)
+
+
+def build_flex(
+    context: MqttContext, flex: FlexConfig, catalog: EntityCatalog, clock: Callable[[], datetime] = utc_now
+) -> FlexController:
+    """The flex controller with its parts: store, actuators (Shelly RPC session), MQTT I/O, VEN, HA entities."""
+    topics = FlexTopics(context.mqtt.base_topic, flex.event_topic, flex.manual_topic)
+    mqtt = FlexMqtt(context.mqtt, f"{context.client_id}-flex", topics)
+    shelly = ShellyRelays(context)
+    actuators = build_actuators(flex.assets, shelly, mqtt.publish, mqtt)
+    controller = FlexController(flex, topics, actuators, clock=clock)
+    mqtt.attach(controller)
+    controller.outlet = mqtt
+    controller.parts.append(mqtt)
+    if uses_shelly(flex.assets):
+        controller.parts.append(shelly)
+    if flex.openadr.enabled:
+        from .flex.openadr import FlexVen  # imported here: openleadr is slow to import
+
+        controller.parts.append(FlexVen(context.site.id, flex, controller))
+    catalog.describe("flex", flex_entities(topics, flex.assets))
+    return controller
+
+
+def _flex(config: BridgeConfig, catalog: EntityCatalog) -> Sink | None:
+    return build_flex(config.mqtt_context, config.flex, catalog) if config.flex.enabled else None
 
 
 #: Every sink, in the order the hub feeds them: the one place a sink is registered.
 SINKS: tuple[SinkKind, ...] = (
-    SinkKind("homeassistant", lambda config: HomeAssistantSink(config.mqtt_context)),
-    SinkKind("kasa", lambda config: KasaSink(config.kasa) if config.kasa.enabled else None),
+    SinkKind("homeassistant", lambda config, catalog: HomeAssistantSink(config.mqtt_context, catalog)),
+    SinkKind("kasa", lambda config, catalog: KasaSink(config.kasa) if config.kasa.enabled else None),
     SinkKind("influx", _influx),
-    SinkKind("flex", lambda config: FlexController(config.mqtt_context, config.flex) if config.flex.enabled else None),
+    SinkKind("flex", _flex),
 )
 
 
-def build_sinks(config: BridgeConfig) -> list[Sink]:
-    """The sinks the config enables, from the sink table `SINKS`."""
-    built = (kind.build(config) for kind in SINKS)
+def build_sinks(config: BridgeConfig, catalog: EntityCatalog | None = None) -> list[Sink]:
+    """The sinks the config enables, from the sink table `SINKS`; they describe entities into `catalog`."""
+    catalog = EntityCatalog() if catalog is None else catalog
+    built = (kind.build(config, catalog) for kind in SINKS)
     return [sink for sink in built if sink is not None]
 
 
@@ -89,7 +124,9 @@ class Bridge:
     def __init__(self, config: BridgeConfig, sinks: list[Sink] | None = None) -> None:
         self.config = config
         self.stats = BridgeStats(started=utc_now())
-        self.sinks = build_sinks(config) if sinks is None else sinks
+        #: Every entity offered to Home Assistant besides meter sensors (the HA sink announces them).
+        self.catalog = next((s.catalog for s in sinks or () if isinstance(s, HomeAssistantSink)), EntityCatalog())
+        self.sinks = build_sinks(config, self.catalog) if sinks is None else sinks
         for sink in self.sinks:
             self.stats.sinks[sink.name] = sink.stats
         self.hub = Hub(self.sinks, config.hub.queue_size)
@@ -135,9 +172,9 @@ class Bridge:
         for source in self.sources:
             stats = SourceStats(source_type=source.source_type, stale_after_s=source.config.stale_after_s)
             self.stats.sources[source.id] = stats
-            ctx = SourceContext(source.id, stats, self.hub.publish)
+            ctx = SourceContext(source.id, stats, self.hub.publish, self.catalog)
             self._source_tasks.append(asyncio.create_task(self._run_source(source, ctx), name=f"source-{source.id}"))
-        firmware = firmware_entities(self.config)  # Shelly update entities in HA (issue 21)
+        firmware = firmware_entities(self.config, self.catalog)  # Shelly update entities in HA (issue 21)
         if firmware is not None:
             self._source_tasks.append(asyncio.create_task(firmware.run(), name="shelly-firmware"))
         if self.config.health.enabled:

@@ -1,8 +1,12 @@
-"""A small asyncio helper shared by the bridge's background loops."""
+"""Small asyncio helpers shared by the bridge's background loops."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+
+_LOGGER = logging.getLogger(__name__)
 
 
 async def wait_event(event: asyncio.Event, timeout_s: float | None) -> None:
@@ -19,3 +23,22 @@ async def wait_event(event: asyncio.Event, timeout_s: float | None) -> None:
     finally:
         if timer is not None:
             timer.cancel()
+
+
+async def stop_tasks(tasks: list[asyncio.Task[None]], timeout: float = 3.0) -> None:
+    """Cancel `tasks` and wait for them, at most `timeout`; what they raised is dropped.
+
+    Python 3.11's `asyncio.wait_for` (used inside aiomqtt's publish) can swallow a
+    cancellation that races with its result, so loops stopped this way also check a
+    closing flag, and this never waits forever.
+    """
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        _done, pending = await asyncio.wait(tasks, timeout=timeout)
+        for task in pending:
+            _LOGGER.warning("Task %s did not stop in %.0f s", task.get_name(), timeout)
+    for task in tasks:
+        if task.done() and not task.cancelled():
+            with contextlib.suppress(Exception):
+                task.result()

@@ -1,18 +1,16 @@
 """The Home Assistant MQTT topic layout and device blocks, in one place.
 
-Shared by everything that talks to Home Assistant over MQTT: the HA sink (meters), sources
-that publish entities of their own (Shelly relays, utility account status), the InfluxDB
-replication monitor and flex. It lives outside `sinks/` so that sources need not import
-from a sink (STYLE.md: imports never point backwards; tests/unit/test_layers.py checks it).
+Shared by the HA sink (which announces every entity, `ha_entities`) and the parts that
+publish state for their entities (Shelly relays, utility account status, the InfluxDB
+replication monitor, flex). It lives outside `sinks/` so that sources need not import from
+a sink (STYLE.md: imports never point backwards; tests/unit/test_layers.py checks it).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from . import __version__
-from .model import MeterDescription
 
 #: The `origin` block: which software published the discovery config.
 ORIGIN = {"name": "meter-bridge", "sw_version": __version__}
@@ -68,19 +66,3 @@ def entity_id_keys(component: str, object_id: str) -> dict[str, str]:
     id of an existing one across upgrades.
     """
     return {"object_id": object_id, "default_entity_id": f"{component}.{object_id}"}
-
-
-def device_block(site_id: str, meter: MeterDescription) -> dict[str, Any]:
-    """The HA `device` block of a meter: one device per meter."""
-    device: dict[str, Any] = {"identifiers": [f"hems_{site_id}_{meter.meter_id}"], "name": meter.name}
-    for key, value in (
-        ("manufacturer", meter.manufacturer),
-        ("model", meter.model),
-        ("sw_version", meter.sw_version),
-        ("hw_version", meter.hw_version),
-    ):
-        if value:
-            device[key] = value
-    if meter.via:
-        device["via_device"] = f"hems_{site_id}_{meter.via}"
-    return device

@@ -1,52 +1,45 @@
-"""The flex controller: a sink (it needs the readings) that runs the policy and switches assets.
+"""The flex controller: what flex knows (the situation), the policy tick, and applying its actions.
 
 - `handle` keeps the latest site import and asset power (never touches the network).
-- One task owns an MQTT connection: HA discovery and state of the "HEMS Flex" device,
-  HA's commands, community and manual events, MQTT actuators' state.
 - One task ticks every `tick_s` (at once after a command): `policy.decide`, apply the
-  actions, re-arm device fail-safes, persist, publish.
-- State (events, asset states, HA settings) is persisted as JSON, written atomically,
-  so a restart mid-event resumes; every decision is appended to a JSON-lines log.
+  actions through the assets' actuators, re-arm device fail-safes, persist, tell the
+  state outlet (the MQTT I/O) that the state document may have changed.
+- Events come from `submit_event` (OpenADR VEN, community and manual MQTT events), settings
+  from `handle_command` (Home Assistant).
+
+The parts around it are wired in `meterbridge.app.build_flex`: the store (`store.py`), the
+actuators and the Shelly RPC session (`relays.py`), the MQTT I/O (`mqttio.py`), the VEN
+(`openadr.py`, through its `VenController` protocol) and the HA entities (`entities.py`,
+announced by the HA sink). They are `FlexPart`s the controller starts and closes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-import os
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-import aiomqtt
-
-from ..asyncutil import wait_event
-from ..errors import BridgeError, ParseError, SinkError
-from ..ha_topics import Topics
+from ..asyncutil import stop_tasks, wait_event
+from ..errors import ParseError, SinkError
 from ..logutil import RateLimitedLog
 from ..model import Event, Quantity, Reading, utc_now
-from ..mqtt import endpoint
-from ..mqttsession import MqttSession
-from ..sections import MqttContext
 from ..sinks import Sink
-from ..sources.shelly.relay import ShellyMqttRpc, ShellyRelay, rpc_on
-from .actuators import Actuator, HomeAssistantActuator, MqttActuator, RelayLike, ShellyActuator
-from .assets import AssetConfig, HomeAssistantActuatorConfig, MqttActuatorConfig, ShellyActuatorConfig, in_windows
+from .actuators import Actuator, HomeAssistantActuator
+from .assets import AssetConfig, in_windows
 from .config import FlexConfig
-from .entities import MODES, OFF, ON, FlexTopics, discovery_messages
+from .entities import MODES, OFF, ON, FlexTopics
 from .events import FlexEvent, parse_event_message, target_for_level
 from .policy import Action, AssetState, AssetView, Cause, Direction, EventView, Situation, decide, fail_safe_s
+from .store import AssetRecord, EventRecord, FlexSettings, FlexStore
 
 _LOGGER = logging.getLogger(__name__)
 
-#: Persisted-state format; bump on incompatible changes.
-STATE_VERSION = 1
 #: Decisions kept for Home Assistant's "Last decision" attributes.
 RECENT_DECISIONS = 10
 #: Finished events are forgotten after this long.
@@ -55,155 +48,45 @@ KEEP_FINISHED_S = 3600.0
 OptListener = Callable[[FlexEvent, str], Awaitable[None]]
 
 
-@dataclass(slots=True)
-class AssetRuntime:
-    """One asset's live state (what the policy sees plus command bookkeeping)."""
+@dataclass(slots=True, kw_only=True)
+class AssetRuntime(AssetRecord):
+    """One asset's live state: the persisted part, what the policy sees and command bookkeeping."""
 
     config: AssetConfig
     actuator: Actuator
-    allowed: bool = True
-    state: AssetState = AssetState.NORMAL
-    cause: Cause | None = None
-    changed_at: datetime | None = None
-    shed_since: datetime | None = None
-    used_in_event: str | None = None
     power_w: float | None = None
     #: Monotonic time the device fail-safe was last armed (None: arm on the next tick).
     armed_at: float | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        """Persisted part."""
-        return {
-            "allowed": self.allowed,
-            "state": self.state.value,
-            "cause": None if self.cause is None else self.cause.value,
-            "changed_at": None if self.changed_at is None else self.changed_at.isoformat(),
-            "shed_since": None if self.shed_since is None else self.shed_since.isoformat(),
-            "used_in_event": self.used_in_event,
-        }
 
-    def load(self, data: dict[str, Any]) -> None:
-        """Restore the persisted part; raises `KeyError`/`ValueError` on damaged data."""
-        self.allowed = bool(data["allowed"])
-        self.state = AssetState(data["state"])
-        self.cause = None if data["cause"] is None else Cause(data["cause"])
-        self.changed_at = None if data["changed_at"] is None else datetime.fromisoformat(data["changed_at"])
-        self.shed_since = None if data["shed_since"] is None else datetime.fromisoformat(data["shed_since"])
-        self.used_in_event = data["used_in_event"]
+class FlexPart(Protocol):
+    """Something that runs beside the controller (MQTT I/O, Shelly RPC session, VEN)."""
 
-
-@dataclass(slots=True)
-class EventRecord:
-    """An event flex knows of, and what it made of it."""
-
-    event: FlexEvent
-    accepted: bool
-    baseline_w: float | None = None
-    opted_out: bool = False
-    reason: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        """Persisted form."""
-        return {
-            "event": self.event.to_json(),
-            "accepted": self.accepted,
-            "baseline_w": self.baseline_w,
-            "opted_out": self.opted_out,
-            "reason": self.reason,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> EventRecord:
-        """Inverse of `to_json`."""
-        return cls(
-            FlexEvent.from_json(data["event"]),
-            bool(data["accepted"]),
-            data["baseline_w"],
-            bool(data["opted_out"]),
-            str(data["reason"]),
-        )
-
-
-@dataclass(slots=True)
-class FlexSettings:
-    """What the householder sets in Home Assistant (persisted)."""
-
-    participation: bool = True
-    mode: str = "auto"
-    import_limit_w: float | None = None
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write `text` to `path` so a crash leaves the old or the new file, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as file:
-        file.write(text)
-        file.flush()
-        os.fsync(file.fileno())
-    tmp.replace(path)
-
-
-class _ShellyRelays:
-    """Shelly relays over one MQTT RPC session, reopened when it drops.
-
-    The relay API lives in `meterbridge.sources.shelly.relay` (the Shelly source's
-    module); it is imported when the first Shelly asset is switched.
-    """
-
-    def __init__(self, config: MqttContext) -> None:
-        self._config = config
-        self._rpc: ShellyMqttRpc | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._ready = asyncio.Event()
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="flex-shelly-rpc")
-
-    async def _run(self) -> None:
-        client_id = f"{self._config.client_id}-flex-rpc"
-        session = MqttSession(self._config.mqtt, client_id, name="Flex Shelly RPC")
-
-        async def body(client: aiomqtt.Client) -> None:
-            async with rpc_on(client, client_id) as rpc:
-                self._rpc = rpc
-                self._ready.set()
-                if rpc.replies is not None:
-                    await rpc.replies  # raises MqttError when the connection is lost: reconnect
-
-        def down(error: BridgeError) -> None:
-            self._ready.clear()
-            self._rpc = None
-
-        await session.run(body, on_down=down)
-
-    def relay(self, prefix: str, channel: int) -> RelayLike:
-        """A relay bound to whatever session is current when it is called."""
-        owner = self
-
-        class _Relay:
-            async def _get(self) -> ShellyRelay:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(owner._ready.wait(), 5)
-                if owner._rpc is None:
-                    raise SinkError("Shelly RPC session not connected")
-                return ShellyRelay(owner._rpc, prefix, channel)
-
-            async def set(self, on: bool, toggle_after_s: float | None = None, timeout_s: float | None = None) -> bool:
-                relay = await self._get()
-                return bool(await relay.set(on, toggle_after_s=toggle_after_s, timeout_s=timeout_s))
-
-            async def is_on(self, timeout_s: float | None = None) -> bool:
-                relay = await self._get()
-                return bool(await relay.is_on(timeout_s=timeout_s))
-
-        return _Relay()
+    async def start(self) -> None:
+        """Start background work; must not block on the network."""
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        """Stop."""
+
+
+class StateOutlet(Protocol):
+    """Where the state document goes (`FlexMqtt`)."""
+
+    def state_changed(self, changed: bool) -> None:
+        """The state may read differently now; `changed`: it certainly does."""
+
+
+class _NoOutlet:
+    def state_changed(self, changed: bool) -> None:
+        pass
+
+
+@dataclass
+class _Flags:
+    state_dirty: bool = True
+    persist_dirty: bool = False
+    closing: bool = False
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class FlexController(Sink):
@@ -211,131 +94,82 @@ class FlexController(Sink):
 
     name = "flex"
 
-    def __init__(self, config: MqttContext, flex: FlexConfig, clock: Callable[[], datetime] = utc_now) -> None:
+    def __init__(
+        self,
+        flex: FlexConfig,
+        topics: FlexTopics,
+        actuators: Mapping[str, Actuator],
+        *,
+        store: FlexStore | None = None,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
         super().__init__()
-        self._config = config
         self._flex = flex
         self._clock = clock
-        base = config.mqtt.base_topic
-        self._topics = Topics(base, config.homeassistant.discovery_prefix)
-        self.topics = FlexTopics(base)
-        self._event_topic = self._flex.event_topic or f"{base}/flex/event"
-        self._manual_topic = self._flex.manual_topic or f"{base}/flex/manual_event"
-        self.settings = FlexSettings(import_limit_w=self._flex.import_limit_w)
+        self.topics = topics
+        self.store = store or FlexStore(flex.state_path, flex.log_path)
+        self.settings = FlexSettings(import_limit_w=flex.import_limit_w)
         self.events: dict[str, EventRecord] = {}
         self.last_restore: datetime | None = None
         self.site_import_w: float | None = None
-        self._client: aiomqtt.Client | None = None
-        self._shelly = _ShellyRelays(config)
-        self.assets: dict[str, AssetRuntime] = {}
-        self._mqtt_actuators: dict[str, MqttActuator] = {}
-        for asset in self._flex.assets:
-            self.assets[asset.id] = AssetRuntime(asset, self._make_actuator(asset))
+        self.assets = {asset.id: AssetRuntime(config=asset, actuator=actuators[asset.id]) for asset in flex.assets}
         self._meter_assets: dict[str, list[str]] = {}
-        for asset in self._flex.assets:
+        for asset in flex.assets:
             if asset.meter_id:
                 self._meter_assets.setdefault(asset.meter_id, []).append(asset.id)
         self.decisions: deque[dict[str, Any]] = deque(maxlen=RECENT_DECISIONS)
         self.opt_listeners: list[OptListener] = []
+        #: Started with the controller, closed in this order after it.
+        self.parts: list[FlexPart] = []
+        self.outlet: StateOutlet = _NoOutlet()
         self._log = RateLimitedLog(_LOGGER)
-        self._wake = asyncio.Event()
-        self._state_dirty = True
-        self._persist_dirty = False
-        self._rediscover = True
-        self._closing = False
+        self._flags = _Flags()
         self._tasks: list[asyncio.Task[None]] = []
-        self._publish_wake = asyncio.Event()
-        self._published: bytes | None = None
-        self.ven: Any = None
         self.stats.connected = False
         for key in ("events_rejected", "events_accepted", "switches", "command_failures"):
             self.stats.gauges[key] = 0
         self._load_state()
 
-    # -- construction ---------------------------------------------------------------------
-
-    def _make_actuator(self, asset: AssetConfig) -> Actuator:
-        actuator_config = asset.actuator
-        if isinstance(actuator_config, ShellyActuatorConfig):
-            return ShellyActuator(self._shelly.relay(actuator_config.prefix, actuator_config.channel))
-        if isinstance(actuator_config, HomeAssistantActuatorConfig):
-            return HomeAssistantActuator(actuator_config)
-        if isinstance(actuator_config, MqttActuatorConfig):
-            mqtt_actuator = MqttActuator(actuator_config, self._publish)
-            self._mqtt_actuators[asset.id] = mqtt_actuator
-            return mqtt_actuator
-        raise TypeError(type(actuator_config).__name__)  # pragma: no cover - the union is closed
-
-    async def _publish(self, topic: str, payload: bytes, retain: bool) -> None:
-        client = self._client
-        if client is None:
-            raise SinkError(f"MQTT broker {endpoint(self._config.mqtt)} not connected")
-        try:
-            await client.publish(topic, payload, qos=1, retain=retain)
-        except aiomqtt.MqttError as err:
-            raise SinkError(f"publish to {topic} failed: {err}") from err
-
     # -- persistence and the decision log -----------------------------------------------
 
     def _load_state(self) -> None:
-        path = self._flex.state_path
+        path = self.store.state_path
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return
-        except (OSError, ValueError) as err:
+            saved = self.store.load()
+        except OSError as err:
             _LOGGER.error("Flex state %s unreadable (%s): starting fresh", path, err)
             return
-        try:
-            if data.get("version") != STATE_VERSION:
-                raise ValueError(f"version {data.get('version')!r}")
-            settings = data["settings"]
-            self.settings = FlexSettings(
-                bool(settings["participation"]), str(settings["mode"]), settings["import_limit_w"]
-            )
-            self.events = {key: EventRecord.from_json(value) for key, value in data["events"].items()}
-            self.last_restore = None if data["last_restore"] is None else datetime.fromisoformat(data["last_restore"])
-            for asset_id, asset_data in data["assets"].items():
-                if asset_id in self.assets:
-                    self.assets[asset_id].load(asset_data)
-        except (KeyError, TypeError, ValueError, AttributeError) as err:
-            _LOGGER.error("Flex state %s damaged (%r): starting fresh", path, err)
+        except ValueError as err:
+            _LOGGER.error("Flex state %s damaged (%s): starting fresh", path, err)
             return
+        if saved is None:
+            return
+        self.settings, self.events, self.last_restore = saved.settings, saved.events, saved.last_restore
+        for asset_id, record in saved.assets.items():
+            if asset_id in self.assets:
+                self.assets[asset_id].restore(record)
         shed = [a.config.id for a in self.assets.values() if a.state is not AssetState.NORMAL]
         _LOGGER.info("Flex state resumed from %s: %d events, assets away from normal: %s", path, len(self.events), shed)
         self._record("resumed", assets_not_normal=shed, events=list(self.events))
 
     def _save_state(self) -> None:
-        data = {
-            "version": STATE_VERSION,
-            "settings": {
-                "participation": self.settings.participation,
-                "mode": self.settings.mode,
-                "import_limit_w": self.settings.import_limit_w,
-            },
-            "events": {key: record.to_json() for key, record in self.events.items()},
-            "last_restore": None if self.last_restore is None else self.last_restore.isoformat(),
-            "assets": {asset_id: asset.to_json() for asset_id, asset in self.assets.items()},
-        }
         try:
-            write_atomically(self._flex.state_path, json.dumps(data, indent=1))
-            self._persist_dirty = False
+            self.store.save(self.settings, self.events, self.last_restore, self.assets)
+            self._flags.persist_dirty = False
         except OSError as err:
             self.stats.errors["persist"] += 1
-            self._log.log(logging.ERROR, "persist", "Cannot write flex state %s: %s", self._flex.state_path, err)
+            self._log.log(logging.ERROR, "persist", "Cannot write flex state %s: %s", self.store.state_path, err)
 
     def _record(self, kind: str, **details: Any) -> None:
         """Append one decision to the log (JSON lines) and to what HA shows."""
         entry = {"ts": self._clock().isoformat(), "kind": kind, **details}
         self.decisions.append(entry)
-        self._state_dirty = True
+        self._flags.state_dirty = True
         try:
-            self._flex.log_path.parent.mkdir(parents=True, exist_ok=True)
-            with self._flex.log_path.open("a", encoding="utf-8") as file:
-                file.write(json.dumps(entry, default=str) + "\n")
+            self.store.append(entry)
         except OSError as err:
             self.stats.errors["event_log"] += 1
-            self._log.log(logging.ERROR, "event_log", "Cannot append to %s: %s", self._flex.log_path, err)
+            self._log.log(logging.ERROR, "event_log", "Cannot append to %s: %s", self.store.log_path, err)
 
     # -- events ---------------------------------------------------------------------------
 
@@ -437,9 +271,9 @@ class FlexController(Sink):
         return record.event
 
     def _changed(self) -> None:
-        self._persist_dirty = True
-        self._state_dirty = True
-        self._wake.set()
+        self._flags.persist_dirty = True
+        self._flags.state_dirty = True
+        self._flags.wake.set()
 
     # -- the sink side ---------------------------------------------------------------------
 
@@ -574,13 +408,13 @@ class FlexController(Sink):
         for action in actions:
             await self._apply(action, now, situation)
         await self._rearm(now, self.situation(now))
-        if self._persist_dirty:
+        if self._flags.persist_dirty:
             self._save_state()
         return actions
 
     async def _tick_loop(self) -> None:
-        while not self._closing:
-            self._wake.clear()
+        while not self._flags.closing:
+            self._flags.wake.clear()
             try:
                 await self.tick()
             except asyncio.CancelledError:
@@ -588,8 +422,9 @@ class FlexController(Sink):
             except Exception as err:  # a bug in one round must not stop the next (fail-safes still hold)
                 self.stats.errors["tick"] += 1
                 self._log.log(logging.ERROR, "tick", "Flex tick failed: %r", err)
-            self._state_wake()
-            await wait_event(self._wake, self._flex.tick_s)
+            changed, self._flags.state_dirty = self._flags.state_dirty, False
+            self.outlet.state_changed(changed)
+            await wait_event(self._flags.wake, self._flex.tick_s)
 
     # -- Home Assistant state and commands ----------------------------------------------
 
@@ -642,13 +477,8 @@ class FlexController(Sink):
             },
         }
 
-    def _state_wake(self) -> None:
-        # Status and achieved reduction change with time and readings, not only with actions.
-        if self._state_dirty or self._state_body() != self._published:
-            self._state_dirty = True
-            self._publish_wake.set()
-
-    def _state_body(self) -> bytes:
+    def state_body(self) -> bytes:
+        """The state document as published (JSON)."""
         return json.dumps(self.state_document(), default=str).encode()
 
     async def handle_command(self, topic: str, payload: bytes) -> None:
@@ -683,7 +513,7 @@ class FlexController(Sink):
 
     def handle_event_message(self, topic: str, payload: bytes) -> FlexEvent | None:
         """Validate and submit an MQTT event; invalid ones are logged, counted and change nothing."""
-        source = "manual" if topic == self._manual_topic else "mqtt"
+        source = "manual" if topic == self.topics.manual else "mqtt"
         try:
             event = parse_event_message(payload, source)
         except ParseError as err:
@@ -694,118 +524,26 @@ class FlexController(Sink):
         self.submit_event(event)
         return event
 
-    # -- MQTT -----------------------------------------------------------------------------
+    # -- running ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start the MQTT, tick and (if any Shelly asset) Shelly RPC tasks."""
-        if any(isinstance(a.config.actuator, ShellyActuatorConfig) for a in self.assets.values()):
-            self._shelly.start()
-        self._tasks = [
-            asyncio.create_task(self._connection_loop(), name="flex-mqtt"),
-            asyncio.create_task(self._tick_loop(), name="flex-tick"),
-        ]
-        if self._flex.openadr.enabled:
-            from .openadr import FlexVen  # the VEN needs the controller: imported here, not at the top
-
-            self.ven = FlexVen(self._config.site.id, self._flex, self)
-            self._tasks.append(asyncio.create_task(self.ven.run(), name="flex-openadr"))
+        """Start the parts (MQTT I/O, Shelly RPC, VEN) and the tick task."""
+        for part in self.parts:
+            await part.start()
+        self._tasks = [asyncio.create_task(self._tick_loop(), name="flex-tick")]
 
     async def close(self) -> None:
         """Persist and stop. Assets stay as they are: their fail-safes bring them back if we stay away."""
-        self._closing = True
-        if self._persist_dirty:
+        self._flags.closing = True
+        if self._flags.persist_dirty:
             self._save_state()
-        self._wake.set()
-        self._publish_wake.set()
-        await _stop_tasks(self._tasks)
-        await self._shelly.close()
-        if self.ven is not None:
-            await self.ven.stop()
+        self._flags.wake.set()
+        await stop_tasks(self._tasks)
+        for part in self.parts:
+            await part.close()
         for asset in self.assets.values():
             if isinstance(asset.actuator, HomeAssistantActuator):
                 await asset.actuator.close()
-
-    async def _connection_loop(self) -> None:
-        session = MqttSession(self._config.mqtt, f"{self._config.client_id}-flex", name="Flex")
-
-        def down(error: BridgeError) -> None:
-            self.stats.connected = False
-            self.stats.errors["mqtt"] += 1
-
-        async def body(client: aiomqtt.Client) -> None:
-            self._client = client
-            self.stats.connected = True
-            try:
-                await self._run_session(client)
-            finally:
-                self._client = None
-
-        await session.run(body, on_down=down, closing=lambda: self._closing)
-
-    async def _run_session(self, client: aiomqtt.Client) -> None:
-        subscriptions = [self._event_topic, self._manual_topic, self._topics.ha_status, *self.topics.command_filters]
-        subscriptions += [a.config.state_topic for a in self._mqtt_actuators.values() if a.config.state_topic]
-        for topic in subscriptions:
-            await client.subscribe(topic, qos=1)
-        self._rediscover = True
-        self._state_dirty = True
-        self._publish_wake.set()
-        publisher = asyncio.create_task(self._publish_loop(client), name="flex-publish")
-        try:
-            async for message in client.messages:
-                await self._on_message(str(message.topic), message.payload)
-        finally:
-            await _stop_tasks([publisher])
-
-    async def _on_message(self, topic: str, raw: Any) -> None:
-        payload = raw if isinstance(raw, bytes) else str(raw).encode()
-        if topic in (self._event_topic, self._manual_topic):
-            self.handle_event_message(topic, payload)
-        elif topic == self._topics.ha_status:
-            if payload == b"online":
-                self._rediscover = True
-                self._publish_wake.set()
-        elif topic.startswith(f"{self._config.mqtt.base_topic}/flex/") and topic.endswith("/set"):
-            await self.handle_command(topic, payload)
-        for actuator in self._mqtt_actuators.values():
-            if topic == actuator.config.state_topic:
-                actuator.on_state_message(payload)
-
-    async def _publish_loop(self, client: aiomqtt.Client) -> None:
-        while not self._closing:
-            await self._publish_wake.wait()
-            self._publish_wake.clear()
-            if self._rediscover:
-                self._rediscover = False
-                for topic, payload in discovery_messages(
-                    self._topics, self.topics, self._config.site.id, list(self._flex.assets)
-                ):
-                    await client.publish(topic, json.dumps(payload).encode(), qos=1, retain=True)
-                self._state_dirty = True
-            if self._state_dirty:
-                self._state_dirty = False
-                body = self._state_body()
-                await client.publish(self.topics.state, body, qos=1, retain=True)
-                self._published = body
-
-
-async def _stop_tasks(tasks: list[asyncio.Task[None]], timeout: float = 3.0) -> None:
-    """Cancel `tasks` and wait for them, at most `timeout`.
-
-    Python 3.11's `asyncio.wait_for` (used inside aiomqtt's publish) can swallow a
-    cancellation that races with its result, so the loops also check `_closing` and
-    this never waits forever.
-    """
-    for task in tasks:
-        task.cancel()
-    if tasks:
-        _done, pending = await asyncio.wait(tasks, timeout=timeout)
-        for task in pending:
-            _LOGGER.warning("Flex: task %s did not stop in %.0f s", task.get_name(), timeout)
-    for task in tasks:
-        if task.done() and not task.cancelled():
-            with contextlib.suppress(Exception):
-                task.result()
 
 
 def _summary(entry: dict[str, Any] | None) -> str:

@@ -8,10 +8,11 @@ so Home Assistant 2024.3 and current releases both accept it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..ha_topics import ORIGIN, Topics, entity_id_keys
+from ..ha_entities import Device, EntityDescription
 from .assets import AssetConfig
 
 ON, OFF, PRESS = "ON", "OFF", "PRESS"
@@ -23,6 +24,20 @@ class FlexTopics:
     """Topics of the flex device under the bridge's base topic."""
 
     base: str
+    #: Where community events arrive ("": `<base>/flex/event`).
+    event_topic: str = ""
+    #: Where manual events from Home Assistant arrive ("": `<base>/flex/manual_event`).
+    manual_topic: str = ""
+
+    @property
+    def event(self) -> str:
+        """Community events (JSON, docs/flex-event.schema.json)."""
+        return self.event_topic or f"{self.base}/flex/event"
+
+    @property
+    def manual(self) -> str:
+        """Manual events (same schema)."""
+        return self.manual_topic or f"{self.base}/flex/manual_event"
 
     @property
     def state(self) -> str:
@@ -43,136 +58,122 @@ class FlexTopics:
         return f"{self.base}/flex/+/set", f"{self.base}/flex/asset/+/allow/set"
 
 
-@dataclass(frozen=True, slots=True)
-class FlexEntity:
-    """One entity: `component` (switch, select...), `key` (object id part), name and extras."""
+#: The one HA device every flex entity belongs to.
+DEVICE = Device("flex", "HEMS Flex", manufacturer="HEMS", model="Flex")
 
-    component: str
-    key: str
-    name: str
-    template: str
-    extra: tuple[tuple[str, Any], ...] = ()
-    command: bool = False
-
-
-GLOBAL_ENTITIES: tuple[FlexEntity, ...] = (
-    FlexEntity(
+#: (component, key, name, state template ("": none), command: whether HA sends commands, classes and extras)
+_GLOBAL: tuple[tuple[str, str, str, str, bool, dict[str, Any]], ...] = (
+    (
         "switch",
         "participation",
         "Participation",
         "{{ value_json.participation }}",
-        (("payload_on", ON), ("payload_off", OFF), ("icon", "mdi:transmission-tower")),
-        command=True,
+        True,
+        {"payload_on": ON, "payload_off": OFF, "icon": "mdi:transmission-tower"},
     ),
-    FlexEntity("select", "mode", "Mode", "{{ value_json.mode }}", (("options", list(MODES)),), command=True),
-    FlexEntity(
+    ("select", "mode", "Mode", "{{ value_json.mode }}", True, {"options": MODES}),
+    (
         "number",
         "import_limit",
         "Import limit",
         "{{ value_json.import_limit_w }}",
-        (
-            ("min", 0),
-            ("max", 100000),
-            ("step", 100),
-            ("mode", "box"),
-            ("unit_of_measurement", "W"),
-            ("device_class", "power"),
-        ),
-        command=True,
+        True,
+        {"min": 0, "max": 100000, "step": 100, "mode": "box", "unit": "W", "device_class": "power"},
     ),
-    FlexEntity("button", "opt_out", "Opt out", "", (("payload_press", PRESS), ("icon", "mdi:cancel")), command=True),
-    FlexEntity(
+    ("button", "opt_out", "Opt out", "", True, {"payload_press": PRESS, "icon": "mdi:cancel"}),
+    (
         "binary_sensor",
         "event_active",
         "Event active",
         "{{ value_json.event_active }}",
-        (("payload_on", ON), ("payload_off", OFF)),
+        False,
+        {"payload_on": ON, "payload_off": OFF},
     ),
-    FlexEntity(
-        "sensor", "event_status", "Event status", "{{ value_json.event_status }}", (("icon", "mdi:calendar-clock"),)
-    ),
-    FlexEntity(
-        "sensor", "event_start", "Event start", "{{ value_json.event_start }}", (("device_class", "timestamp"),)
-    ),
-    FlexEntity("sensor", "event_end", "Event end", "{{ value_json.event_end }}", (("device_class", "timestamp"),)),
-    FlexEntity(
+    ("sensor", "event_status", "Event status", "{{ value_json.event_status }}", False, {"icon": "mdi:calendar-clock"}),
+    ("sensor", "event_start", "Event start", "{{ value_json.event_start }}", False, {"device_class": "timestamp"}),
+    ("sensor", "event_end", "Event end", "{{ value_json.event_end }}", False, {"device_class": "timestamp"}),
+    (
         "sensor",
         "requested_reduction",
         "Requested reduction",
         "{{ value_json.requested_w }}",
-        (("device_class", "power"), ("state_class", "measurement"), ("unit_of_measurement", "W")),
+        False,
+        {"device_class": "power", "state_class": "measurement", "unit": "W"},
     ),
-    FlexEntity(
+    (
         "sensor",
         "achieved_reduction",
         "Achieved reduction",
         "{{ value_json.achieved_w }}",
-        (("device_class", "power"), ("state_class", "measurement"), ("unit_of_measurement", "W")),
+        False,
+        {"device_class": "power", "state_class": "measurement", "unit": "W"},
     ),
-    FlexEntity(
+    (
         "sensor",
         "last_decision",
         "Last decision",
         "{{ value_json.last_decision }}",
-        (("icon", "mdi:format-list-bulleted"),),
+        False,
+        {
+            "icon": "mdi:format-list-bulleted",
+            "json_attributes_template": "{{ {'decisions': value_json.decisions} | tojson }}",
+        },
     ),
 )
 
-
-def device_block(site_id: str) -> dict[str, Any]:
-    """The one HA device all flex entities belong to."""
-    return {"identifiers": [f"hems_{site_id}_flex"], "name": "HEMS Flex", "manufacturer": "HEMS", "model": "Flex"}
+#: Discovery keys `EntityDescription` has a field of its own for.
+_FIELDS = {"device_class": "device_class", "state_class": "state_class", "unit": "unit", "icon": "icon"}
 
 
-def _payload(topics: Topics, flex: FlexTopics, site_id: str, entity: FlexEntity, object_id: str) -> dict[str, Any]:
-    payload: dict[str, Any] = {
-        "name": entity.name,
-        "unique_id": f"hems_{site_id}_{object_id}",
-        **entity_id_keys(entity.component, object_id),
-        "availability_topic": topics.bridge_availability,
-        "device": device_block(site_id),
-        "origin": dict(ORIGIN),
-    }
-    if entity.template:
-        payload["state_topic"] = flex.state
-        payload["value_template"] = entity.template
-    payload.update(dict(entity.extra))
-    return payload
+def _entity(
+    flex: FlexTopics, component: str, key: str, name: str, template: str, command: str | None, details: dict[str, Any]
+) -> EntityDescription:
+    fields = {_FIELDS[k]: v for k, v in details.items() if k in _FIELDS}
+    extra = tuple((k, v) for k, v in details.items() if k not in _FIELDS)
+    if key == "last_decision":
+        extra = (("json_attributes_topic", flex.state), *extra)
+    return EntityDescription(
+        component,
+        f"flex_{key}",
+        name,
+        DEVICE,
+        state_topic=flex.state if template else None,
+        value_template=template or None,
+        command_topic=command,
+        extra=extra,
+        # released as `hems_<site>_hems_flex_<key>`: unique ids never change
+        unique_key=f"hems_flex_{key}",
+        **fields,
+    )
 
 
-def discovery_messages(
-    topics: Topics, flex: FlexTopics, site_id: str, assets: list[AssetConfig]
-) -> list[tuple[str, dict[str, Any]]]:
-    """Every discovery config (topic, payload) of the HEMS Flex device."""
-    messages = []
-    for entity in GLOBAL_ENTITIES:
-        object_id = f"hems_flex_{entity.key}"
-        payload = _payload(topics, flex, site_id, entity, object_id)
-        if entity.command:
-            payload["command_topic"] = flex.command(entity.key)
-        if entity.key == "last_decision":
-            payload["json_attributes_topic"] = flex.state
-            payload["json_attributes_template"] = "{{ {'decisions': value_json.decisions} | tojson }}"
-        messages.append((topics.discovery(entity.component, object_id), payload))
+def flex_entities(flex: FlexTopics, assets: Sequence[AssetConfig]) -> list[EntityDescription]:
+    """Every entity of the HEMS Flex device: the global controls and, per asset, allow + state."""
+    entities = [
+        _entity(flex, component, key, name, template, flex.command(key) if command else None, details)
+        for component, key, name, template, command, details in _GLOBAL
+    ]
     for asset in assets:
-        allow = FlexEntity(
-            "switch",
-            f"{asset.id}_allow",
-            f"{asset.display_name} allow flex control",
-            f"{{{{ value_json.assets.{asset.id}.allowed }}}}",
-            (("payload_on", ON), ("payload_off", OFF)),
+        entities.append(
+            _entity(
+                flex,
+                "switch",
+                f"{asset.id}_allow",
+                f"{asset.display_name} allow flex control",
+                f"{{{{ value_json.assets.{asset.id}.allowed }}}}",
+                flex.allow(asset.id),
+                {"payload_on": ON, "payload_off": OFF},
+            )
         )
-        state = FlexEntity(
-            "sensor",
-            f"{asset.id}_state",
-            f"{asset.display_name} state",
-            f"{{{{ value_json.assets.{asset.id}.state }}}}",
-            (("device_class", "enum"), ("options", ["normal", "shed", "boosted"])),
+        entities.append(
+            _entity(
+                flex,
+                "sensor",
+                f"{asset.id}_state",
+                f"{asset.display_name} state",
+                f"{{{{ value_json.assets.{asset.id}.state }}}}",
+                None,
+                {"device_class": "enum", "options": ("normal", "shed", "boosted")},
+            )
         )
-        for entity in (allow, state):
-            object_id = f"hems_flex_{entity.key}"
-            payload = _payload(topics, flex, site_id, entity, object_id)
-            if entity is allow:
-                payload["command_topic"] = flex.allow(asset.id)
-            messages.append((topics.discovery(entity.component, object_id), payload))
-    return messages
+    return entities

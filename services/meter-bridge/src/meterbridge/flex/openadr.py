@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from openleadr import OpenADRClient, enums, utils
 
+from ..asyncutil import stop_tasks
 from ..backoff import Backoff
 from .config import FlexConfig
 from .events import FlexEvent
@@ -143,6 +144,17 @@ class FlexVen:
         controller.opt_listeners.append(self.report_opt)
         self.opts_sent: list[tuple[str, str]] = []
         self._stopped = False
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Register and poll in the background (a `FlexPart` of the controller)."""
+        self._task = asyncio.create_task(self.run(), name="flex-openadr")
+
+    async def close(self) -> None:
+        """Stop the background task, then polling and the HTTP session."""
+        if self._task is not None:
+            await stop_tasks([self._task])
+        await self.stop()
 
     def _site_power(self) -> list[tuple[datetime, float]]:
         value = self._controller.site_import_w

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
 from ..configbase import SourceConfigBase
+from ..ha_entities import EntityCatalog, EntityDescription
 from ..logutil import RateLimitedLog
 from ..model import Event, MeterAvailability, MeterDescription, Reading
 from ..stats import SourceStats
@@ -24,13 +25,21 @@ class SourceContext:
     """What a source may do: emit events, record errors. Keeps the source's stats.
 
     `emit` never blocks: the hub queues per sink and drops (and counts) when a sink
-    is stuck.
+    is stuck. Entities a source offers Home Assistant besides its meters' sensors go to
+    `catalog` (the bridge's, which the HA sink announces from).
     """
 
-    def __init__(self, source_id: str, stats: SourceStats, emit: Callable[[Event], None]) -> None:
+    def __init__(
+        self,
+        source_id: str,
+        stats: SourceStats,
+        emit: Callable[[Event], None],
+        catalog: EntityCatalog | None = None,
+    ) -> None:
         self.source_id = source_id
         self.stats = stats
         self._emit = emit
+        self.catalog = EntityCatalog() if catalog is None else catalog
         self.log = RateLimitedLog(logging.getLogger(f"meterbridge.sources.{source_id}"))
         self._sent_availability: dict[str, bool] = {}
 
@@ -56,6 +65,11 @@ class SourceContext:
         self._sent_availability[meter_id] = available
         self.stats.meters[meter_id] = available
         self._emit(MeterAvailability(meter_id, available))
+
+    def announce(self, entities: Iterable[EntityDescription], part: str = "") -> None:
+        """Offer Home Assistant these entities (all of them: one left out since the last call is
+        removed); `part` keeps separate sets apart (one per device)."""
+        self.catalog.describe(f"{self.source_id}/{part}" if part else self.source_id, entities)
 
     def error(self, kind: str, message: str, *args: object, level: int = logging.WARNING) -> None:
         """Count an error of `kind` and log it, rate-limited per kind."""

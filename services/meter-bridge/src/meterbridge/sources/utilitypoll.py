@@ -18,9 +18,9 @@ A family supplies a `UsageClient` (login, accounts, interval usage) built on its
 - **outage** (`SourceConnectionError`, timeouts) and **statistics_failed** (HA refused or
   unreachable): jittered exponential backoff from `retry_initial_s` up to `interval_h`.
 
-The status is published to Home Assistant over MQTT discovery as a `binary_sensor`
-(`device_class: problem`, on unless `ok`) and a text `sensor` (the status, with the detail
-as an attribute), on the device of the source. Nothing here raises out of `run`.
+The status is shown in Home Assistant as a `binary_sensor` (`device_class: problem`, on
+unless `ok`) and a text `sensor` (the status, with the detail as an attribute), on the
+device of the source: described here, announced by the HA sink. Nothing here raises out of `run`.
 """
 
 from __future__ import annotations
@@ -33,13 +33,13 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 import aiomqtt
 
 from ..backoff import Backoff
 from ..errors import AuthError, BridgeError, SinkError
-from ..ha_topics import ORIGIN, Topics, entity_id_keys
+from ..ha_entities import Device, EntityDescription
 from ..model import MeterDescription
 from ..mqttsession import MqttSession
 from ..sections import MqttContext
@@ -118,7 +118,6 @@ class StatusPublisher:
 
     def __init__(self, bridge: MqttContext, source_id: str, name: str, status: UtilityStatus) -> None:
         self._bridge = bridge
-        self._topics = Topics(bridge.mqtt.base_topic, bridge.homeassistant.discovery_prefix)
         self._base = bridge.mqtt.base_topic
         self._source_id = source_id
         self._name = name
@@ -131,42 +130,30 @@ class StatusPublisher:
         """Retained JSON `{"status": .., "problem": .., "detail": .., "last_success": ..}`."""
         return f"{self._base}/utility/{self._source_id}/status"
 
-    def discovery(self) -> list[tuple[str, dict[str, Any]]]:
-        """(topic, payload) of the two entities, on the source's HA device."""
-        site = self._bridge.site.id
-        device = {"identifiers": [f"hems_{site}_{self._source_id}"], "name": self._name, "manufacturer": "Utility"}
-        common = {
-            "state_topic": self.state_topic,
-            "availability_topic": self._topics.bridge_availability,
-            "device": device,
-            "origin": dict(ORIGIN),
-            "entity_category": "diagnostic",
-        }
-        problem_id = f"hems_{self._source_id}_problem"
-        status_id = f"hems_{self._source_id}_status"
+    def entities(self) -> list[EntityDescription]:
+        """The two entities, on the source's HA device (the HA sink announces them)."""
+        device = Device(self._source_id, self._name, manufacturer="Utility")
         return [
-            (
-                self._topics.discovery("binary_sensor", problem_id),
-                {
-                    **common,
-                    "name": "Utility account problem",
-                    "unique_id": f"hems_{site}_{self._source_id}_problem",
-                    **entity_id_keys("binary_sensor", problem_id),
-                    "device_class": "problem",
-                    "value_template": "{{ 'ON' if value_json.problem else 'OFF' }}",
-                },
+            EntityDescription(
+                "binary_sensor",
+                f"{self._source_id}_problem",
+                "Utility account problem",
+                device,
+                state_topic=self.state_topic,
+                value_template="{{ 'ON' if value_json.problem else 'OFF' }}",
+                device_class="problem",
+                entity_category="diagnostic",
             ),
-            (
-                self._topics.discovery("sensor", status_id),
-                {
-                    **common,
-                    "name": "Utility account status",
-                    "unique_id": f"hems_{site}_{self._source_id}_status",
-                    **entity_id_keys("sensor", status_id),
-                    "icon": "mdi:transmission-tower",
-                    "value_template": "{{ value_json.status }}",
-                    "json_attributes_topic": self.state_topic,
-                },
+            EntityDescription(
+                "sensor",
+                f"{self._source_id}_status",
+                "Utility account status",
+                device,
+                state_topic=self.state_topic,
+                value_template="{{ value_json.status }}",
+                icon="mdi:transmission-tower",
+                entity_category="diagnostic",
+                extra=(("json_attributes_topic", self.state_topic),),
             ),
         ]
 
@@ -196,8 +183,6 @@ class StatusPublisher:
         session = MqttSession(self._bridge.mqtt, client_id, name=f"Utility status {self._source_id}", maximum_s=60.0)
 
         async def body(client: aiomqtt.Client) -> None:
-            for topic, payload in self.discovery():
-                await client.publish(topic, json.dumps(payload).encode(), qos=1, retain=True)
             while True:
                 self._changed.clear()
                 await client.publish(self.state_topic, self._payload(), qos=1, retain=True)
@@ -269,6 +254,7 @@ class UtilityPollSource(Source[ConfigT]):
         """Poll now, then every `interval_h`; never raises (see the module docstring)."""
         ctx.describe(MeterDescription(self.id, self.config.display_name, self.source_type, manufacturer="Utility"))
         if self.status is not None:
+            ctx.announce(self.status.entities())
             await self.status.start()
         backoff = Backoff(initial=self.config.retry_initial_s, maximum=self.config.interval_h * 3600)
         auth_retry_s = self.config.auth_retry_h * 3600 or None

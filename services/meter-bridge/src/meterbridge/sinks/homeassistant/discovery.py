@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ...ha_topics import DISCOVERY_NODE_ID, ORIGIN, Topics, device_block, entity_id_keys
+from ...ha_entities import Device, EntityDescription, discovery_config
+from ...ha_topics import DISCOVERY_NODE_ID, ORIGIN, Topics
 from ...model import MeterDescription, Quantity
 
 __all__ = [
@@ -22,8 +23,8 @@ __all__ = [
     "ORIGIN",
     "QuantityEntity",
     "Topics",
-    "device_block",
     "discovery_message",
+    "meter_entity",
     "state_payload",
 ]
 
@@ -100,42 +101,39 @@ ENTITY_DESCRIPTIONS: dict[Quantity, QuantityEntity] = {
 }
 
 
+def meter_entity(
+    topics: Topics, meter: MeterDescription, quantity: Quantity, currency: str = "GBP"
+) -> EntityDescription:
+    """The sensor of one quantity of one meter, on the meter's device; available when the bridge and the meter are."""
+    entity = ENTITY_DESCRIPTIONS[quantity]
+    return EntityDescription(
+        "sensor",
+        f"{meter.meter_id}_{quantity.value}",
+        entity.name,
+        Device.of_meter(meter),
+        state_topic=topics.meter_state(meter.meter_id),
+        value_template=entity.value_template or f"{{{{ value_json.{quantity.value} }}}}",
+        availability=(topics.meter_availability(meter.meter_id),),
+        device_class=entity.device_class,
+        state_class=entity.state_class,
+        unit=entity.unit.format(currency=currency) if entity.unit else None,
+        icon=entity.icon,
+        entity_category=entity.entity_category,
+        # HA refuses a display precision on a non-numeric sensor
+        precision=None if entity.device_class == "timestamp" else entity.precision,
+        extra=(
+            (("last_reset_value_template", entity.last_reset_value_template),)
+            if entity.last_reset_value_template
+            else ()
+        ),
+    )
+
+
 def discovery_message(
     topics: Topics, site_id: str, meter: MeterDescription, quantity: Quantity, currency: str = "GBP"
 ) -> tuple[str, dict[str, Any]]:
     """Topic and payload of the discovery config of one quantity of one meter."""
-    entity = ENTITY_DESCRIPTIONS[quantity]
-    object_id = f"hems_{meter.meter_id}_{quantity.value}"
-    payload: dict[str, Any] = {
-        "name": entity.name,
-        "unique_id": f"hems_{site_id}_{meter.meter_id}_{quantity.value}",
-        **entity_id_keys("sensor", object_id),
-        "state_topic": topics.meter_state(meter.meter_id),
-        "value_template": entity.value_template or f"{{{{ value_json.{quantity.value} }}}}",
-        "availability": [
-            {"topic": topics.bridge_availability},
-            {"topic": topics.meter_availability(meter.meter_id)},
-        ],
-        "availability_mode": "all",
-        "suggested_display_precision": entity.precision,
-        "device": device_block(site_id, meter),
-        "origin": dict(ORIGIN),
-    }
-    if entity.device_class:
-        payload["device_class"] = entity.device_class
-    if entity.state_class:
-        payload["state_class"] = entity.state_class
-    if entity.unit:
-        payload["unit_of_measurement"] = entity.unit.format(currency=currency)
-    if entity.icon:
-        payload["icon"] = entity.icon
-    if entity.entity_category:
-        payload["entity_category"] = entity.entity_category
-    if entity.last_reset_value_template:
-        payload["last_reset_value_template"] = entity.last_reset_value_template
-    if entity.device_class == "timestamp":
-        del payload["suggested_display_precision"]  # HA refuses it on a non-numeric sensor
-    return topics.discovery("sensor", object_id), payload
+    return discovery_config(meter_entity(topics, meter, quantity, currency), topics, site_id)
 
 
 def state_payload(values: dict[Quantity, float], ts: datetime | None) -> bytes:

@@ -1,4 +1,5 @@
-"""The Home Assistant sink: keeps the latest state of every meter and publishes it.
+"""The Home Assistant sink: keeps the latest state of every meter and publishes it, and
+announces every entity the bridge offers HA.
 
 `handle` only updates in-memory state; one background task owns the MQTT connection
 and publishes what changed, so a slow or absent broker never holds up the hub.
@@ -7,6 +8,12 @@ Rate limiting per meter: a state is published at most every `min_interval_s`, ex
 that a power change larger than `power_deadband_w`, a new quantity or the first state
 go out at once. Each published state carries the latest value of every quantity, so
 energy totals are always exact (a skipped intermediate state loses nothing).
+
+Discovery is announced here and nowhere else: meter sensors from the meters the hub brings,
+everything else (Shelly relays, utility account status, replication health, flex) from the
+bridge's `EntityCatalog`, all through `ha_entities.discovery_config`. After every (re)connect
+and whenever HA sends `online` on `homeassistant/status`, everything is announced again; an
+entity its owner no longer describes gets an empty retained config (HA removes it).
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import aiomqtt
 
 from ...asyncutil import wait_event
 from ...errors import BridgeError
+from ...ha_entities import EntityCatalog, discovery_config
 from ...model import Event, MeterAvailability, MeterDescription, Quantity, Reading
 from ...mqttsession import MqttSession
 from ...sections import MqttContext
@@ -71,13 +79,21 @@ class HomeAssistantSink(Sink):
 
     name = "homeassistant"
 
-    def __init__(self, config: MqttContext) -> None:
+    def __init__(self, config: MqttContext, catalog: EntityCatalog | None = None) -> None:
         super().__init__()
         self._config = config
         self._topics = Topics(config.mqtt.base_topic, config.homeassistant.discovery_prefix)
         self._meters: dict[str, MeterState] = {}
         self._wake = asyncio.Event()
         self._rediscover = False
+        #: The entities besides meter sensors: described by sources and flex, announced here.
+        self.catalog = EntityCatalog() if catalog is None else catalog
+        self.catalog.listen(self._catalog_changed)
+        self._catalog_dirty = True
+        #: Discovery topic -> payload of the catalog's entities published on this connection.
+        self._catalog_announced: dict[str, bytes] = {}
+        #: Every catalog entity's topic announced since the start (to remove it when it goes).
+        self._catalog_known: set[str] = set()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
         self.stats.connected = False
@@ -112,6 +128,10 @@ class HomeAssistantSink(Sink):
                 state.description = event
                 state.announced.clear()  # device details changed: re-send discovery
                 state.state_dirty = state.state_dirty or bool(state.values)
+        self._wake.set()
+
+    def _catalog_changed(self) -> None:
+        self._catalog_dirty = True
         self._wake.set()
 
     # -- the network side ----------------------------------------------------------------------
@@ -149,6 +169,7 @@ class HomeAssistantSink(Sink):
 
     async def _session(self, client: aiomqtt.Client) -> None:
         # Everything HA must see again after a (re)connect: it may have restarted too.
+        self._forget_announced()
         for state in self._meters.values():
             state.announced.clear()
             state.availability_dirty = state.available is not None
@@ -176,10 +197,13 @@ class HomeAssistantSink(Sink):
             self._wake.clear()
             if self._rediscover:
                 self._rediscover = False
+                self._forget_announced()
                 for state in self._meters.values():
                     state.announced.clear()
                     state.availability_dirty = state.available is not None
                     state.state_dirty = state.state_dirty or bool(state.values)
+            if self._catalog_dirty:
+                await self._announce_catalog(client)
             now = time.monotonic()
             next_due: float | None = None
             for meter_id, state in list(self._meters.items()):
@@ -199,6 +223,29 @@ class HomeAssistantSink(Sink):
                 await client.publish(self._topics.bridge_availability, OFFLINE, qos=1, retain=True)
                 return
             await wait_event(self._wake, None if next_due is None else next_due - time.monotonic())
+
+    def _forget_announced(self) -> None:
+        self._catalog_announced.clear()
+        self._catalog_dirty = True
+
+    async def _announce_catalog(self, client: aiomqtt.Client) -> None:
+        """Publish what changed in the catalog since the last announcement, remove what left it."""
+        self._catalog_dirty = False
+        if not self._config.homeassistant.enabled:
+            return
+        wanted: dict[str, bytes] = {}
+        for entity in self.catalog.entities():
+            topic, payload = discovery_config(entity, self._topics, self._config.site.id)
+            wanted[topic] = json.dumps(payload).encode()
+        for topic in sorted(self._catalog_known - wanted.keys()):
+            await client.publish(topic, b"", qos=1, retain=True)
+            self._catalog_known.discard(topic)
+            self._catalog_announced.pop(topic, None)
+        for topic, body in wanted.items():
+            if self._catalog_announced.get(topic) != body:
+                await client.publish(topic, body, qos=1, retain=True)
+                self._catalog_announced[topic] = body
+                self._catalog_known.add(topic)
 
     async def _publish_discovery(self, client: aiomqtt.Client, state: MeterState) -> None:
         if not self._config.homeassistant.enabled:

@@ -1,8 +1,8 @@
 """Edge-replication health as Home Assistant sensors, so an operator sees a stuck uplink.
 
 Polls InfluxDB's `GET /api/v2/replications?orgID=` every `influx.replication_poll_s`
-and publishes, per replication stream, over MQTT discovery (one HA device
-"InfluxDB replication"):
+and describes, per replication stream, these entities (one HA device "InfluxDB replication";
+the HA sink announces them):
 
 - `sensor` *queue*: `currentQueueSizeBytes`, B, `data_size`, `measurement`;
 - `sensor` *pending*: `remainingBytesToBeSynced`, B (what the cloud has not confirmed);
@@ -11,8 +11,8 @@ and publishes, per replication stream, over MQTT discovery (one HA device
 
 State is one retained JSON document on `<base>/influx/replication`; availability is
 the bridge's AND `<base>/influx/replication/availability` (offline when InfluxDB does
-not answer the poll). Entities of a replication that disappeared are removed (empty
-retained config).
+not answer the poll). Entities of a replication that disappeared leave the catalog, and the
+HA sink removes them (empty retained config).
 
 Why not readings of a meter: a status is text and a `Reading` is a float in a fixed
 unit; and the queue size of the uplink does not belong in the `meters` bucket that is
@@ -34,11 +34,14 @@ from typing import Any, TypedDict
 import aiohttp
 import aiomqtt
 
-from ...ha_topics import ORIGIN, Topics, entity_id_keys
+from ...ha_entities import Device, EntityCatalog, EntityDescription
 from ...mqttsession import MqttSession
 from ...sections import InfluxConfig, MqttContext
 
 _LOGGER = logging.getLogger(__name__)
+
+#: The monitor's name in the entity catalog.
+CATALOG_OWNER = "influx_replication"
 
 ONLINE = b"online"
 OFFLINE = b"offline"
@@ -101,20 +104,20 @@ def parse_replications(body: Any) -> list[ReplicationHealth]:
     return healths
 
 
-#: (suffix, component, entity name, extra discovery keys, value key)
+#: (suffix, component, entity name, classes and extra discovery keys, value key)
 _ENTITIES: tuple[tuple[str, str, str, dict[str, Any], str], ...] = (
     (
         "queue",
         "sensor",
         "queue",
-        {"device_class": "data_size", "state_class": "measurement", "unit_of_measurement": "B"},
+        {"device_class": "data_size", "state_class": "measurement", "unit": "B"},
         "queue_bytes",
     ),
     (
         "pending",
         "sensor",
         "pending",
-        {"device_class": "data_size", "state_class": "measurement", "unit_of_measurement": "B"},
+        {"device_class": "data_size", "state_class": "measurement", "unit": "B"},
         "pending_bytes",
     ),
     ("status", "sensor", "status", {"icon": "mdi:cloud-sync"}, "status"),
@@ -122,10 +125,13 @@ _ENTITIES: tuple[tuple[str, str, str, dict[str, Any], str], ...] = (
         "problem",
         "binary_sensor",
         "uplink problem",
-        {"device_class": "problem", "payload_on": True, "payload_off": False},
+        {"device_class": "problem", "extra": (("payload_on", True), ("payload_off", False))},
         "problem",
     ),
 )
+
+#: The one HA device of every stream's entities.
+DEVICE = Device("influx_replication", "InfluxDB replication", model="InfluxDB 2 edge replication")
 
 
 def state_topic(base: str) -> str:
@@ -138,30 +144,21 @@ def availability_topic(base: str) -> str:
     return f"{base}/influx/replication/availability"
 
 
-def discovery_messages(topics: Topics, site_id: str, health: ReplicationHealth) -> list[tuple[str, dict[str, Any]]]:
-    """Discovery configs (topic, payload) of one stream's entities."""
-    device = {
-        "identifiers": [f"hems_{site_id}_influx_replication"],
-        "name": "InfluxDB replication",
-        "model": "InfluxDB 2 edge replication",
-    }
-    messages = []
-    for suffix, component, label, extra, value_key in _ENTITIES:
-        object_id = f"hems_influx_replication_{health.key}_{suffix}"
-        payload: dict[str, Any] = {
-            "name": f"{health.name} {label}",
-            "unique_id": f"hems_{site_id}_influx_replication_{health.key}_{suffix}",
-            **entity_id_keys(component, object_id),
-            "state_topic": state_topic(topics.base),
-            "value_template": f"{{{{ value_json['{health.key}'].{value_key} }}}}",
-            "availability": [{"topic": topics.bridge_availability}, {"topic": availability_topic(topics.base)}],
-            "availability_mode": "all",
-            "device": device,
-            "origin": ORIGIN,
-            **extra,
-        }
-        messages.append((topics.discovery(component, object_id), payload))
-    return messages
+def replication_entities(base: str, health: ReplicationHealth) -> list[EntityDescription]:
+    """The entities of one stream (the HA sink announces them)."""
+    return [
+        EntityDescription(
+            component,
+            f"influx_replication_{health.key}_{suffix}",
+            f"{health.name} {label}",
+            DEVICE,
+            state_topic=state_topic(base),
+            value_template=f"{{{{ value_json['{health.key}'].{value_key} }}}}",
+            availability=(availability_topic(base),),
+            **details,
+        )
+        for suffix, component, label, details, value_key in _ENTITIES
+    ]
 
 
 def state_payload(healths: list[ReplicationHealth]) -> bytes:
@@ -181,11 +178,12 @@ def state_payload(healths: list[ReplicationHealth]) -> bytes:
 class ReplicationMonitor:
     """Polls InfluxDB's replications and publishes their health to Home Assistant over MQTT."""
 
-    def __init__(self, config: MqttContext, influx: InfluxConfig) -> None:
+    def __init__(self, config: MqttContext, influx: InfluxConfig, catalog: EntityCatalog | None = None) -> None:
         self._config = config
         self._influx = influx
-        self._topics = Topics(config.mqtt.base_topic, config.homeassistant.discovery_prefix)
-        self._announced: set[str] = set()
+        self._base = config.mqtt.base_topic
+        #: Where the streams' entities are described (the bridge's catalog: the HA sink announces them).
+        self.catalog = EntityCatalog() if catalog is None else catalog
         self._org_id = influx.org_id
         self._task: asyncio.Task[None] | None = None
         #: The last health seen (for tests and `/metrics`).
@@ -226,7 +224,6 @@ class ReplicationMonitor:
         async with aiohttp.ClientSession(headers=headers, timeout=timeout) as session:
 
             async def body(client: aiomqtt.Client) -> None:
-                self._announced.clear()
                 while True:
                     await self._publish(client, session)
                     await asyncio.sleep(self._influx.replication_poll_s)
@@ -238,18 +235,10 @@ class ReplicationMonitor:
             healths = await self.poll(session)
         except (aiohttp.ClientError, TimeoutError, ValueError, KeyError) as err:
             _LOGGER.debug("Replication monitor: poll of %s failed: %s", self._influx.url, err)
-            await client.publish(availability_topic(self._topics.base), OFFLINE, qos=1, retain=True)
+            await client.publish(availability_topic(self._base), OFFLINE, qos=1, retain=True)
             return
         self.last = healths
-        keys = {h.key for h in healths}
-        for key in self._announced - keys:  # a stream was removed: remove its entities
-            for suffix, component, *_ in _ENTITIES:
-                object_id = f"hems_influx_replication_{key}_{suffix}"
-                await client.publish(self._topics.discovery(component, object_id), b"", qos=1, retain=True)
-        for health in healths:
-            if health.key not in self._announced:
-                for topic, payload in discovery_messages(self._topics, self._config.site.id, health):
-                    await client.publish(topic, json.dumps(payload).encode(), qos=1, retain=True)
-        self._announced = keys
-        await client.publish(state_topic(self._topics.base), state_payload(healths), qos=1, retain=True)
-        await client.publish(availability_topic(self._topics.base), ONLINE, qos=1, retain=True)
+        # a stream that disappeared leaves the catalog, and with it Home Assistant
+        self.catalog.describe(CATALOG_OWNER, [e for h in healths for e in replication_entities(self._base, h)])
+        await client.publish(state_topic(self._base), state_payload(healths), qos=1, retain=True)
+        await client.publish(availability_topic(self._base), ONLINE, qos=1, retain=True)

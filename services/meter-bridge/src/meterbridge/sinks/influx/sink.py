@@ -35,6 +35,7 @@ import aiohttp
 from ...asyncutil import wait_event
 from ...backoff import Backoff
 from ...errors import SinkError
+from ...ha_entities import EntityCatalog
 from ...logutil import RateLimitedLog
 from ...model import Event, MeterDescription, Reading
 from ...sections import InfluxConfig, MqttContext, SpoolConfig
@@ -99,6 +100,7 @@ class InfluxSink(Sink):
         influx: InfluxConfig,
         spool: SpoolConfig,
         clock: Callable[[], float] = time.monotonic,
+        catalog: EntityCatalog | None = None,
     ) -> None:
         super().__init__()
         self._site_id = config.site.id
@@ -117,7 +119,7 @@ class InfluxSink(Sink):
         self._log = RateLimitedLog(_LOGGER)
         self._reported_drops = 0
         self.monitor: ReplicationMonitor | None = (
-            ReplicationMonitor(config, influx) if self._influx.replication_poll_s > 0 else None
+            ReplicationMonitor(config, influx, catalog) if self._influx.replication_poll_s > 0 else None
         )
         self.stats.connected = None
         for gauge in ("sent_readings", "sent_batches", "spool_dropped_readings", "quarantined_batches"):

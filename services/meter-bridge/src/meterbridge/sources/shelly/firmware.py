@@ -1,7 +1,8 @@
 """A Home Assistant `update` entity per Shelly device: firmware version and "Install" in HA.
 
-Follows HA's MQTT `update` platform: discovery `homeassistant/update/hems/hems_<id>_firmware/config`
-(entity `update.hems_<id>_firmware`, `device_class: firmware`), retained JSON state on
+Follows HA's MQTT `update` platform: described here (`entity`), announced by the HA sink as
+`homeassistant/update/hems/hems_<id>_firmware/config` (entity `update.hems_<id>_firmware`,
+`device_class: firmware`); retained JSON state on
 `<base>/shelly/<id>/firmware` with `installed_version`, `latest_version`, `title`, `in_progress`,
 and `payload_install` (`install`) on `<base>/shelly/<id>/firmware/install`. `<id>` is the meter id of
 the device's channel 0, so the entity joins that meter's HA device and its availability.
@@ -25,8 +26,8 @@ import aiomqtt
 
 from ...config import BridgeConfig
 from ...errors import BridgeError, ParseError
-from ...ha_topics import ORIGIN, Topics, device_block, entity_id_keys
-from ...model import MeterDescription
+from ...ha_entities import Device, EntityCatalog, EntityDescription
+from ...ha_topics import Topics
 from ...mqttsession import MqttSession
 from .config import ShellyDeviceConfig, ShellySourceConfig
 from .fleet import FleetLink
@@ -40,6 +41,8 @@ PAYLOAD_INSTALL = "install"
 #: How often the versions are asked again while a device stays online (the update server's
 #: builds change rarely; a device coming back online is always asked at once).
 CHECK_EVERY_S = 6 * 3600.0
+#: The update entities' owner name in the entity catalog.
+CATALOG_OWNER = "shelly_firmware"
 
 
 @dataclass(slots=True)
@@ -52,7 +55,6 @@ class FirmwareDevice:
     installed: str | None = None
     latest: str | None = None
     in_progress: bool = False
-    announced: bool = False
     last_error: str | None = None
 
     def state(self) -> dict[str, Any]:
@@ -71,8 +73,12 @@ class FirmwareDevice:
 class ShellyFirmwareEntities:
     """Announces and serves the update entities of every Shelly device the bridge follows."""
 
-    def __init__(self, config: BridgeConfig, check_every_s: float = CHECK_EVERY_S) -> None:
+    def __init__(
+        self, config: BridgeConfig, check_every_s: float = CHECK_EVERY_S, catalog: EntityCatalog | None = None
+    ) -> None:
         self.config = config
+        #: Where the entities are described (the bridge's catalog: the HA sink announces them).
+        self.catalog = EntityCatalog() if catalog is None else catalog
         self.topics = Topics(config.mqtt.base_topic, config.homeassistant.discovery_prefix)
         self.client_id = f"{config.client_id}-shelly-firmware"
         self.check_every_s = check_every_s
@@ -87,6 +93,7 @@ class ShellyFirmwareEntities:
         self._install_gate = asyncio.Semaphore(1)
         self._tasks: set[asyncio.Task[None]] = set()
         self._link: FleetLink | None = None
+        self._describe()
 
     def _add(self, source: ShellySourceConfig, device: ShellyDeviceConfig) -> FirmwareDevice:
         # the same naming as the source: channel 0's meter id and name
@@ -106,27 +113,19 @@ class ShellyFirmwareEntities:
         """Where HA sends `install`."""
         return f"{self.state_topic(device)}/install"
 
-    def discovery(self, device: FirmwareDevice) -> tuple[str, dict[str, Any]]:
-        """Topic and payload of the HA `update` config of `device`."""
-        object_id = f"hems_{device.meter_id}_firmware"
-        meter = MeterDescription(device.meter_id, device.name, "shelly", manufacturer="Shelly")
-        payload: dict[str, Any] = {
-            "name": "Firmware",
-            "unique_id": f"hems_{self.config.site.id}_{device.meter_id}_firmware",
-            **entity_id_keys("update", object_id),
-            "device_class": "firmware",
-            "state_topic": self.state_topic(device),
-            "command_topic": self.command_topic(device),
-            "payload_install": PAYLOAD_INSTALL,
-            "availability": [
-                {"topic": self.topics.bridge_availability},
-                {"topic": self.topics.meter_availability(device.meter_id)},
-            ],
-            "availability_mode": "all",
-            "device": device_block(self.config.site.id, meter),
-            "origin": ORIGIN,
-        }
-        return self.topics.discovery("update", object_id), payload
+    def entity(self, device: FirmwareDevice) -> EntityDescription:
+        """The HA `update` entity of `device`, on its channel 0 meter's device."""
+        return EntityDescription(
+            "update",
+            f"{device.meter_id}_firmware",
+            "Firmware",
+            Device(device.meter_id, device.name, manufacturer="Shelly"),
+            state_topic=self.state_topic(device),
+            command_topic=self.command_topic(device),
+            availability=(self.topics.meter_availability(device.meter_id),),
+            device_class="firmware",
+            extra=(("payload_install", PAYLOAD_INSTALL),),
+        )
 
     # -- the connection -------------------------------------------------------------------
 
@@ -150,16 +149,15 @@ class ShellyFirmwareEntities:
         link = FleetLink(client, self.client_id, self.topics.base, self.sources[0].rpc_timeout_s)
         self._link = link
         for device in self.devices.values():
-            device.announced = False
             await link.follow(device.prefix)
         if self.discover_source is not None:
             await client.subscribe(f"{TOPIC_ROOT}/+/online", qos=1)
         if self.flex_assets:
             await link.follow_flex()
         await client.subscribe(f"{self.topics.base}/shelly/+/firmware/install", qos=1)
-        await client.subscribe(self.topics.ha_status, qos=1)
         for device in self.devices.values():
-            await self._announce(device)
+            if device.installed is not None:
+                await self._publish_state(device)
         self._spawn(self._recheck_loop(), "shelly-firmware-recheck")
         async for message in client.messages:
             if isinstance(message.payload, bytes):
@@ -175,15 +173,9 @@ class ShellyFirmwareEntities:
             prefix = topic.removesuffix("/online")
             if self.discover_source is None or not DEVICE_ID.match(prefix.removeprefix(f"{TOPIC_ROOT}/")):
                 return
-            found = self._add(self.discover_source, ShellyDeviceConfig(prefix=prefix))
+            self._add(self.discover_source, ShellyDeviceConfig(prefix=prefix))
             await link.follow(prefix)
-            await self._announce(found)
-        if topic == self.topics.ha_status:
-            if payload == b"online":
-                for device in self.devices.values():
-                    device.announced = False
-                    await self._announce(device)
-            return
+            self._describe()
         if topic.endswith("/firmware/install"):
             meter_id = topic[len(f"{self.topics.base}/shelly/") : -len("/firmware/install")]
             target = next((d for d in self.devices.values() if d.meter_id == meter_id), None)
@@ -199,14 +191,8 @@ class ShellyFirmwareEntities:
             if known is not None and state is not None and state.online and not was_online and not known.in_progress:
                 self._spawn(self._refresh(known), f"shelly-firmware-check-{known.meter_id}")
 
-    async def _announce(self, device: FirmwareDevice) -> None:
-        if self._link is None or not self.config.homeassistant.enabled:
-            return
-        topic, payload = self.discovery(device)
-        await self._link.client.publish(topic, json.dumps(payload).encode(), qos=1, retain=True)
-        device.announced = True
-        if device.installed is not None:
-            await self._publish_state(device)
+    def _describe(self) -> None:
+        self.catalog.describe(CATALOG_OWNER, [self.entity(device) for device in self.devices.values()])
 
     async def _publish_state(self, device: FirmwareDevice) -> None:
         if self._link is not None:
@@ -263,8 +249,9 @@ class ShellyFirmwareEntities:
                 await self._publish_state(device)
 
 
-def firmware_entities(config: BridgeConfig) -> ShellyFirmwareEntities | None:
-    """The update entities of the configured Shelly sources, or None (no Shelly source, or HA off)."""
+def firmware_entities(config: BridgeConfig, catalog: EntityCatalog | None = None) -> ShellyFirmwareEntities | None:
+    """The update entities of the configured Shelly sources, described into `catalog`, or None
+    (no Shelly source, or HA off)."""
     if not config.homeassistant.enabled or not any(isinstance(s, ShellySourceConfig) for s in config.sources):
         return None
-    return ShellyFirmwareEntities(config)
+    return ShellyFirmwareEntities(config, catalog=catalog)

@@ -6,16 +6,15 @@ Per device it subscribes to `<prefix>/online`, `<prefix>/events/rpc` and
 before any full status, and re-sends the last known values every `reemit_s`.
 Availability of every meter of a device follows `<prefix>/online`.
 
-Relays (`switch:N`) are published as Home Assistant `switch` entities:
-`homeassistant/switch/hems/hems_<id>_relay/config`, state `hems/shelly/<id>/relay`
-(`ON`/`OFF`, retained), commands on `hems/shelly/<id>/relay/set`; `<id>` is the
-channel's meter id, so the switch joins that meter's HA device and availability.
+Relays (`switch:N`) are described as Home Assistant `switch` entities (`relay_entity`; the
+HA sink announces them as `homeassistant/switch/hems/hems_<id>_relay/config`), state
+`hems/shelly/<id>/relay` (`ON`/`OFF`, retained), commands on `hems/shelly/<id>/relay/set`;
+`<id>` is the channel's meter id, so the switch joins that meter's HA device and availability.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +22,8 @@ from typing import Any
 import aiomqtt
 
 from ...errors import BridgeError, ParseError, SourceConnectionError
-from ...ha_topics import ORIGIN, Topics, device_block, entity_id_keys
+from ...ha_entities import Device, EntityDescription
+from ...ha_topics import Topics
 from ...model import MeterDescription, utc_now
 from ...mqtt import endpoint
 from ...mqttsession import MqttSession
@@ -61,9 +61,8 @@ class ShellyDevice:
     online: bool | None = None
     info: DeviceInfo | None = None
     described: dict[str, MeterDescription] = field(default_factory=dict)
-    #: Relay state last published per channel, and channels announced to HA on this connection.
+    #: Relay state last published per channel on this connection.
     relay_published: dict[int, bool] = field(default_factory=dict)
-    relay_announced: set[int] = field(default_factory=set)
     refreshing: bool = False
     refresh_wanted: bool = False
 
@@ -141,7 +140,6 @@ class ShellySource(Source[ShellySourceConfig]):
         self._client = client
         for device in self.devices.values():
             device.relay_published.clear()
-            device.relay_announced.clear()
         try:
             for prefix in list(self.devices):
                 await self._subscribe_device(client, prefix)
@@ -151,7 +149,6 @@ class ShellySource(Source[ShellySourceConfig]):
                 await client.subscribe(f"{TOPIC_ROOT}/+/online", qos=1)
                 await client.subscribe("+/online", qos=1)
             await client.subscribe(f"{self.topics.base}/shelly/+/relay/set", qos=1)
-            await client.subscribe(self.topics.ha_status, qos=1)
             reemit = asyncio.create_task(self._reemit_loop(ctx), name=f"shelly-{self.id}-reemit")
             try:
                 async for message in client.messages:
@@ -190,11 +187,6 @@ class ShellySource(Source[ShellySourceConfig]):
         try:
             if self.rpc is not None and self.rpc.owns(topic):
                 self.rpc.handle_reply(topic, payload)
-            elif topic == self.topics.ha_status:
-                if payload == b"online":
-                    for device in self.devices.values():
-                        device.relay_announced.clear()
-                        await self._publish_relays(ctx, client, device)
             elif topic.startswith(f"{self.topics.base}/shelly/") and topic.endswith("/relay/set"):
                 meter_id = topic[len(self.topics.base) + len("/shelly/") : -len("/relay/set")]
                 self._spawn(self._relay_command(ctx, meter_id, payload), f"shelly-{self.id}-relay-{meter_id}")
@@ -299,7 +291,8 @@ class ShellySource(Source[ShellySourceConfig]):
     async def _publish_relays(self, ctx: SourceContext, client: aiomqtt.Client, device: ShellyDevice) -> None:
         if not device.relays:
             return
-        for channel, output in relay_outputs(device.parser.status).items():
+        outputs = relay_outputs(device.parser.status)
+        for channel, output in outputs.items():
             meter_id = device.naming.channel(channel)
             self._relay_commands[meter_id] = (device, channel)
             if meter_id not in device.described:
@@ -308,34 +301,25 @@ class ShellySource(Source[ShellySourceConfig]):
                 )
                 ctx.describe(device.described[meter_id])
                 ctx.availability(meter_id, bool(device.online))
-            if channel not in device.relay_announced and self.bridge.homeassistant.enabled:
-                topic, config = self.relay_discovery(device.described[meter_id])
-                await client.publish(topic, json.dumps(config).encode(), qos=1, retain=True)
-                device.relay_announced.add(channel)
             if device.relay_published.get(channel) != output:
                 await client.publish(self._relay_state_topic(meter_id), ON if output else OFF, qos=1, retain=True)
                 device.relay_published[channel] = output
+        relays = [self.relay_entity(device.described[device.naming.channel(channel)]) for channel in outputs]
+        ctx.announce(relays, part=device.prefix)
 
-    def relay_discovery(self, meter: MeterDescription) -> tuple[str, dict[str, Any]]:
-        """Topic and payload of the HA `switch` config of the relay on meter `meter`."""
-        object_id = f"hems_{meter.meter_id}_relay"
-        payload: dict[str, Any] = {
-            "name": "Relay",
-            "unique_id": f"hems_{self.bridge.site.id}_{meter.meter_id}_relay",
-            **entity_id_keys("switch", object_id),
-            "command_topic": f"{self._relay_state_topic(meter.meter_id)}/set",
-            "state_topic": self._relay_state_topic(meter.meter_id),
-            "payload_on": ON.decode(),
-            "payload_off": OFF.decode(),
-            "availability": [
-                {"topic": self.topics.bridge_availability},
-                {"topic": self.topics.meter_availability(meter.meter_id)},
-            ],
-            "availability_mode": "all",
-            "device": device_block(self.bridge.site.id, meter),
-            "origin": ORIGIN,
-        }
-        return self.topics.discovery("switch", object_id), payload
+    def relay_entity(self, meter: MeterDescription) -> EntityDescription:
+        """The HA `switch` of the relay on meter `meter`, on that meter's device."""
+        state_topic = self._relay_state_topic(meter.meter_id)
+        return EntityDescription(
+            "switch",
+            f"{meter.meter_id}_relay",
+            "Relay",
+            Device.of_meter(meter),
+            state_topic=state_topic,
+            command_topic=f"{state_topic}/set",
+            availability=(self.topics.meter_availability(meter.meter_id),),
+            extra=(("payload_on", ON.decode()), ("payload_off", OFF.decode())),
+        )
 
     async def _relay_command(self, ctx: SourceContext, meter_id: str, payload: bytes) -> None:
         command = payload.strip().upper()
