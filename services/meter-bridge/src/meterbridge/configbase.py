@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 #: Ids end up in MQTT topics, HA unique ids and entity ids: keep them to [a-z0-9_].
 Identifier = Annotated[
@@ -38,3 +38,15 @@ class SourceConfigBase(StrictModel):
     def display_name(self) -> str:
         """The name to show people: `name`, or the id made readable."""
         return self.name or self.id.replace("_", " ").capitalize()
+
+
+class HaStatisticsSourceBase(SourceConfigBase):
+    """A source that imports hourly history into Home Assistant's long-term statistics."""
+
+    ha_url: str = Field(
+        default="http://127.0.0.1:8123",
+        description="Home Assistant for long-term statistics (the bridge shares the host network with HA).",
+    )
+    ha_token: SecretStr | None = Field(
+        default=None, description="HA long-lived admin token (use `${HA_TOKEN}`); none: no statistics import."
+    )

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import Field
 
-from ..configbase import SourceConfigBase
+from ..configbase import HaStatisticsSourceBase
 
 
-class UtilityPollConfigBase(SourceConfigBase):
+class UtilityPollConfigBase(HaStatisticsSourceBase):
     """Settings every utility-portal source shares."""
 
     accounts: list[str] = Field(
@@ -20,13 +20,6 @@ class UtilityPollConfigBase(SourceConfigBase):
     )
     auth_retry_h: float = Field(
         default=24.0, ge=0, description="Hours before refused credentials/MFA are tried again (0: only after restart)."
-    )
-    ha_url: str = Field(
-        default="http://127.0.0.1:8123",
-        description="Home Assistant for long-term statistics (the bridge shares the host network with HA).",
-    )
-    ha_token: SecretStr | None = Field(
-        default=None, description="HA long-lived admin token (use `${HA_TOKEN}`); none: no statistics import."
     )
     stale_after_s: float = Field(
         default=3 * 86400.0, gt=0, description="Unhealthy when no usage was imported for this long."

@@ -8,10 +8,10 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from ...configbase import SourceConfigBase
+from ...configbase import HaStatisticsSourceBase
 
 
-class GreenButtonSourceConfig(SourceConfigBase):
+class GreenButtonSourceConfig(HaStatisticsSourceBase):
     """Green Button (ESPI) data, from a file dropped on the device or PG&E Share My Data."""
 
     type: Literal["green_button"] = Field(description="Source family.")
@@ -46,13 +46,6 @@ class GreenButtonSourceConfig(SourceConfigBase):
         default=Path("/data/pge"), description="Where `cert_pem`/`key_pem` are written at start (mode 0600 files)."
     )
     ca_file: Path | None = Field(default=None, description="CA bundle to verify PG&E (default: system CAs).")
-    ha_url: str = Field(
-        default="http://127.0.0.1:8123",
-        description="Home Assistant for long-term statistics (the bridge shares the host network with HA).",
-    )
-    ha_token: SecretStr | None = Field(
-        default=None, description="HA long-lived admin token (use `${HA_TOKEN}`); none: no statistics import."
-    )
     stale_after_s: float = Field(
         default=3 * 86400.0, gt=0, description="Unhealthy when the last imported hour is older than this."
     )
