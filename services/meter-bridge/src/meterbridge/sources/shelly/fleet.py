@@ -31,6 +31,7 @@ from typing import Any
 
 import aiomqtt
 
+from ...asyncutil import stop_tasks
 from ...config import load_config
 from ...errors import BridgeError, ConfigError, ParseError
 from ...logutil import redact
@@ -457,6 +458,4 @@ async def fleet_link(mqtt: MqttConfig, client_id: str, rpc_timeout_s: float = 10
         try:
             yield link
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                await task
+            await stop_tasks([task])

@@ -25,6 +25,7 @@ from typing import Any
 
 import aiomqtt
 
+from ...asyncutil import stop_tasks
 from ...errors import BridgeError, ParseError, SourceConnectionError, SourceTimeoutError
 from ...mqtt import make_client
 from ...mqttsession import map_mqtt_error
@@ -156,9 +157,7 @@ async def rpc_on(client: aiomqtt.Client, client_id: str, timeout_s: float = 10.0
     try:
         yield rpc
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-            await task
+        await stop_tasks([task])
         rpc.fail_all(SourceConnectionError(f"{client_id}: RPC session closed"))
 
 
