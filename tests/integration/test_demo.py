@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import time
 from pathlib import Path
 
 from helpers.net import free_port
@@ -25,12 +24,10 @@ def test_demo_shows_simulated_readings_within_10_s(tmp_path: Path) -> None:
         "DEMO_SECONDS": "8",
         "VENV": str(Path(os.environ.get("VIRTUAL_ENV", REPO / ".venv"))),
     }
-    started = time.monotonic()
     result = subprocess.run(
         ["bash", "scripts/demo.sh"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert time.monotonic() - started < 30
     screens = result.stdout.split("meter-bridge watch")
     # the first screen with a number in it comes within the first seconds (one a second)
     first_with_power = next(

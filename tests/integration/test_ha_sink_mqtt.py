@@ -224,12 +224,10 @@ sources:
         assert 'meterbridge_sink_connected{sink="homeassistant"} 1.0' in metrics
         assert "meterbridge_mqtt_reader_paused_total 0.0" in metrics
 
-        started = time.monotonic()
         bridge.send_signal(signal.SIGTERM)
+        # balenaEngine sends SIGKILL 10 s after SIGTERM: a clean stop must fit in that window
         bridge.wait(timeout=10)
-        elapsed = time.monotonic() - started
         assert bridge.returncode == 0
-        assert elapsed < 5.0
     finally:
         if bridge.poll() is None:
             bridge.kill()

@@ -126,7 +126,9 @@ def _rss_kib() -> int:
 @pytest.mark.slow
 @pytest.mark.parametrize("limit", [None, 1e9], ids=["default-rate-limit", "every-query-answered"])
 def test_flood_of_10000_datagrams_a_second_keeps_memory_bounded(limit: float | None) -> None:
-    rate, seconds = 10_000, 2.0
+    # 20,000 datagrams paced at up to 10,000/s. The test counts datagrams, not seconds: on a busy CI
+    # machine the sender itself may be slower than 10,000/s, and timings never gate a test.
+    rate, total = 10_000, 20_000
     reading = Reading.of("a", Quantity.POWER, 321.0, datetime.now(UTC))
     extra = {} if limit is None else {"max_queries_per_s": limit}
     with ThreadedPlugs(PLUGS, [reading], **extra) as plugs, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
@@ -138,24 +140,25 @@ def test_flood_of_10000_datagrams_a_second_keeps_memory_bounded(limit: float | N
         before = _rss_kib()
         start = time.monotonic()
         sent = 0
-        while (elapsed := time.monotonic() - start) < seconds:
-            while sent < elapsed * rate:
+        while sent < total and (elapsed := time.monotonic() - start) < 60:
+            while sent < min(total, elapsed * rate):
                 try:
                     sock.sendto(payloads[sent % 3], ("127.0.0.1", plugs.port))
                 except BlockingIOError:
                     break
                 sent += 1
             time.sleep(0.001)
+        seconds = time.monotonic() - start
         time.sleep(0.5)  # let the server work through what the kernel queued
         after = _rss_kib()
         stats = plugs.sink.stats
         print(
-            f"\nflood ({limit=}): sent {sent} datagrams in {seconds:.0f} s ({sent / seconds:.0f}/s); "
+            f"\nflood ({limit=}): sent {sent} datagrams in {seconds:.1f} s ({sent / seconds:.0f}/s); "
             f"RSS {before} -> {after} KiB (+{after - before} KiB); "
             f"rate-limited {stats.errors['udp_rate_limited']}, garbage {stats.errors['udp_garbage']}, "
             f"refused {stats.errors['refused']}, backlog drops {stats.errors['udp_backlog']}"
         )
-        assert sent >= 0.9 * rate * seconds
+        assert sent == total
         if limit is None:
             assert stats.errors["udp_rate_limited"] > 0
         assert after - before < 16 * 1024  # KiB: nothing accumulates per datagram
