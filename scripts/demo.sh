@@ -184,10 +184,11 @@ autorestart=true
 redirect_stderr=true
 stdout_logfile=$DEMO/logs/mosquitto.log
 
-# a container's clean environment: the entrypoint turns every FOO_FILE variable into FOO, and a
-# workstation's SSL_CERT_FILE would become a 200 kB variable that no program can be started with
+# the workstation's environment, as the other programs get it; BRIDGE_CONFIG emptied: one exported
+# while trying a release's config would replace the demo's
 [program:bridge]
-command=env -i PATH="$VENV/bin:/usr/sbin:/usr/bin:/sbin:/bin" HOME="$DEMO/bridge" LANG=C.UTF-8 BRIDGE_CONFIG_FILE="$DEMO/bridge/config.yaml" BRIDGE_RUN_USER=root MQTT_PASSWORD_FILE="$MQTT_SHARE/bridge/password" SHELLY_IDENTITIES_DIR="$DEMO/shelly-identities" DEMO_MQTT_PORT="$MQTT_PORT" DEMO_HEALTH_PORT="$HEALTH_PORT" DEMO_STATE_DIR="$DEMO" sh $REPO/services/meter-bridge/entrypoint.sh run
+command=sh $REPO/services/meter-bridge/entrypoint.sh run
+environment=PATH="$VENV/bin:$PATH",BRIDGE_CONFIG="",BRIDGE_CONFIG_FILE="$DEMO/bridge/config.yaml",BRIDGE_RUN_USER="root",MQTT_PASSWORD_FILE="$MQTT_SHARE/bridge/password",SHELLY_IDENTITIES_DIR="$DEMO/shelly-identities",DEMO_MQTT_PORT="$MQTT_PORT",DEMO_HEALTH_PORT="$HEALTH_PORT",DEMO_STATE_DIR="$DEMO"
 priority=20
 autorestart=true
 startsecs=2

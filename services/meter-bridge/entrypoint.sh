@@ -2,9 +2,11 @@
 # meter-bridge entrypoint: secrets from files into the environment, the configuration file,
 # device nodes for USB serial adapters, a config check; then exec meter-bridge as `bridge`.
 #
-# Secrets: any variable FOO_FILE (FOO unset) exports FOO from that file, e.g. MQTT_PASSWORD from
-# MQTT_PASSWORD_FILE, the file the mqtt service writes into the volume it shares with us. A
-# device variable MQTT_BRIDGE_PASSWORD (the one the broker uses too) wins over the file, so a
+# Secrets from files: exactly two, each exported from its file while the variable itself is unset:
+# MQTT_PASSWORD from MQTT_PASSWORD_FILE (the file the mqtt service writes into the volume it
+# shares with us) and INFLUX_TOKEN from INFLUX_TOKEN_FILE (influx-provision's). Not every FOO_FILE:
+# SSL_CERT_FILE, BRIDGE_CONFIG_FILE and the like name files on purpose (docs/deploy.md). A
+# service variable MQTT_BRIDGE_PASSWORD (the one the broker uses too) wins over the file, so a
 # changed variable never races the broker rewriting the file.
 set -eu
 
@@ -39,10 +41,10 @@ if [ -z "${INFLUX_TOKEN:-}" ] && [ -n "${INFLUX_TOKEN_FILE:-}" ] && [ "${1:-run}
     wait_for_file "$INFLUX_TOKEN_FILE" "${INFLUX_WAIT_S:-0}" "the InfluxDB token"
 fi
 
-# FOO_FILE -> FOO for every such variable whose FOO is unset.
-for name in $(env | sed -n 's/^\([A-Z][A-Z0-9_]*\)_FILE=.*/\1/p'); do
+# FOO_FILE -> FOO for the secrets named above, whose FOO is unset.
+for name in MQTT_PASSWORD INFLUX_TOKEN; do
     eval "current=\${$name:-}"
-    eval "file=\${${name}_FILE}"
+    eval "file=\${${name}_FILE:-}"
     # shellcheck disable=SC2154 # both assigned by the evals above
     if [ -z "$current" ] && [ -r "$file" ] && [ -s "$file" ]; then
         value=$(cat "$file")

@@ -39,7 +39,6 @@ def environment(root: Path, broker_port: int, **variables: str) -> dict[str, str
         "MQTT_HOST": "127.0.0.1",
         "MQTT_PORT": str(broker_port),
         "MQTT_PASSWORD_FILE": str(root / "creds" / "password"),
-        "MQTT_SHELLY_PASSWORD_FILE": str(root / "creds" / "shelly"),
         "MQTT_WAIT_S": "2",
         "SYSFS_TTY_DIR": str(root / "sys"),
         "DEV_DIR": str(root / "dev"),
@@ -105,6 +104,47 @@ def test_missing_password_is_a_config_error(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "MQTT_PASSWORD" in result.stderr
     assert "waiting for the MQTT password" in result.stderr
+
+
+def test_only_the_documented_secrets_come_from_files(tmp_path: Path) -> None:
+    """MQTT_PASSWORD and INFLUX_TOKEN come from their *_FILE (docs/deploy.md); every other *_FILE
+    variable names a file on purpose and is left alone: SSL_CERT_FILE must not become a 200 kB
+    SSL_CERT, and BRIDGE_CONFIG_FILE must not turn the config on the device into BRIDGE_CONFIG
+    (which the entrypoint would then take for the operator's variable). `meter-bridge` here is a
+    stand-in that records the environment the entrypoint hands it."""
+    (tmp_path / "creds").mkdir()
+    (tmp_path / "creds" / "password").write_text("secret-from-volume\n")
+    (tmp_path / "bridge.token").write_text("token-from-provision\n")
+    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\nnot a secret\n-----END CERTIFICATE-----\n")
+    (tmp_path / "admin.token").write_text("influx-provision's, not the bridge's\n")
+    (tmp_path / "data").mkdir()
+    on_device = "site: {id: second_boot}\n"
+    (tmp_path / "data" / "config.yaml").write_text(on_device)
+    stand_in = tmp_path / "bin" / "meter-bridge"
+    stand_in.parent.mkdir()
+    stand_in.write_text(
+        f"#!/bin/sh\nexec {sys.executable} -c "
+        "'import json, os, sys; json.dump(dict(os.environ), open(sys.argv[1], \"w\"))' \"$ENV_DUMP\"\n"
+    )
+    stand_in.chmod(0o755)
+    env = environment(
+        tmp_path,
+        1883,
+        PATH=f"{stand_in.parent}:{os.environ['PATH']}",
+        ENV_DUMP=str(tmp_path / "env.json"),
+        INFLUX_TOKEN_FILE=str(tmp_path / "bridge.token"),
+        SSL_CERT_FILE=str(tmp_path / "ca.pem"),
+        INFLUX_ADMIN_TOKEN_FILE=str(tmp_path / "admin.token"),
+    )
+    result = subprocess.run(["sh", str(ENTRYPOINT), "status"], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    seen = json.loads((tmp_path / "env.json").read_text())
+    assert seen["MQTT_PASSWORD"] == "secret-from-volume"
+    assert seen["INFLUX_TOKEN"] == "token-from-provision"
+    assert {"SSL_CERT", "BRIDGE_CONFIG", "INFLUX_ADMIN_TOKEN"}.isdisjoint(seen), sorted(seen)
+    assert seen["SSL_CERT_FILE"] == str(tmp_path / "ca.pem")
+    assert "BRIDGE_CONFIG variable" not in result.stderr
+    assert (tmp_path / "data" / "config.yaml").read_text() == on_device
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="making device nodes needs root (as in the container)")

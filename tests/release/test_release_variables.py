@@ -147,17 +147,13 @@ def test_each_secret_is_read_by_the_services_the_readme_names(compose: dict[str,
     for folder, names in operator_variables(compose).items():
         for service, declared in compose["services"].items():
             if dockerfile_folder(declared).resolve() == (REPO / folder).resolve():
-                # the bridge's entrypoint turns every FOO_FILE of its ENV into FOO unless FOO is set
-                from_files = {
-                    n.removesuffix("_FILE") for n in internal_to(REPO / folder, compose) if n.endswith("_FILE")
-                }
-                # and the Python package reads some from a mapping of the environment
+                # the Python package reads some from a mapping of the environment
                 in_code = {
                     n
                     for py in (REPO / folder).glob("src/**/*.py")
                     for n in re.findall(r"\"([A-Z][A-Z0-9_]*)\"", py.read_text())
                 }
-                for name in names | from_files | in_code:
+                for name in names | in_code:
                     readers.setdefault(name, set()).add(service)
     for name, (services, what) in readme_rows().items():
         if SECRET.search(name) and not what.startswith("Retired"):
