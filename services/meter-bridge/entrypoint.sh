@@ -30,8 +30,10 @@ wait_for_file() {
     done
 }
 
-# On first boot the broker may not have written our password yet: wait for it.
-if [ -z "${MQTT_PASSWORD:-}" ] && [ -n "${MQTT_PASSWORD_FILE:-}" ]; then
+# On first boot the broker may not have written our password yet: wait for it. Only for `run`:
+# the other commands run through this entrypoint (influx-provision's `influx provision`) do not
+# talk to the broker, and influx-provision does not even mount the credentials volume.
+if [ -z "${MQTT_PASSWORD:-}" ] && [ -n "${MQTT_PASSWORD_FILE:-}" ] && [ "${1:-run}" = run ]; then
     wait_for_file "$MQTT_PASSWORD_FILE" "${MQTT_WAIT_S:-120}" "the MQTT password"
 fi
 

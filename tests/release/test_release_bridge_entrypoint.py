@@ -7,17 +7,21 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 import pytest
 
 from helpers.emu2_sim import Emu2Simulator
 from helpers.homeassistant import HomeAssistant
+from helpers.influx_mgmt_double import InfluxMgmtDouble
 from helpers.net import free_port
 from helpers.release import REPO, ReleaseBroker
 from helpers.usb_sysfs import EMU2, FakeSysfs, pty_numbers
@@ -145,6 +149,62 @@ def test_only_the_documented_secrets_come_from_files(tmp_path: Path) -> None:
     assert seen["SSL_CERT_FILE"] == str(tmp_path / "ca.pem")
     assert "BRIDGE_CONFIG variable" not in result.stderr
     assert (tmp_path / "data" / "config.yaml").read_text() == on_device
+
+
+def image_environment(root: Path) -> dict[str, str]:
+    """The meter-bridge image's ENV (its Dockerfile), every absolute path moved under `root`,
+    which holds what the image itself ships there (the default config)."""
+    text = (BRIDGE_DIR / "Dockerfile").read_text().replace("\\\n", " ")
+    env = {}
+    for line in re.findall(r"^ENV\s+(.*)$", text, flags=re.MULTILINE):
+        for name, value in re.findall(r"([A-Z][A-Z0-9_]*)=(\S+)", line):
+            env[name] = str(root / value.lstrip("/")) if value.startswith("/") else value
+    shipped = Path(env["BRIDGE_DEFAULT_CONFIG"])
+    shipped.parent.mkdir(parents=True)
+    shipped.write_text((BRIDGE_DIR / "default-config.yaml").read_text())
+    return env
+
+
+async def test_influx_provision_starts_without_waiting_for_the_broker(
+    tmp_path: Path, compose: dict[str, Any]
+) -> None:
+    """influx-provision runs the bridge's image (its entrypoint, its ENV) with compose's command
+    and environment, and mounts no MQTT credentials: it does not use the broker, so it must not
+    wait MQTT_WAIT_S (120 s in the image) for a password file that never comes. InfluxDB 2's
+    management API is a CONTRACT DOUBLE (helpers.influx_mgmt_double: it cannot run here)."""
+    service = compose["services"]["influx-provision"]
+    assert service["build"]["dockerfile"] == "meter-bridge/Dockerfile"
+    assert not any("mqtt-creds" in volume for volume in service["volumes"]), "it mounts no MQTT password"
+    command = [arg for arg in service["command"] if arg not in ("--every", "3600")]  # one pass
+    assert command == ["influx", "provision"]
+    double = InfluxMgmtDouble()
+    await double.start()
+    try:
+        env = image_environment(tmp_path)
+        assert int(env["MQTT_WAIT_S"]) >= 60, "the wait this test would notice"
+        env.update({name: str(value) for name, value in service["environment"].items()})
+        (tmp_path / "influx-secrets").mkdir()
+        (tmp_path / "influx-secrets" / "admin.token").write_text(double.admin_token)
+        env.update(
+            PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+            BRIDGE_RUN_USER="root",  # no user `bridge` here
+            INFLUX_URL=double.url,
+            INFLUX_ADMIN_TOKEN_FILE=str(tmp_path / "influx-secrets" / "admin.token"),
+            INFLUX_TOKENS_DIR=str(tmp_path / "influx-tokens"),
+        )
+        (tmp_path / "influx-tokens").mkdir()
+        started = time.monotonic()
+        process = await asyncio.create_subprocess_exec(
+            "sh", str(ENTRYPOINT), *command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        out, err = await asyncio.wait_for(process.communicate(), 180)
+        elapsed = time.monotonic() - started
+    finally:
+        await double.stop()
+    assert process.returncode == 0, (out + err).decode()
+    assert "waiting for the MQTT password" not in err.decode()
+    assert elapsed < 30, f"took {elapsed:.0f} s"
+    assert (tmp_path / "influx-tokens" / "bridge.token").stat().st_size > 0
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="making device nodes needs root (as in the container)")
