@@ -90,7 +90,10 @@ class InfluxConfig(StrictModel):
     """The InfluxDB 2 write path (`/api/v2/write`): batched line protocol from a durable spool."""
 
     enabled: bool = Field(default=True, description="Write readings to InfluxDB.")
-    url: str = Field(default="http://influxdb:8086", description="InfluxDB base URL.")
+    url: str = Field(
+        default="http://127.0.0.1:8086",
+        description="InfluxDB base URL (the bridge runs on the host network; InfluxDB is published on its loopback).",
+    )
     org: str = Field(default="hems", min_length=1, description="Organisation name (or id) to write to.")
     org_id: str | None = Field(
         default=None, description="Organisation id for the replication monitor (default: looked up by `org`)."
