@@ -128,7 +128,7 @@ def test_only_the_documented_secrets_come_from_files(tmp_path: Path) -> None:
     stand_in.parent.mkdir()
     stand_in.write_text(
         f"#!/bin/sh\nexec {sys.executable} -c "
-        "'import json, os, sys; json.dump(dict(os.environ), open(sys.argv[1], \"w\"))' \"$ENV_DUMP\"\n"
+        '\'import json, os, sys; json.dump(dict(os.environ), open(sys.argv[1], "w"))\' "$ENV_DUMP"\n'
     )
     stand_in.chmod(0o755)
     env = environment(
@@ -165,9 +165,7 @@ def image_environment(root: Path) -> dict[str, str]:
     return env
 
 
-async def test_influx_provision_starts_without_waiting_for_the_broker(
-    tmp_path: Path, compose: dict[str, Any]
-) -> None:
+async def test_influx_provision_starts_without_waiting_for_the_broker(tmp_path: Path, compose: dict[str, Any]) -> None:
     """influx-provision runs the bridge's image (its entrypoint, its ENV) with compose's command
     and environment, and mounts no MQTT credentials: it does not use the broker, so it must not
     wait MQTT_WAIT_S (120 s in the image) for a password file that never comes. InfluxDB 2's
