@@ -7,14 +7,10 @@ listens on (a port compose publishes, or a host-network service's own), or a pub
 
 from __future__ import annotations
 
-import typing
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel
-
-from meterbridge.config import config_model
+from helpers.schema import schema_fields
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 # ports of the release's host-network services, which compose does not publish: Home Assistant's
@@ -22,31 +18,11 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 HOST_NETWORK_PORTS = {8123: "homeassistant"}
 
 
-def models(annotation: Any) -> Iterator[type[BaseModel]]:
-    """Every model in an annotation: unions, lists, Annotated and optional ones included."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        yield annotation
-    for arg in typing.get_args(annotation):
-        yield from models(arg)
-
-
-def defaults(model: type[BaseModel], seen: set[type[BaseModel]] | None = None) -> Iterator[tuple[str, Any]]:
-    """(`Model.field`, default) of every field of `model` and of the models below it."""
-    seen = set() if seen is None else seen
-    if model in seen:
-        return
-    seen.add(model)
-    for name, field in model.model_fields.items():
-        if not field.is_required() and field.default_factory is None:
-            yield f"{model.__name__}.{name}", field.default
-        for nested in models(field.annotation):
-            yield from defaults(nested, seen)
-
-
 def host_defaults() -> dict[str, tuple[str, int | None]]:
     """Key -> (host, port) of every default that is a URL or a host name."""
     found = {}
-    for key, value in defaults(config_model()):
+    for key, field in schema_fields():
+        value = None if field.is_required() or field.default_factory is not None else field.default
         if not isinstance(value, str):
             continue
         if "://" in value:

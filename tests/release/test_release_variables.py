@@ -4,17 +4,21 @@ Secrets are never declared fleet-wide (they would reach every service, the confi
 included, issue 18): docs/deploy.md sets each as a service variable of the services that use it.
 
 Read = referenced by a service's scripts (`$VAR`, `${VAR...}`, `os.environ`) or its shipped
-config (`${VAR}`). Not the operator's: what the service's Dockerfile sets with ENV or compose sets
+config (`${VAR}`); for meter-bridge also what its config reference tells the operator to set (a
+field described with `${VAR}`: the bridge reads it through its config) and what its package reads
+with `os.environ`. Not the operator's: what the service's Dockerfile sets with ENV or compose sets
 in `environment:` (internal wiring), what the script assigns itself, and balena's own BALENA_*.
 Convention that makes this checkable: scripts use lower-case names for their local variables."""
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 from typing import Any
 
 from helpers.release import REPO
+from helpers.schema import is_secret, schema_fields
 
 # Folders with a Dockerfile; services/usb-serial/ is a script the meter-bridge and zigbee2mqtt
 # images copy, its variables set by their ENV.
@@ -37,6 +41,28 @@ def read_by(folder: Path) -> set[str]:
             names |= set(re.findall(r"os\.environ(?:\.get)?[\[(]\s*\"([A-Z][A-Z0-9_]*)\"", text))
         elif path.suffix in (".sh", ".yaml", ".yml") or text.startswith("#!"):
             names |= set(re.findall(r"\$\{?#?([A-Z][A-Z0-9_]*)", text))
+    return names
+
+
+@functools.cache
+def config_variables() -> dict[str, bool]:
+    """Variable -> whether it holds a secret, for each `${VAR}` a field of the bridge's config
+    reference tells the operator to use (e.g. `client_id`: "use `${PGE_CLIENT_ID}`")."""
+    found: dict[str, bool] = {}
+    for _, field in schema_fields():
+        for name in re.findall(r"\$\{([A-Z][A-Z0-9_]*)", field.description or ""):
+            found[name] = found.get(name, False) or is_secret(field)
+    return found
+
+
+def read_by_the_package(folder: Path) -> set[str]:
+    """Variables the Python package of `folder` (its src/) reads: from the environment, or
+    through the config (see `config_variables`)."""
+    if not (folder / "src").is_dir():
+        return set()
+    names = set(config_variables())
+    for path in (folder / "src").rglob("*.py"):
+        names |= set(re.findall(r"os\.environ(?:\.get)?[\[(]\s*\"([A-Z][A-Z0-9_]*)\"", path.read_text()))
     return names
 
 
@@ -68,12 +94,18 @@ def operator_variables(compose: dict[str, Any]) -> dict[str, set[str]]:
     """Service folder -> the variables an operator may set for it."""
     found = {}
     for folder in SERVICE_DIRS:
-        names = read_by(folder) - internal_to(folder, compose) - NOT_VARIABLES - STANDARD
+        names = read_by(folder) | read_by_the_package(folder)
+        names -= internal_to(folder, compose) | NOT_VARIABLES | STANDARD
         found[folder.relative_to(REPO).as_posix()] = {n for n in names if not n.startswith("BALENA_")}
     return found
 
 
 SECRET = re.compile(r"PASSWORD|TOKEN|_KEY$|_CERT$")
+
+
+def secret(name: str) -> bool:
+    """By its name, or because the config field it is for holds a secret (`PGE_CLIENT_ID`)."""
+    return bool(SECRET.search(name)) or config_variables().get(name, False)
 
 
 def readme_rows() -> dict[str, tuple[set[str], str]]:
@@ -103,6 +135,10 @@ def test_scanner_finds_the_known_variables(compose: dict[str, Any]) -> None:
     assert "MQTT_HOMEASSISTANT_PASSWORD" in found["services/homeassistant"]
     assert "NGINX_HTTPS_PORT" not in found["nginx"], "set by the Dockerfile: internal"
     assert "MQTT_PASSWORD" not in found["services/meter-bridge"], "assigned by the entrypoint: internal"
+    # what the config reference tells the operator to set, what the package reads from os.environ
+    assert {"PGE_CLIENT_ID", "PGE_CERT", "DUKE_REFRESH_TOKEN", "HA_TOKEN", "HA_URL"} <= found["services/meter-bridge"]
+    assert secret("PGE_CLIENT_ID"), "a SecretStr field's variable is a secret whatever its name"
+    assert not secret("HA_URL")
 
 
 def test_every_variable_is_documented(compose: dict[str, Any], balena_yml: dict[str, Any]) -> None:
@@ -110,17 +146,17 @@ def test_every_variable_is_documented(compose: dict[str, Any], balena_yml: dict[
     fleet = balena_variables(balena_yml)
     for folder, names in operator_variables(compose).items():
         assert names <= table, f"{folder}: missing from the README's variable table: {sorted(names - table)}"
-        public = {n for n in names if not SECRET.search(n)}
+        public = {n for n in names if not secret(n)}
         assert public <= fleet, f"{folder}: missing from balena.yml: {sorted(public - fleet)}"
 
 
 def test_balena_yml_and_readme_agree(balena_yml: dict[str, Any]) -> None:
-    assert balena_variables(balena_yml) == {n for n in readme_table() if not SECRET.search(n)}
+    assert balena_variables(balena_yml) == {n for n in readme_table() if not secret(n)}
 
 
 def test_no_secret_is_declared_fleet_wide(balena_yml: dict[str, Any]) -> None:
-    assert not [n for n in balena_variables(balena_yml) if SECRET.search(n)]
-    secrets = {n for n in readme_table() if SECRET.search(n)}
+    assert not [n for n in balena_variables(balena_yml) if secret(n)]
+    secrets = {n for n in readme_table() if secret(n)}
     assert {"PROXY_ADMIN_PASSWORD", "TLS_KEY", "MQTT_BRIDGE_PASSWORD", "AP_PASSWORD"} <= secrets
 
 
@@ -131,7 +167,7 @@ def test_deploy_doc_sets_each_secret_on_its_services_only(compose: dict[str, Any
     commands = re.findall(r"^balena env add ([A-Z][A-Z0-9_]*) .* --service ([a-z0-9-]+)$", text, flags=re.MULTILINE)
     assert commands, "docs/deploy.md shows the commands"
     for name, (services, what) in readme_rows().items():
-        if not SECRET.search(name) or what.startswith("Retired"):
+        if not secret(name) or what.startswith("Retired"):
             continue
         assert "*Service variable.*" in what, f"{name}: the README says how to set it"
         assert services <= set(compose["services"]), f"{name}: {services}"
@@ -156,6 +192,6 @@ def test_each_secret_is_read_by_the_services_the_readme_names(compose: dict[str,
                 for name in names | in_code:
                     readers.setdefault(name, set()).add(service)
     for name, (services, what) in readme_rows().items():
-        if SECRET.search(name) and not what.startswith("Retired"):
+        if secret(name) and not what.startswith("Retired"):
             # (influx-provision runs the bridge's image: it may read more than it uses)
             assert services <= readers.get(name, set()), f"{name} is read by {readers.get(name)}, not {services}"

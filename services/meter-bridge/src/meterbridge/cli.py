@@ -389,7 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
     green.add_argument("--name", default=None, help="name shown in Home Assistant (default: the meter id)")
     green.add_argument(
         "--ha-url",
-        default=os.environ.get("HA_URL", "http://127.0.0.1:8123"),
+        # or: balena.yml declares HA_URL empty
+        default=os.environ.get("HA_URL") or "http://127.0.0.1:8123",
         help="Home Assistant base URL (default $HA_URL or http://127.0.0.1:8123); token from $HA_TOKEN",
     )
     green.set_defaults(func=_cmd_import_green_button)

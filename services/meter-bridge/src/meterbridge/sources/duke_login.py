@@ -151,7 +151,7 @@ def run_login(args: argparse.Namespace) -> int:
         return 1
     saved = f" and saved to {result.saved_to}" if result.saved_to else ""
     print(
-        f"\nGot a refresh token{saved}. Set it as the balena variable DUKE_REFRESH_TOKEN (used by "
+        f"\nGot a refresh token{saved}. Set it as DUKE_REFRESH_TOKEN, a service variable of meter-bridge (used by "
         '`refresh_token: "${DUKE_REFRESH_TOKEN}"` in the duke_energy source); the bridge keeps the '
         "renewed one in the source's token_file. The token is:",
         file=sys.stderr,

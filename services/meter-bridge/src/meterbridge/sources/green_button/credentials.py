@@ -135,7 +135,7 @@ and {csr_file} (certificate signing request, SHA-256, CN={args.cn}).
 2. Upload that certificate (not the key, not the request) in PG&E's Share My Data portal
    when registering (Self-Access User), then run PG&E's connectivity test against
    environment: test.
-3. Give the bridge the certificate and this key: balena variables PGE_CERT (the certificate's
+3. Give the bridge the certificate and this key: meter-bridge service variables PGE_CERT (the certificate's
    PEM) and PGE_KEY (the contents of {key_file}) with `cert_pem: "${{PGE_CERT}}"` and
    `key_pem: "${{PGE_KEY}}"` in the green_button source, or cert_file/key_file on the device.
 
