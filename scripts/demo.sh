@@ -206,7 +206,7 @@ stdout_logfile=$DEMO/logs/homeassistant.log
 
 [program:configurator]
 command=$VENV/bin/hass-configurator
-environment=HC_BASEPATH="$DEMO/ha",HC_ENFORCE_BASEPATH="true",HC_LISTENIP="127.0.0.1",HC_PORT="$CONFIGURATOR_PORT",HC_ALLOWED_NETWORKS="127.0.0.0/8",HC_HASS_API="none",HC_DIRSFIRST="true"
+environment=HC_BASEPATH="$DEMO/ha",HC_ENFORCE_BASEPATH="true",HC_LISTENIP="127.0.0.1",HC_PORT="$CONFIGURATOR_PORT",HC_ALLOWED_NETWORKS="127.0.0.0/8",HC_HASS_API="none",HC_DIRSFIRST="true",HC_HIDEHIDDEN="true"
 priority=40
 autorestart=true
 redirect_stderr=true

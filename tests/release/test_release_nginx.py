@@ -10,6 +10,7 @@ import base64
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -318,25 +319,34 @@ async def test_public_device_url_reaches_home_assistant_on_port_80(
     ]
 
 
-async def test_real_hass_configurator_behind_nginx(tmp_path: Path) -> None:
-    """hass-configurator 0.7.0 (the image's pin) under /configurator/, set up with the image's
-    HC_ variables: its relative API URLs work below the sub-path, and only through nginx's auth."""
-    config_dir = tmp_path / "ha"
-    config_dir.mkdir()
-    (config_dir / "configuration.yaml").write_text("default_config:\n")
-    configurator_port, http_port, https_port = free_port(), free_port(), free_port()
-    hc_env = {
+def configurator_environment(config_dir: Path, port: int) -> dict[str, str]:
+    """The hass-configurator image's HC_ settings (its Dockerfile's ENV), at `config_dir` and `port`."""
+    text = (REPO / "services" / "hass-configurator" / "Dockerfile").read_text().replace("\\\n", " ")
+    settings = dict(re.findall(r"\b(HC_[A-Z_]+)=(\S+)", "\n".join(re.findall(r"^ENV\s+(.*)$", text, flags=re.M))))
+    assert settings["HC_BASEPATH"] == "/config"
+    # no Home Assistant here: the UI would call its API for the entity lists
+    return {
+        **settings,
         "PATH": os.environ["PATH"],
         "HC_BASEPATH": str(config_dir),
-        "HC_ENFORCE_BASEPATH": "true",
-        "HC_LISTENIP": "127.0.0.1",
-        "HC_PORT": str(configurator_port),
-        "HC_ALLOWED_NETWORKS": "127.0.0.0/8",
+        "HC_PORT": str(port),
         "HC_HASS_API": "none",
     }
+
+
+@contextlib.contextmanager
+def configurator_behind_nginx(tmp_path: Path, config_dir: Path) -> Iterator[str]:
+    """The real hass-configurator (the image's pin and settings) behind the release's nginx;
+    yields the https base URL of /configurator/ (user admin, password "correct horse battery")."""
+    configurator_port, http_port, https_port = free_port(), free_port(), free_port()
     configurator_bin = Path(sys.executable).parent / "hass-configurator"
     hc_log = (tmp_path / "configurator.log").open("wb")
-    configurator = subprocess.Popen([str(configurator_bin)], env=hc_env, stdout=hc_log, stderr=hc_log)
+    configurator = subprocess.Popen(
+        [str(configurator_bin)],
+        env=configurator_environment(config_dir, configurator_port),
+        stdout=hc_log,
+        stderr=hc_log,
+    )
     env = environment(
         tmp_path / "nginx",
         http_port=str(http_port),
@@ -349,23 +359,102 @@ async def test_real_hass_configurator_behind_nginx(tmp_path: Path) -> None:
     try:
         wait_for_port(configurator_port)
         wait_for_port(https_port)
-        base = f"https://127.0.0.1:{https_port}/configurator/"
-        auth = basic("admin", "correct horse battery")
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=False)) as session:
-            async with session.get(base) as r:
-                assert r.status == 401
-            async with session.get(base, headers=auth) as r:
-                assert r.status == 200
-                page = await r.text()
-                assert '"api/listdir' in page, "the UI calls its API relative to the sub-path"
-            async with session.get(f"{base}api/listdir?path={config_dir}", headers=auth) as r:
-                assert r.status == 200
-                listing = await r.json(content_type=None)
-                assert "configuration.yaml" in json.dumps(listing)
-            async with session.get(f"https://127.0.0.1:{https_port}/configurator", headers=auth) as r:
-                assert r.status == 200, "no trailing slash: redirected below the sub-path"
+        yield f"https://127.0.0.1:{https_port}/configurator/"
     finally:
         stop_process(proxy)
         stop_process(configurator)
         log.close()
         hc_log.close()
+
+
+ADMIN = basic("admin", "correct horse battery")
+
+
+async def test_real_hass_configurator_behind_nginx(tmp_path: Path) -> None:
+    """hass-configurator 0.7.0 (the image's pin) under /configurator/, set up with the image's
+    HC_ variables: its relative API URLs work below the sub-path, and only through nginx's auth."""
+    config_dir = tmp_path / "ha"
+    config_dir.mkdir()
+    (config_dir / "configuration.yaml").write_text("default_config:\n")
+    with configurator_behind_nginx(tmp_path, config_dir) as base:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=False)) as session:
+            async with session.get(base) as r:
+                assert r.status == 401
+            async with session.get(base, headers=ADMIN) as r:
+                assert r.status == 200
+                page = await r.text()
+                assert '"api/listdir' in page, "the UI calls its API relative to the sub-path"
+            async with session.get(f"{base}api/listdir?path={config_dir}", headers=ADMIN) as r:
+                assert r.status == 200
+                listing = await r.json(content_type=None)
+                assert "configuration.yaml" in json.dumps(listing)
+            async with session.get(base.rstrip("/"), headers=ADMIN) as r:
+                assert r.status == 200, "no trailing slash: redirected below the sub-path"
+
+
+async def test_real_hass_configurator_keeps_home_assistants_secrets(tmp_path: Path) -> None:
+    """The editor still lists, reads and saves Home Assistant's YAML (secrets.yaml, the user's own,
+    included), but nothing under a dot-folder (.storage holds the MQTT password and tokens), by no
+    encoding of the path the configurator decodes, and none of the endpoints that could reveal
+    one through a request body nginx cannot read (exec_command runs a shell command as root,
+    rename moves a file). Real hass-configurator 0.7.0 with the image's settings, real nginx."""
+    marker = "mqtt-password-that-must-not-leak"
+    config_dir = tmp_path / "ha"
+    (config_dir / ".storage").mkdir(parents=True)
+    (config_dir / ".storage" / "core.config_entries").write_text(json.dumps({"password": marker}))
+    (config_dir / ".hems").mkdir()
+    (config_dir / ".hems" / "secrets.json").write_text(json.dumps({"mqtt": marker}))
+    (config_dir / "packages").mkdir()
+    (config_dir / "packages" / "hems.yaml").write_text("sensor: []\n")
+    (config_dir / "configuration.yaml").write_text("default_config:\n")
+    (config_dir / "secrets.yaml").write_text("wifi: the user's own\n")
+    storage = f"{config_dir}/.storage/core.config_entries"
+    secret_reads = [
+        f"api/file?filename={storage}",
+        f"api/download?filename={storage}",
+        f"api/listdir?path={config_dir}/.storage",
+        f"api/file?filename={config_dir}/.hems/secrets.json",
+        f"api/file?filename={config_dir}/packages/../.storage/core.config_entries",
+        f"api/file?filename={config_dir}/%2Estorage/core.config_entries",
+        f"api/file?filename={config_dir}/%252estorage/core.config_entries",
+        f"api/file?filename={config_dir}/%25%32%65storage/core.config_entries",
+        f"api/file?filename={config_dir}%2F.storage%2Fcore.config_entries",
+        f"api/file?filename={config_dir}%252F%252Estorage%252Fcore.config_entries",
+        f"api/file?filename={config_dir}/packages/%2e%2e/%2estorage/core.config_entries",
+        f"x/api/file?filename={storage}",
+    ]
+    with configurator_behind_nginx(tmp_path, config_dir) as base:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=False)) as session:
+            # still an editor: the YAML is listed, read and saved
+            async with session.get(f"{base}api/listdir?path={config_dir}", headers=ADMIN) as r:
+                assert r.status == 200
+                names = {entry["name"] for entry in (await r.json(content_type=None))["content"]}
+            assert names == {"configuration.yaml", "packages", "secrets.yaml"}, "dot-folders hidden"
+            for name in ("configuration.yaml", "packages/hems.yaml", "secrets.yaml"):
+                async with session.get(f"{base}api/file?filename={config_dir}/{name}", headers=ADMIN) as r:
+                    assert r.status == 200
+                    assert (await r.text()) == (config_dir / name).read_text(), name
+            saved = "default_config:\nmqtt: {}\n"
+            form = {"filename": f"{config_dir}/configuration.yaml", "text": saved}
+            async with session.post(f"{base}api/save", data=form, headers=ADMIN) as r:
+                assert r.status == 200
+                assert not (await r.json(content_type=None))["error"]
+            assert (config_dir / "configuration.yaml").read_text() == saved
+            # never the secrets
+            for path in secret_reads:
+                async with session.get(base + path, headers=ADMIN) as r:
+                    body = await r.text()
+                    assert marker not in body, path
+                    assert r.status == 403, path
+            for endpoint, form in (
+                ("api/exec_command", {"command": f"cat {storage}"}),
+                ("api/exec_command;x", {"command": f"cat {storage}"}),
+                ("x/api/exec_command", {"command": f"cat {storage}"}),
+                ("api/rename", {"src": storage, "dstfilename": "../leak.yaml"}),
+                ("api/allowed_networks", {"network": "0.0.0.0/0", "method": "add"}),
+            ):
+                async with session.post(base + endpoint, data=form, headers=ADMIN) as r:
+                    assert marker not in await r.text(), endpoint
+                    assert r.status == 403, endpoint
+    assert (config_dir / ".storage" / "core.config_entries").exists(), "not moved"
+    assert not (config_dir / "leak.yaml").exists()
