@@ -11,7 +11,6 @@ import re
 import stat
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -179,7 +178,7 @@ async def test_influx_provision_starts_without_waiting_for_the_broker(tmp_path: 
     await double.start()
     try:
         env = image_environment(tmp_path)
-        assert int(env["MQTT_WAIT_S"]) >= 60, "the wait this test would notice"
+        assert int(env["MQTT_WAIT_S"]) > 0, "the image waits for the broker's password"
         env.update({name: str(value) for name, value in service["environment"].items()})
         (tmp_path / "influx-secrets").mkdir()
         (tmp_path / "influx-secrets" / "admin.token").write_text(double.admin_token)
@@ -191,17 +190,15 @@ async def test_influx_provision_starts_without_waiting_for_the_broker(tmp_path: 
             INFLUX_TOKENS_DIR=str(tmp_path / "influx-tokens"),
         )
         (tmp_path / "influx-tokens").mkdir()
-        started = time.monotonic()
         process = await asyncio.create_subprocess_exec(
             "sh", str(ENTRYPOINT), *command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
+        # a hang bound only: the wait shows in the log line it starts with, not in a duration
         out, err = await asyncio.wait_for(process.communicate(), 180)
-        elapsed = time.monotonic() - started
     finally:
         await double.stop()
     assert process.returncode == 0, (out + err).decode()
     assert "waiting for the MQTT password" not in err.decode()
-    assert elapsed < 30, f"took {elapsed:.0f} s"
     assert (tmp_path / "influx-tokens" / "bridge.token").stat().st_size > 0
 
 
