@@ -227,7 +227,7 @@ class BridgeSystem(System):
 
     name = "meter-bridge"
 
-    def __init__(self, work: Path, broker: Mosquitto, vm: Victoria, site: str) -> None:
+    def __init__(self, work: Path, broker: Mosquitto, vm: Victoria, site: str, exe: Path | None = None) -> None:
         config = {
             "site": {"id": site},
             "mqtt": {"host": broker.host, "port": broker.port, "username": "bridge", "password": "${MQTT_PASSWORD}"},
@@ -241,7 +241,7 @@ class BridgeSystem(System):
         path = work / "bridge.yaml"
         path.write_text(json.dumps(config, indent=1))  # JSON is YAML
         env = {**os.environ, "MQTT_PASSWORD": broker.password("bridge"), "INFLUX_TOKEN": "bench"}
-        exe = Path(sys.executable).with_name("meter-bridge")
+        exe = exe or Path(sys.executable).with_name("meter-bridge")
         self.log = (work / "bridge.log").open("ab")
         self.proc = subprocess.Popen(
             [str(exe), "run", "--config", str(path)], env=env, stdout=self.log, stderr=self.log
@@ -463,8 +463,14 @@ def one_run(
     site = f"{kind}_{run}_{secrets.token_hex(2)}"
     work = work / site
     work.mkdir()
-    factory = BridgeSystem if kind == "bridge" else NodeRedSystem
-    system = factory(work, broker, vm, site)
+    system: System
+    if kind == "bridge":
+        system = BridgeSystem(work, broker, vm, site)
+    elif kind == "before":  # another build of the bridge (`--before`), measured in the same run
+        system = BridgeSystem(work, broker, vm, site, exe=Path(args.before))
+        system.name = "meter-bridge (before)"
+    else:
+        system = NodeRedSystem(work, broker, vm, site)
     result: dict[str, Any] = {"system": system.name, "run": run}
     try:
         with Observer(broker, "hems/meter/+", work / "states.txt") as obs:
@@ -643,10 +649,17 @@ def main() -> int:
         default=1_000_000,
         help="Mosquitto max_queued_messages (its default 1000 drops QoS 0 for a subscriber that lags a burst)",
     )
+    parser.add_argument(
+        "--before",
+        metavar="EXE",
+        help="another build's `meter-bridge` executable, run as system `before` next to `bridge` (before/after)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs) and print its path")
     parser.add_argument("--no-report", action="store_true", help="do not rewrite docs/benchmarks.md")
     args = parser.parse_args()
     systems = args.systems.split(",")
+    if args.before and "before" not in systems:
+        systems.insert(systems.index("bridge") + 1 if "bridge" in systems else 0, "before")
     if "nodered" in systems and not ensure_node_red():
         print("Node-RED could not be installed: skipped", file=sys.stderr)
         systems.remove("nodered")

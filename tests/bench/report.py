@@ -72,6 +72,38 @@ def _ingest_rows(data: dict[str, Any]) -> list[str]:
     return rows
 
 
+def _before_after_rows(data: dict[str, Any]) -> list[str]:
+    """Rows of the before/after table: `--before`'s build, this build and Node-RED, all from one run."""
+    med = data["median"]
+    before, after, red = med.get("before"), med.get("bridge"), med.get("nodered")
+    if not (before and after):
+        return []
+    rate = _n(data["args"]["rate"])
+    figures = [
+        (f"ingest, max-rate burst of {_n(after['burst_sent'])} (msg/s landed)", "burst_msg_per_s", 0, ">= 2x Node-RED"),
+        ("points landed, burst", "burst_landed", 0, "every reading"),
+        (f"points landed, {rate}/s", "paced_landed", 0, "every reading"),
+        (f"CPU-s per 10k msgs at {rate}/s", "paced_cpu_s_per_10k", 2, "<= 0.33x Node-RED"),
+        ("CPU-s per 10k msgs in the burst", "burst_cpu_s_per_10k", 2, "-"),
+        (f"latency publish -> HA state at {rate}/s, p50 (ms)", "p50_ms", 2, "-"),
+        (f"latency publish -> HA state at {rate}/s, p99 (ms)", "p99_ms", 1, "<= 2 ms"),
+        ("RSS idle (MiB)", "idle_rss_mib", 0, "<= 60 MB"),
+        ("RSS peak (MiB)", "peak_rss_mib", 0, "bounded"),
+    ]
+    rows = [
+        "| figure | before | after | Node-RED (same run) | after / Node-RED | goal |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label, key, digits, goal in figures:
+        theirs = red.get(key) if red else None
+        rows.append(
+            f"| {label} | {_n(before[key], digits)} | {_n(after[key], digits)} | "
+            f"{_n(theirs, digits) if theirs is not None else '-'} | "
+            f"{_ratio(after[key], theirs) if theirs is not None else '-'} | {goal} |"
+        )
+    return rows
+
+
 def _emu2_rows(data: dict[str, Any]) -> list[str]:
     med = data["median"]
     ours, theirs = med.get("ours"), med.get("aioraven")
@@ -112,6 +144,15 @@ def render() -> str:
     ]
     rows = (_ingest_rows(ingest) if ingest else []) + (_emu2_rows(emu2) if emu2 else [])
     lines += rows or ["| (no results yet: run `make bench`) | | | | | |"]
+    before_after = _before_after_rows(ingest) if ingest else []
+    if before_after:
+        lines += [
+            "",
+            f"Before/after, one run: `before` is `{ingest['args']['before']}` (the previous build, its own",
+            "venv), `after` this build, interleaved with Node-RED (`bench_ingest.py --before EXE`).",
+            "",
+            *before_after,
+        ]
     lines.append("")
     for name, data in (("ingest", ingest), ("EMU-2", emu2)):
         if data:
