@@ -263,10 +263,15 @@ class ShellySim:
         if graceful and self._client is not None:
             with contextlib.suppress(aiomqtt.MqttError):
                 await self._client.publish(f"{self.prefix}/online", b"false", qos=1, retain=True)
-        if self._mqtt_task is not None:
-            self._mqtt_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                await self._mqtt_task
+        task = self._mqtt_task
+        # aiomqtt waits with `asyncio.wait_for`, which on Python 3.11 can swallow a cancellation
+        # that races with its result (KNOWLEDGE.md): cancel again until the task has ended.
+        while task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait([task], timeout=0.5)
+        if task is not None and not task.cancelled():
+            with contextlib.suppress(aiomqtt.MqttError):
+                task.result()
         self._mqtt_task = None
         self._client = None
         self._connected.clear()
