@@ -8,13 +8,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
 import pytest
 
 from helpers.mosquitto import Mosquitto
 from helpers.mqtt import client_for, recording
 from helpers.relay_sim import relay_sim
 from integration.flexutil import flex_config, flex_controller, ha_sink, running, wait_until
+from meterbridge.mqtt import BrokerConnection
 
 POWERS = {"immersion": 3000.0, "ev": 7000.0}
 
@@ -160,13 +160,13 @@ async def test_connected_means_listening(
     Regression: `stats.connected` went true before the subscriptions, so a publish in between
     (tests do that; a loaded machine widens the gap) was lost.
     """
-    subscribe = aiomqtt.Client.subscribe
+    subscribe = BrokerConnection.subscribe
 
-    async def slow_subscribe(self: aiomqtt.Client, *args: Any, **kwargs: Any) -> Any:
+    async def slow_subscribe(self: BrokerConnection, *args: Any, **kwargs: Any) -> Any:
         await asyncio.sleep(0.2)
         return await subscribe(self, *args, **kwargs)
 
-    monkeypatch.setattr(aiomqtt.Client, "subscribe", slow_subscribe)
+    monkeypatch.setattr(BrokerConnection, "subscribe", slow_subscribe)
     config = flex_config(broker, base_topic, tmp_path, POWERS)
     async with running(flex_controller(config)) as flex:
         await wait_until(lambda: flex.stats.connected, 10, "flex connected")

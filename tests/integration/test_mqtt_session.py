@@ -11,13 +11,13 @@ import asyncio
 import contextlib
 import logging
 
-import aiomqtt
 import pytest
 
 from helpers.mosquitto import Mosquitto
 from meterbridge.config import BridgeConfig
 from meterbridge.errors import AuthError, BridgeError, SourceConnectionError
 from meterbridge.flex.relays import ShellyRelays
+from meterbridge.mqtt import MqttClient
 from meterbridge.mqttsession import MqttSession
 from meterbridge.sections import MqttConfig
 
@@ -33,10 +33,10 @@ async def test_down_and_back_logged_once_and_the_body_runs_again(
 ) -> None:
     config = MqttConfig.model_validate(own_broker.bridge_mqtt("session"))
     session = MqttSession(config, "session-test", name="test", initial_s=0.1, maximum_s=0.3)
-    bodies: list[aiomqtt.Client] = []
+    bodies: list[MqttClient] = []
     errors: list[BridgeError] = []
 
-    async def body(client: aiomqtt.Client) -> None:
+    async def body(client: MqttClient) -> None:
         bodies.append(client)
         await client.subscribe("session/#")
         async for _ in client.messages:
@@ -68,7 +68,7 @@ async def test_refused_credentials_are_an_auth_error(broker: Mosquitto) -> None:
     session = MqttSession(config, "session-auth", name="test", initial_s=0.1, maximum_s=0.2)
     errors: list[BridgeError] = []
 
-    async def body(client: aiomqtt.Client) -> None:  # pragma: no cover - never connects
+    async def body(client: MqttClient) -> None:  # pragma: no cover - never connects
         raise AssertionError("connected with a wrong password")
 
     task = asyncio.create_task(session.run(body, on_down=errors.append))

@@ -1,27 +1,25 @@
-"""The bridge's MQTT client (`meterbridge.mqtt.BridgeMqttClient`) against a real Mosquitto.
+"""The bridge's MQTT transport (`meterbridge.mqtt.BrokerConnection`) against a real Mosquitto.
 
-What it changes in aiomqtt's socket handling must keep every message: back-pressure
-instead of discards, buffered reads, direct writes with the event-loop writer as the
-fallback when the socket is full, and the message iterator without a task per message.
+It must keep every message: back-pressure instead of discards, many packets per read, direct
+writes with the transport's buffer as the fallback when the socket is full, and the message
+iterator without a task per message. aiomqtt is the independent peer (observer) here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
-import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import aiomqtt
 import pytest
 
 from helpers.mosquitto import Mosquitto
 from helpers.mqtt import client_for
-from meterbridge.mqtt import READER_STATS, BridgeMqttClient, BufferedSocket, make_client
+from meterbridge.errors import BrokerAuthError, BrokerError
+from meterbridge.mqtt import READER_STATS, BrokerConnection, Will, make_client
 from meterbridge.sections import MqttConfig
 
 
@@ -36,10 +34,8 @@ def roomy_broker(tmp_path: Path) -> Iterator[Mosquitto]:
     broker.stop()
 
 
-def bridge_client(broker: Mosquitto, client_id: str) -> BridgeMqttClient:
-    client = make_client(MqttConfig.model_validate(broker.bridge_mqtt(client_id)), client_id)
-    assert isinstance(client, BridgeMqttClient)
-    return client
+def bridge_client(broker: Mosquitto, client_id: str, will: Will | None = None) -> BrokerConnection:
+    return make_client(MqttConfig.model_validate(broker.bridge_mqtt(client_id)), client_id, will)
 
 
 async def publish_burst(broker: Mosquitto, topic: str, count: int) -> None:
@@ -55,7 +51,7 @@ async def publish_burst(broker: Mosquitto, topic: str, count: int) -> None:
 async def test_a_burst_larger_than_the_queue_pauses_reading_and_loses_nothing(roomy_broker: Mosquitto) -> None:
     count = 30_000
     client = bridge_client(roomy_broker, "burst")
-    client.incoming.high_water, client.incoming.low_water = 500, 250  # small, so the burst overflows it
+    client.messages.high_water, client.messages.low_water = 500, 250  # small, so the burst overflows it
     pauses_before = READER_STATS.pauses
     async with client:
         await client.subscribe("burst/t", qos=0)
@@ -84,7 +80,7 @@ async def test_qos0_publish_is_on_the_wire_when_it_returns(broker: Mosquitto, ba
         await observer.subscribe(f"{base_topic}/direct")
         for n in range(50):
             await client.publish(f"{base_topic}/direct", str(n).encode(), qos=0)
-            assert not client._client.want_write()  # written by the call itself, no writer left waiting
+            assert client.write_buffer_size == 0  # written by the call itself, nothing left waiting
         got = []
         async with asyncio.timeout(10):
             async for message in observer.messages:
@@ -103,7 +99,7 @@ async def test_a_publish_larger_than_the_socket_buffer_is_finished_by_the_loop_w
         try:
             publish = asyncio.create_task(client.publish("big/t", payload, qos=1))
             await asyncio.sleep(0.5)
-            assert client._client.want_write()  # the rest waits for the socket
+            assert client.write_buffer_size > 0  # the rest waits for the socket
             assert not publish.done()
         finally:
             os.kill(own_broker.process.pid, signal.SIGCONT)
@@ -123,23 +119,61 @@ async def test_iteration_ends_with_mqtt_error_when_the_broker_goes(own_broker: M
                 async for _ in client.messages:
                     pass
 
-    with pytest.raises(aiomqtt.MqttError):
+    with pytest.raises(BrokerError):
         await read_until_the_broker_goes()
 
 
-def test_buffered_socket_serves_small_reads_from_one_large_read() -> None:
-    left, right = socket.socketpair()
-    with contextlib.closing(left), contextlib.closing(right):
-        right.setblocking(False)
-        wrapped = BufferedSocket(right)
-        with pytest.raises(BlockingIOError):
-            wrapped.recv(1)
-        left.sendall(b"\x30\x05hello\x30")
-        assert wrapped.recv(1) == b"\x30"
-        assert wrapped.pending() == 7
-        assert wrapped.recv(1) == b"\x05"
-        assert wrapped.recv(100) == b"hello\x30"  # never more than is buffered
-        assert wrapped.pending() == 0
-        left.close()
-        assert wrapped.recv(1) == b""  # the peer closed: as a socket says it
-        assert wrapped.fileno() == right.fileno()
+async def test_a_publish_on_a_lost_connection_fails_at_once(own_broker: Mosquitto) -> None:
+    async with bridge_client(own_broker, "lost") as client:
+        await client.subscribe("lost/t", qos=1)
+        own_broker.stop()
+
+        async def publish_until_it_fails() -> None:
+            while True:
+                await client.publish("lost/t", b"x", qos=1)
+
+        async with asyncio.timeout(5):  # not the 10 s acknowledgement timeout
+            with pytest.raises(BrokerError):
+                await publish_until_it_fails()
+
+
+async def test_refused_credentials_and_no_broker_are_our_errors(broker: Mosquitto) -> None:
+    config = MqttConfig.model_validate({**broker.bridge_mqtt("refused"), "password": "wrong"})
+    with pytest.raises(BrokerAuthError, match="refused user"):
+        async with make_client(config, "refused"):
+            pass
+    nobody = MqttConfig.model_validate({**broker.bridge_mqtt("nobody"), "port": 1})
+    with pytest.raises(BrokerError, match=":1"):
+        async with make_client(nobody, "nobody"):
+            pass
+
+
+async def test_qos1_both_ways_retain_and_the_last_will(broker: Mosquitto, base_topic: str) -> None:
+    will = Will(f"{base_topic}/will", b"gone", qos=1, retain=False)
+    async with client_for(broker) as observer:
+        await observer.subscribe(f"{base_topic}/#", qos=1)
+        client = bridge_client(broker, f"{base_topic}-qos1", will)
+        await client.connect()
+        await client.subscribe(f"{base_topic}/in", qos=1)
+        await client.publish(f"{base_topic}/kept", "retained", qos=1, retain=True)
+        await observer.publish(f"{base_topic}/in", b"to the bridge", qos=1)
+        async with asyncio.timeout(10):
+            async for message in client.messages:
+                assert (message.topic, message.payload, message.qos) == (f"{base_topic}/in", b"to the bridge", 1)
+                break
+        assert client.transport is not None
+        client.transport.abort()  # no DISCONNECT: the broker publishes the will
+        got = {}
+        async with asyncio.timeout(10):
+            async for message in observer.messages:
+                got[message.topic.value] = (message.payload, message.retain)
+                if f"{base_topic}/will" in got:
+                    break
+        assert got[f"{base_topic}/kept"] == (b"retained", False)  # live, not from the store
+        assert got[f"{base_topic}/will"] == (b"gone", False)
+    async with client_for(broker) as late:  # the retained one is kept for the next subscriber
+        await late.subscribe(f"{base_topic}/kept")
+        async with asyncio.timeout(10):
+            async for message in late.messages:
+                assert (message.payload, message.retain) == (b"retained", True)
+                break

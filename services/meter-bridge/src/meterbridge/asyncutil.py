@@ -28,7 +28,7 @@ async def wait_event(event: asyncio.Event, timeout_s: float | None) -> None:
 async def stop_tasks(tasks: list[asyncio.Task[None]], timeout: float = 3.0) -> None:
     """Cancel `tasks` and wait for them, at most `timeout`; what they raised is dropped.
 
-    Python 3.11's `asyncio.wait_for` (used inside aiomqtt's publish) can swallow a
+    Python 3.11's `asyncio.wait_for` (used inside many libraries) can swallow a
     cancellation that races with its result, so loops stopped this way also check a
     closing flag, and this never waits forever.
     """

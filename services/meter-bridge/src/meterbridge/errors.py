@@ -2,8 +2,9 @@
 
 Every error the bridge raises on purpose derives from `BridgeError`, so callers can
 tell "our failure, with a message meant for people" from a programming error.
-Transports map library errors (OSError, aiomqtt.MqttError, aiohttp.ClientError,
-serial.SerialException) onto these in one place each and chain the cause.
+Transports map library errors (OSError, aiohttp.ClientError, serial.SerialException) onto
+these in one place each and chain the cause; the MQTT transport (`meterbridge.mqtt`) raises
+only `BrokerError` and `BrokerAuthError`.
 """
 
 from __future__ import annotations
@@ -31,6 +32,16 @@ class SourceTimeoutError(SourceConnectionError, TimeoutError):
 
 class AuthError(BridgeError):
     """Credentials were refused. Never retried automatically."""
+
+
+class BrokerError(SourceConnectionError):
+    """The MQTT broker could not be reached, refused, did not answer in time, or the connection
+    ended (names the broker). A `SourceConnectionError` because every MQTT part of the bridge,
+    sinks included, is fed by its connection to the broker."""
+
+
+class BrokerAuthError(BrokerError, AuthError):
+    """The MQTT broker refused the credentials (CONNACK 4 or 5)."""
 
 
 class ParseError(BridgeError):

@@ -9,7 +9,7 @@ targets (`tests/reliability/test_fuzz_parsers.py`) and the fixture walk
 (`tests/unit/test_fixtures.py`).
 
 Factories import their source module when called, so loading the schema loads no
-transport (aiomqtt, aiohttp, serial, aiodukeenergy): only the families a site configures
+transport (MQTT, aiohttp, serial, aiodukeenergy): only the families a site configures
 are ever imported.
 """
 

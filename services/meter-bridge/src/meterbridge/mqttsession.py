@@ -8,9 +8,9 @@ new connection, until `body` returns or `closing()` says stop. It owns:
   the broker goes away, each further failed attempt at DEBUG, and "<name>: connected to MQTT
   broker host:port again" once at INFO when it is back (STYLE.md: log going down and coming
   back, not every failure);
-- the mapping of `aiomqtt.MqttError` to our errors, in this one place: a CONNACK refusing the
-  credentials (`AUTH_REFUSED`) is an `AuthError` and is retried only after the
-  longest delay; anything else is a `SourceConnectionError` naming the broker;
+- what the transport's errors mean for the loop: credentials refused (`BrokerAuthError`, an
+  `AuthError`) are retried only after the longest delay and logged at ERROR; anything else
+  (`BrokerError`, a `SourceConnectionError` naming the broker) after the backoff;
 - re-subscription: `body` runs again on every new connection, so whatever it subscribes to
   and announces is subscribed to and announced again.
 
@@ -25,33 +25,15 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable
 
-import aiomqtt
-
 from .backoff import Backoff
-from .errors import AuthError, BridgeError, SourceConnectionError
-from .mqtt import endpoint, make_client
+from .errors import AuthError, BridgeError, BrokerError
+from .mqtt import MqttClient, Will, endpoint, make_client
 from .sections import MqttConfig
 
 _LOGGER = logging.getLogger(__name__)
 
-#: CONNACK codes refusing the credentials: MQTT 3.1.1's 4 and 5, and the reason codes 134 and 135
-#: (bad user name or password, not authorised) that paho 2 reports a 3.1.1 refusal as (seen
-#: against Mosquitto 2.0.11: `[code:135] Not authorized`).
-AUTH_REFUSED = frozenset({4, 5, 134, 135})
-
-SessionBody = Callable[[aiomqtt.Client], Awaitable[None]]
+SessionBody = Callable[[MqttClient], Awaitable[None]]
 Hook = Callable[..., Awaitable[None] | None]
-
-
-def map_mqtt_error(err: aiomqtt.MqttError, config: MqttConfig, connecting: bool = True) -> BridgeError:
-    """Our error for an aiomqtt error: `AuthError` for credentials refused while `connecting`, else
-    `SourceConnectionError`. Only a CONNACK's code says anything of credentials: on a connected
-    client the same numbers are paho's own error codes (4 is "not currently connected")."""
-    rc = getattr(err, "rc", None)
-    value = getattr(rc, "value", rc)
-    if connecting and isinstance(err, aiomqtt.MqttCodeError) and isinstance(value, int) and value in AUTH_REFUSED:
-        return AuthError(f"MQTT broker {endpoint(config)} refused user {config.username!r}: {err}")
-    return SourceConnectionError(f"MQTT broker {endpoint(config)}: {err}")
 
 
 class MqttSession:
@@ -63,7 +45,7 @@ class MqttSession:
         client_id: str,
         *,
         name: str,
-        will: aiomqtt.Will | None = None,
+        will: Will | None = None,
         initial_s: float = 1.0,
         maximum_s: float = 30.0,
         logger: logging.Logger | None = None,
@@ -92,16 +74,13 @@ class MqttSession:
         again on a new connection at once.
         """
         while not closing():
-            connecting = True
             try:
                 async with make_client(self.config, self.client_id, will=self.will) as client:
-                    connecting = False
                     self._up()
                     await _call(on_up)
                     await body(client)
-            except aiomqtt.MqttError as raw:
+            except BrokerError as error:
                 self.connected = False
-                error = map_mqtt_error(raw, self.config, connecting)
                 await _call(on_down, error)
                 if closing():
                     return

@@ -9,11 +9,9 @@ import sys
 import time
 from typing import Any
 
-import aiomqtt
-
 from .config import BridgeConfig
-from .errors import BridgeError
-from .mqtt import endpoint
+from .errors import BridgeError, BrokerError
+from .mqtt import MqttClient, endpoint
 from .mqttsession import MqttSession
 
 
@@ -56,7 +54,7 @@ async def watch(config: BridgeConfig, seconds: float | None = None) -> None:
 
 
 async def _watch_connected(
-    client: aiomqtt.Client,
+    client: MqttClient,
     config: BridgeConfig,
     states: dict[str, dict[str, Any]],
     availability: dict[str, str],
@@ -67,8 +65,8 @@ async def _watch_connected(
 
     async def receive() -> None:
         async for message in client.messages:
-            parts = str(message.topic).split("/")
-            payload = message.payload if isinstance(message.payload, bytes) else b""
+            parts = message.topic.split("/")
+            payload = message.payload
             if len(parts) == 3:
                 with contextlib.suppress(ValueError):
                     states[parts[2]] = json.loads(payload)
@@ -88,5 +86,5 @@ async def _watch_connected(
             sys.stdout.flush()
     finally:
         receiver.cancel()
-        with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+        with contextlib.suppress(asyncio.CancelledError, BrokerError):
             await receiver

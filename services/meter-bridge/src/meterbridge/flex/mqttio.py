@@ -13,11 +13,9 @@ import logging
 from collections.abc import Callable
 from typing import Protocol
 
-import aiomqtt
-
 from ..asyncutil import stop_tasks
-from ..errors import BridgeError, SinkError
-from ..mqtt import endpoint
+from ..errors import BridgeError, BrokerError, SinkError
+from ..mqtt import MqttClient, endpoint
 from ..mqttsession import MqttSession
 from ..sections import MqttConfig
 from ..stats import SinkStats
@@ -49,7 +47,7 @@ class FlexMqtt:
         self._client_id = client_id
         self.topics = topics
         self._inbox: FlexInbox | None = None
-        self._client: aiomqtt.Client | None = None
+        self._client: MqttClient | None = None
         self._watchers: dict[str, list[Callable[[bytes], None]]] = {}
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -73,7 +71,7 @@ class FlexMqtt:
             raise SinkError(f"MQTT broker {endpoint(self._config)} not connected")
         try:
             await client.publish(topic, payload, qos=1, retain=retain)
-        except aiomqtt.MqttError as err:
+        except BrokerError as err:
             raise SinkError(f"publish to {topic} failed: {err}") from err
 
     def state_changed(self, changed: bool) -> None:
@@ -108,7 +106,7 @@ class FlexMqtt:
             inbox.stats.connected = False
             inbox.stats.errors["mqtt"] += 1
 
-        async def body(client: aiomqtt.Client) -> None:
+        async def body(client: MqttClient) -> None:
             self._client = client
             try:
                 await self._run_session(client, inbox)
@@ -117,7 +115,7 @@ class FlexMqtt:
 
         await session.run(body, on_down=down, closing=lambda: self._closing)
 
-    async def _run_session(self, client: aiomqtt.Client, inbox: FlexInbox) -> None:
+    async def _run_session(self, client: MqttClient, inbox: FlexInbox) -> None:
         topics = self.topics
         for topic in (topics.event, topics.manual, *topics.command_filters, *self._watchers):
             await client.subscribe(topic, qos=1)
@@ -129,8 +127,7 @@ class FlexMqtt:
         publisher = asyncio.create_task(self._publish_loop(client, inbox), name="flex-publish")
         try:
             async for message in client.messages:
-                payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
-                await self._on_message(inbox, str(message.topic), payload)
+                await self._on_message(inbox, message.topic, message.payload)
         finally:
             await stop_tasks([publisher])
 
@@ -142,7 +139,7 @@ class FlexMqtt:
         for callback in self._watchers.get(topic, ()):
             callback(payload)
 
-    async def _publish_loop(self, client: aiomqtt.Client, inbox: FlexInbox) -> None:
+    async def _publish_loop(self, client: MqttClient, inbox: FlexInbox) -> None:
         while not self._closing:
             await self._wake.wait()
             self._wake.clear()

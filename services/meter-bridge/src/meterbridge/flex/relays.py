@@ -13,9 +13,8 @@ import contextlib
 from collections.abc import Sequence
 from typing import Protocol
 
-import aiomqtt
-
 from ..errors import BridgeError, SinkError
+from ..mqtt import MqttClient
 from ..mqttsession import MqttSession
 from ..sections import MqttContext
 from ..sources.shelly.relay import ShellyMqttRpc, ShellyRelay, rpc_on
@@ -43,12 +42,12 @@ class ShellyRelays:
         client_id = f"{self._config.client_id}-flex-rpc"
         session = MqttSession(self._config.mqtt, client_id, name="Flex Shelly RPC")
 
-        async def body(client: aiomqtt.Client) -> None:
+        async def body(client: MqttClient) -> None:
             async with rpc_on(client, client_id) as rpc:
                 self.rpc = rpc
                 self._ready.set()
                 if rpc.replies is not None:
-                    await rpc.replies  # raises MqttError when the connection is lost: reconnect
+                    await rpc.replies  # raises BrokerError when the connection is lost: reconnect
 
         def down(error: BridgeError) -> None:
             self._ready.clear()

@@ -1,9 +1,9 @@
 """The thin transport shared by sources that read meters from MQTT topics (zigbee2mqtt, glow).
 
-One aiomqtt client per source (its own client id), reconnects with jittered backoff,
-logs once when the broker goes away and once when it is back. Subclasses subscribe in
-`on_connect` and handle each message in `on_message`; parsing stays in their pure
-parsers.
+One MQTT connection per source (its own client id) in a supervised `MqttSession`, which
+reconnects with jittered backoff and logs once when the broker goes away and once when it is
+back. Subclasses subscribe in `on_connect` and handle each message in `on_message`; parsing
+stays in their pure parsers.
 """
 
 from __future__ import annotations
@@ -12,27 +12,16 @@ import logging
 from abc import abstractmethod
 from typing import TypeVar
 
-import aiomqtt
-
 from ..configbase import SourceConfigBase
 from ..errors import AuthError, BridgeError
 from ..model import Reading
+from ..mqtt import MqttClient
 from ..mqttsession import MqttSession
 from ..sections import MqttConfig
 from . import Source, SourceContext
 from .totals import TotalVerdict
 
 ConfigT = TypeVar("ConfigT", bound=SourceConfigBase)
-
-
-def payload_bytes(message: aiomqtt.Message) -> bytes:
-    """The payload of a message as bytes, whatever type aiomqtt decoded it to."""
-    payload = message.payload
-    if isinstance(payload, bytes | bytearray):
-        return bytes(payload)
-    if payload is None:
-        return b""
-    return str(payload).encode()
 
 
 class MqttSubscriptionSource(Source[ConfigT]):
@@ -44,11 +33,11 @@ class MqttSubscriptionSource(Source[ConfigT]):
         self.client_id = client_id
 
     @abstractmethod
-    async def on_connect(self, client: aiomqtt.Client, ctx: SourceContext) -> None:
+    async def on_connect(self, client: MqttClient, ctx: SourceContext) -> None:
         """Subscribe to what the source reads (called after every (re)connect)."""
 
     @abstractmethod
-    async def on_message(self, client: aiomqtt.Client, topic: str, payload: bytes, ctx: SourceContext) -> None:
+    async def on_message(self, client: MqttClient, topic: str, payload: bytes, ctx: SourceContext) -> None:
         """Handle one message; must not raise on bad input (count it with `ctx.error`)."""
 
     async def run(self, ctx: SourceContext) -> None:
@@ -60,10 +49,10 @@ class MqttSubscriptionSource(Source[ConfigT]):
             logger=logging.getLogger(f"meterbridge.sources.{self.id}"),
         )
 
-        async def body(client: aiomqtt.Client) -> None:
+        async def body(client: MqttClient) -> None:
             await self.on_connect(client, ctx)
             async for message in client.messages:
-                await self.on_message(client, str(message.topic), payload_bytes(message), ctx)
+                await self.on_message(client, message.topic, message.payload, ctx)
 
         async def down(error: BridgeError) -> None:
             ctx.stats.errors["auth" if isinstance(error, AuthError) else "mqtt"] += 1

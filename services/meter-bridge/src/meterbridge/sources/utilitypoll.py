@@ -35,12 +35,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol, TypeVar
 
-import aiomqtt
-
 from ..backoff import Backoff
 from ..errors import AuthError, BridgeError, SinkError
 from ..ha_entities import Device, EntityDescription
 from ..model import MeterDescription
+from ..mqtt import MqttClient
 from ..mqttsession import MqttSession
 from ..sections import MqttContext
 from ..statistics import HaStatisticsClient
@@ -182,7 +181,7 @@ class StatusPublisher:
         client_id = f"{self._bridge.client_id}-{self._source_id}-status"
         session = MqttSession(self._bridge.mqtt, client_id, name=f"Utility status {self._source_id}", maximum_s=60.0)
 
-        async def body(client: aiomqtt.Client) -> None:
+        async def body(client: MqttClient) -> None:
             while True:
                 self._changed.clear()
                 await client.publish(self.state_topic, self._payload(), qos=1, retain=True)

@@ -27,12 +27,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-import aiomqtt
-
 from ...asyncutil import wait_event
-from ...errors import BridgeError
+from ...errors import BridgeError, BrokerError
 from ...ha_entities import EntityCatalog, discovery_config
 from ...model import Event, MeterAvailability, MeterDescription, Quantity, Reading
+from ...mqtt import MqttClient, Will
 from ...mqttsession import MqttSession
 from ...sections import MqttContext
 from .. import Sink
@@ -152,7 +151,7 @@ class HomeAssistantSink(Sink):
             await self._task
 
     async def _connection_loop(self) -> None:
-        will = aiomqtt.Will(self._topics.bridge_availability, OFFLINE, qos=1, retain=True)
+        will = Will(self._topics.bridge_availability, OFFLINE, qos=1, retain=True)
         session = MqttSession(self._config.mqtt, self._config.client_id, name="Home Assistant sink", will=will)
 
         def up() -> None:
@@ -167,7 +166,7 @@ class HomeAssistantSink(Sink):
 
         await session.run(self._session, on_up=up, on_down=down, closing=lambda: self._closing)
 
-    async def _session(self, client: aiomqtt.Client) -> None:
+    async def _session(self, client: MqttClient) -> None:
         # Everything HA must see again after a (re)connect: it may have restarted too.
         self._forget_announced()
         for state in self._meters.values():
@@ -181,17 +180,17 @@ class HomeAssistantSink(Sink):
             await self._publish_loop(client)
         finally:
             listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+            with contextlib.suppress(asyncio.CancelledError, BrokerError):
                 await listener
 
-    async def _listen(self, client: aiomqtt.Client) -> None:
+    async def _listen(self, client: MqttClient) -> None:
         async for message in client.messages:
-            if message.topic.matches(self._topics.ha_status) and message.payload == ONLINE:
+            if message.topic == self._topics.ha_status and message.payload == ONLINE:
                 _LOGGER.info("Home Assistant came online: re-publishing discovery")
                 self._rediscover = True
                 self._wake.set()
 
-    async def _publish_loop(self, client: aiomqtt.Client) -> None:
+    async def _publish_loop(self, client: MqttClient) -> None:
         ha = self._config.homeassistant
         while True:
             self._wake.clear()
@@ -228,7 +227,7 @@ class HomeAssistantSink(Sink):
         self._catalog_announced.clear()
         self._catalog_dirty = True
 
-    async def _announce_catalog(self, client: aiomqtt.Client) -> None:
+    async def _announce_catalog(self, client: MqttClient) -> None:
         """Publish what changed in the catalog since the last announcement, remove what left it."""
         self._catalog_dirty = False
         if not self._config.homeassistant.enabled:
@@ -247,7 +246,7 @@ class HomeAssistantSink(Sink):
                 self._catalog_announced[topic] = body
                 self._catalog_known.add(topic)
 
-    async def _publish_discovery(self, client: aiomqtt.Client, state: MeterState) -> None:
+    async def _publish_discovery(self, client: MqttClient, state: MeterState) -> None:
         if not self._config.homeassistant.enabled:
             return
         for quantity in [q for q in state.values if q not in state.announced]:
@@ -257,7 +256,7 @@ class HomeAssistantSink(Sink):
             await client.publish(topic, json.dumps(payload).encode(), qos=1, retain=True)
             state.announced.add(quantity)
 
-    async def _publish_state(self, client: aiomqtt.Client, meter_id: str, state: MeterState, now: float) -> None:
+    async def _publish_state(self, client: MqttClient, meter_id: str, state: MeterState, now: float) -> None:
         state.state_dirty = False
         await client.publish(
             self._topics.meter_state(meter_id), state_payload(state.values, state.ts), qos=0, retain=True

@@ -32,9 +32,9 @@ from dataclasses import dataclass
 from typing import Any, TypedDict
 
 import aiohttp
-import aiomqtt
 
 from ...ha_entities import Device, EntityCatalog, EntityDescription
+from ...mqtt import MqttClient
 from ...mqttsession import MqttSession
 from ...sections import InfluxConfig, MqttContext
 
@@ -223,14 +223,14 @@ class ReplicationMonitor:
         )
         async with aiohttp.ClientSession(headers=headers, timeout=timeout) as session:
 
-            async def body(client: aiomqtt.Client) -> None:
+            async def body(client: MqttClient) -> None:
                 while True:
                     await self._publish(client, session)
                     await asyncio.sleep(self._influx.replication_poll_s)
 
             await mqtt.run(body)
 
-    async def _publish(self, client: aiomqtt.Client, session: aiohttp.ClientSession) -> None:
+    async def _publish(self, client: MqttClient, session: aiohttp.ClientSession) -> None:
         try:
             healths = await self.poll(session)
         except (aiohttp.ClientError, TimeoutError, ValueError, KeyError) as err:

@@ -12,10 +12,9 @@ import contextlib
 import logging
 import time
 
-import aiomqtt
-
 from ...errors import ParseError
 from ...model import MeterDescription, utc_now
+from ...mqtt import MqttClient
 from ...sections import MqttConfig
 from .. import SourceContext
 from ..mqttsource import MqttSubscriptionSource, report_totals
@@ -76,13 +75,13 @@ class GlowSource(MqttSubscriptionSource[GlowSourceConfig]):
                     ctx.log.log(logging.WARNING, "stale", "%s: nothing heard for %.0f s", meter_id, now - heard)
                     ctx.availability(meter_id, False)
 
-    async def on_connect(self, client: aiomqtt.Client, ctx: SourceContext) -> None:
+    async def on_connect(self, client: MqttClient, ctx: SourceContext) -> None:
         """Subscribe to the CAD's meter and state messages."""
         device = self.device or "+"
         await client.subscribe(f"{self.config.topic_prefix}/{device}/SENSOR/+", qos=0)
         await client.subscribe(f"{self.config.topic_prefix}/{device}/STATE", qos=0)
 
-    async def on_message(self, client: aiomqtt.Client, topic: str, payload: bytes, ctx: SourceContext) -> None:
+    async def on_message(self, client: MqttClient, topic: str, payload: bytes, ctx: SourceContext) -> None:
         """Parse one meter or state message and hand on what survives the sentinel and total checks."""
         parsed = parse_topic(self.config.topic_prefix, topic)
         if parsed is None:

@@ -12,10 +12,9 @@ import asyncio
 import logging
 import time
 
-import aiomqtt
-
 from ...errors import ParseError
 from ...model import MeterDescription, utc_now
+from ...mqtt import MqttClient
 from ...sections import MqttConfig
 from .. import SourceContext
 from ..mqttsource import MqttSubscriptionSource, report_totals
@@ -92,7 +91,7 @@ class MqttSource(MqttSubscriptionSource[MqttSourceConfig]):
                     topics = ", ".join(meter.parser.plan.subscriptions)
                     ctx.error("silent", "meter %s: nothing received on %s (%s)", meter_id, topics, _ACL_HINT)
 
-    async def on_connect(self, client: aiomqtt.Client, ctx: SourceContext) -> None:
+    async def on_connect(self, client: MqttClient, ctx: SourceContext) -> None:
         """Subscribe to every meter's topics (again after a reconnect).
 
         Mosquitto 2.0.11 grants a subscription its ACL forbids and then delivers nothing, so a
@@ -101,7 +100,7 @@ class MqttSource(MqttSubscriptionSource[MqttSourceConfig]):
         for topic in self.routes:
             await client.subscribe(topic, qos=1)
 
-    async def on_message(self, client: aiomqtt.Client, topic: str, payload: bytes, ctx: SourceContext) -> None:
+    async def on_message(self, client: MqttClient, topic: str, payload: bytes, ctx: SourceContext) -> None:
         """Hand the message to each meter read from this topic."""
         for meter in self.routes.get(topic, ()):
             self._handle(meter, topic, payload, ctx)

@@ -21,8 +21,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
-import aiomqtt
-
 from ...errors import BridgeError, ConfigError
 from ...logutil import redact
 from .fleet import FleetLink, bridge_broker, fleet_link
@@ -127,6 +125,6 @@ def run_logs(args: argparse.Namespace) -> int:
 
     try:
         return asyncio.run(run())
-    except (BridgeError, aiomqtt.MqttError, OSError) as err:
+    except (BridgeError, OSError) as err:
         print(redact(f"shelly logs {args.device}: {err}"), file=sys.stderr)
         return 1

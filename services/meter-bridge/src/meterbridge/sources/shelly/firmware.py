@@ -22,12 +22,11 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-import aiomqtt
-
 from ...config import BridgeConfig
-from ...errors import BridgeError, ParseError
+from ...errors import BridgeError, BrokerError, ParseError
 from ...ha_entities import Device, EntityCatalog, EntityDescription
 from ...ha_topics import Topics
+from ...mqtt import MqttClient
 from ...mqttsession import MqttSession
 from .config import ShellyDeviceConfig, ShellySourceConfig
 from .fleet import FleetLink
@@ -144,7 +143,7 @@ class ShellyFirmwareEntities:
         for task in list(self._tasks):
             task.cancel()
 
-    async def _session(self, client: aiomqtt.Client) -> None:
+    async def _session(self, client: MqttClient) -> None:
         self._down()
         link = FleetLink(client, self.client_id, self.topics.base, self.sources[0].rpc_timeout_s)
         self._link = link
@@ -160,8 +159,7 @@ class ShellyFirmwareEntities:
                 await self._publish_state(device)
         self._spawn(self._recheck_loop(), "shelly-firmware-recheck")
         async for message in client.messages:
-            if isinstance(message.payload, bytes):
-                await self._on_message(link, str(message.topic), message.payload, message.retain)
+            await self._on_message(link, message.topic, message.payload, message.retain)
 
     def _spawn(self, coro: Any, name: str) -> None:
         task: asyncio.Task[None] = asyncio.create_task(coro, name=name)
@@ -197,7 +195,7 @@ class ShellyFirmwareEntities:
     async def _publish_state(self, device: FirmwareDevice) -> None:
         if self._link is not None:
             body = json.dumps(device.state()).encode()
-            with contextlib.suppress(aiomqtt.MqttError):  # published again on the next connection
+            with contextlib.suppress(BrokerError):  # published again on the next connection
                 await self._link.client.publish(self.state_topic(device), body, qos=1, retain=True)
 
     async def _refresh(self, device: FirmwareDevice) -> None:

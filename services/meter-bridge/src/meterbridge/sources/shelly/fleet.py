@@ -29,13 +29,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
-
 from ...asyncutil import stop_tasks
 from ...config import load_config
-from ...errors import BridgeError, ConfigError, ParseError
+from ...errors import BridgeError, BrokerError, ConfigError, ParseError
 from ...logutil import redact
-from ...mqtt import make_client
+from ...mqtt import MqttClient, make_client
 from ...sections import MqttConfig
 from .identity import DEVICE_ID, ShellyIdentityStore, device_prefix
 from .parser import parse_device_info, parse_online
@@ -249,10 +247,8 @@ async def retained_online(mqtt: MqttConfig, prefixes: Sequence[str], wait_s: flo
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(wait_s):
                 async for message in client.messages:
-                    topic = str(message.topic)
-                    if isinstance(message.payload, bytes):
-                        with contextlib.suppress(ParseError):
-                            seen[topic.removesuffix("/online")] = parse_online(message.payload)
+                    with contextlib.suppress(ParseError):
+                        seen[message.topic.removesuffix("/online")] = parse_online(message.payload)
                     if len(seen) == len(prefixes):
                         break
     return seen
@@ -266,7 +262,7 @@ async def annotate(found: Sequence[FoundDevice], store: ShellyIdentityStore, mqt
         return None
     try:
         online = await retained_online(mqtt, [d.prefix for d in found])
-    except aiomqtt.MqttError as err:
+    except BrokerError as err:
         return redact(f"cannot ask the MQTT broker which devices are online: {err}")
     for device in found:
         device.online = online.get(device.prefix, False)
@@ -374,7 +370,7 @@ class FleetLink:
     subscribes to a device before it is asked anything.
     """
 
-    def __init__(self, client: aiomqtt.Client, name: str, base_topic: str, rpc_timeout_s: float = 10.0) -> None:
+    def __init__(self, client: MqttClient, name: str, base_topic: str, rpc_timeout_s: float = 10.0) -> None:
         self.client = client
         self.rpc = ShellyMqttRpc(client, name, rpc_timeout_s)
         self.flex_topic = f"{base_topic}/flex/state"
@@ -424,8 +420,7 @@ class FleetLink:
     async def pump(self) -> None:
         """Dispatch every message of the client until cancelled."""
         async for message in self.client.messages:
-            if isinstance(message.payload, bytes):
-                self.dispatch(str(message.topic), message.payload, message.retain)
+            self.dispatch(message.topic, message.payload, message.retain)
 
     async def wait_for(self, predicate: Callable[[], bool], timeout_s: float) -> bool:
         """Wait until `predicate()` holds after some message; False after `timeout_s`."""
@@ -450,7 +445,7 @@ async def fleet_link(mqtt: MqttConfig, client_id: str, rpc_timeout_s: float = 10
     """`async with fleet_link(cfg.mqtt, "meter-bridge-update-<pid>") as link:` for the CLI commands.
 
     The RPC `src` name is `client_id`, so two commands at once never take each other's replies.
-    Raises `aiomqtt.MqttError` when the broker cannot be reached.
+    Raises `BrokerError` when the broker cannot be reached.
     """
     async with make_client(mqtt, client_id) as client:
         link = FleetLink(client, client_id, mqtt.base_topic, rpc_timeout_s)

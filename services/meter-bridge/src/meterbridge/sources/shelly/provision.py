@@ -23,12 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
 from pydantic import SecretStr
 
-from ...errors import AuthError, BridgeError, ConfigError
+from ...errors import AuthError, BridgeError, BrokerError, ConfigError
 from ...logutil import redact
-from ...mqtt import make_client
+from ...mqtt import MqttClient, make_client
 from ...sections import MqttConfig
 from .fleet import add_scan_arguments, bridge_broker, scan_from_args
 from .identity import DEFAULT_IDENTITIES_DIR, DEVICE_ID, IDENTITIES_DIR_ENV, ShellyIdentity, ShellyIdentityStore
@@ -146,7 +145,7 @@ async def _remove_retired_script(rpc: ShellyHttpRpc) -> str:
 class OnlineWatcher:
     """Follows `<prefix>/online` of the devices being provisioned on the bridge's broker."""
 
-    def __init__(self, client: aiomqtt.Client) -> None:
+    def __init__(self, client: MqttClient) -> None:
         self._client = client
         self._state: dict[str, tuple[bool, bool]] = {}  # prefix -> (online, seen live since watch)
         self._changed = asyncio.Event()
@@ -158,8 +157,8 @@ class OnlineWatcher:
     async def pump(self) -> None:
         """Read messages until cancelled."""
         async for message in self._client.messages:
-            topic = str(message.topic)
-            if topic.endswith("/online") and isinstance(message.payload, bytes):
+            topic = message.topic
+            if topic.endswith("/online"):
                 self._state[topic[: -len("/online")]] = (
                     message.payload.strip() == b"true",
                     not message.retain,
@@ -192,7 +191,7 @@ async def broker_accepts(mqtt: MqttConfig, identity: ShellyIdentity, timeout_s: 
         try:
             async with make_client(config, f"{identity.device_id}-provision-check"):
                 return True
-        except aiomqtt.MqttError:
+        except BrokerError:
             if time.monotonic() >= deadline:
                 return False
             await asyncio.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
@@ -291,7 +290,7 @@ async def provision(
                 results.append(result)
         finally:
             pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+            with contextlib.suppress(asyncio.CancelledError, BrokerError):
                 await pump
     return results
 
@@ -386,7 +385,7 @@ def run_provision(args: argparse.Namespace) -> int:
     )
     try:
         results = asyncio.run(provision(hosts, settings, mqtt, args.wait_s))
-    except aiomqtt.MqttError as err:
+    except BrokerError as err:
         print(redact(f"cannot reach the MQTT broker to wait for the devices: {err}"), file=sys.stderr)
         return 1
     print(format_table(results))

@@ -23,12 +23,9 @@ import random
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiomqtt
-
 from ...asyncutil import stop_tasks
-from ...errors import BridgeError, ParseError, SourceConnectionError, SourceTimeoutError
-from ...mqtt import make_client
-from ...mqttsession import map_mqtt_error
+from ...errors import BridgeError, BrokerError, ParseError, SourceConnectionError, SourceTimeoutError
+from ...mqtt import MqttClient, make_client
 from ...sections import MqttConfig
 from .parser import decode_frame
 
@@ -50,7 +47,7 @@ class ShellyMqttRpc:
     owner of `client` passes each message whose topic `owns` to `handle_reply`.
     """
 
-    def __init__(self, client: aiomqtt.Client, name: str, timeout_s: float = 10.0) -> None:
+    def __init__(self, client: MqttClient, name: str, timeout_s: float = 10.0) -> None:
         if not name or any(c in name for c in "/+#"):
             raise ValueError(f"RPC src name must be one topic level, not {name!r}")
         self._client = client
@@ -59,7 +56,7 @@ class ShellyMqttRpc:
         self._pending: dict[int, tuple[str, str, asyncio.Future[Any]]] = {}
         self._reply_topics: dict[str, str] = {}  # reply topic -> prefix, once subscribed
         self._subscribing = asyncio.Lock()
-        #: The task feeding replies in (`rpc_on`); it ends with `MqttError` when the connection is lost.
+        #: The task feeding replies in (`rpc_on`); it ends with `BrokerError` when the connection is lost.
         self.replies: asyncio.Task[None] | None = None
         # A random start: a restarted bridge never takes a late reply for a new request.
         self._ids = itertools.count(random.randrange(1, 1 << 30))  # noqa: S311 - not crypto
@@ -107,7 +104,7 @@ class ShellyMqttRpc:
             return await asyncio.wait_for(future, timeout)
         except TimeoutError as err:
             raise SourceTimeoutError(f"{prefix}: no reply to {method} within {timeout:g} s") from err
-        except aiomqtt.MqttError as err:
+        except BrokerError as err:
             raise SourceConnectionError(f"{prefix}: {method} not sent: {err}") from err
         finally:
             self._pending.pop(request_id, None)
@@ -137,16 +134,16 @@ class ShellyMqttRpc:
                 future.set_exception(error)
 
 
-async def _pump_replies(client: aiomqtt.Client, rpc: ShellyMqttRpc) -> None:
+async def _pump_replies(client: MqttClient, rpc: ShellyMqttRpc) -> None:
     async for message in client.messages:
-        topic = str(message.topic)
-        if rpc.owns(topic) and isinstance(message.payload, bytes):
+        topic = message.topic
+        if rpc.owns(topic):
             with contextlib.suppress(ParseError):
                 rpc.handle_reply(topic, message.payload)
 
 
 @contextlib.asynccontextmanager
-async def rpc_on(client: aiomqtt.Client, client_id: str, timeout_s: float = 10.0) -> AsyncIterator[ShellyMqttRpc]:
+async def rpc_on(client: MqttClient, client_id: str, timeout_s: float = 10.0) -> AsyncIterator[ShellyMqttRpc]:
     """`async with rpc_on(client, client_id) as rpc:` an RPC caller on a connected client.
 
     Pumps replies (`call` subscribes to each device's reply topic) until the block ends; then
@@ -167,11 +164,8 @@ async def shelly_rpc_session(mqtt: MqttConfig, client_id: str, timeout_s: float 
 
     Raises `SourceConnectionError` when the broker cannot be reached.
     """
-    try:
-        async with make_client(mqtt, client_id) as client, rpc_on(client, client_id, timeout_s) as rpc:
-            yield rpc
-    except aiomqtt.MqttError as err:
-        raise map_mqtt_error(err, mqtt) from err
+    async with make_client(mqtt, client_id) as client, rpc_on(client, client_id, timeout_s) as rpc:
+        yield rpc
 
 
 class ShellyRelay:

@@ -19,13 +19,11 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiomqtt
-
 from ...errors import BridgeError, ParseError, SourceConnectionError
 from ...ha_entities import Device, EntityDescription
 from ...ha_topics import Topics
 from ...model import MeterDescription, utc_now
-from ...mqtt import endpoint
+from ...mqtt import MqttClient, endpoint
 from ...mqttsession import MqttSession
 from ...sections import MqttContext
 from .. import Source, SourceContext
@@ -84,7 +82,7 @@ class ShellySource(Source[ShellySourceConfig]):
         for device in config.devices:
             self._add_device(device)
         self.rpc: ShellyMqttRpc | None = None
-        self._client: aiomqtt.Client | None = None
+        self._client: MqttClient | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._relay_commands: dict[str, tuple[ShellyDevice, int]] = {}
 
@@ -135,7 +133,7 @@ class ShellySource(Source[ShellySourceConfig]):
 
         await session.run(lambda client: self._session(ctx, client), on_down=down)
 
-    async def _session(self, ctx: SourceContext, client: aiomqtt.Client) -> None:
+    async def _session(self, ctx: SourceContext, client: MqttClient) -> None:
         self.rpc = ShellyMqttRpc(client, self.client_id, self.config.rpc_timeout_s)
         self._client = client
         for device in self.devices.values():
@@ -152,8 +150,7 @@ class ShellySource(Source[ShellySourceConfig]):
             reemit = asyncio.create_task(self._reemit_loop(ctx), name=f"shelly-{self.id}-reemit")
             try:
                 async for message in client.messages:
-                    payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
-                    await self._dispatch(ctx, client, str(message.topic), payload)
+                    await self._dispatch(ctx, client, message.topic, message.payload)
             finally:
                 reemit.cancel()
         finally:
@@ -163,7 +160,7 @@ class ShellySource(Source[ShellySourceConfig]):
             for task in list(self._tasks):
                 task.cancel()
 
-    async def _subscribe_device(self, client: aiomqtt.Client, prefix: str) -> None:
+    async def _subscribe_device(self, client: MqttClient, prefix: str) -> None:
         for suffix in ("online", "events/rpc", "status/+"):
             await client.subscribe(f"{prefix}/{suffix}", qos=1)
 
@@ -183,7 +180,7 @@ class ShellySource(Source[ShellySourceConfig]):
 
     # -- incoming messages ------------------------------------------------------------------
 
-    async def _dispatch(self, ctx: SourceContext, client: aiomqtt.Client, topic: str, payload: bytes) -> None:
+    async def _dispatch(self, ctx: SourceContext, client: MqttClient, topic: str, payload: bytes) -> None:
         try:
             if self.rpc is not None and self.rpc.owns(topic):
                 self.rpc.handle_reply(topic, payload)
@@ -205,7 +202,7 @@ class ShellySource(Source[ShellySourceConfig]):
         except ParseError as err:
             ctx.error("parse", "Shelly %s: bad message on %s: %s", self.id, topic, err)
 
-    async def _on_online(self, ctx: SourceContext, client: aiomqtt.Client, prefix: str, payload: bytes) -> None:
+    async def _on_online(self, ctx: SourceContext, client: MqttClient, prefix: str, payload: bytes) -> None:
         device = self.devices.get(prefix)
         if device is None:
             if not (self.config.discover and DEVICE_ID.match(prefix.removeprefix(f"{TOPIC_ROOT}/"))):
@@ -231,7 +228,7 @@ class ShellySource(Source[ShellySourceConfig]):
         for meter_id in device.described:
             ctx.availability(meter_id, bool(online))
 
-    async def _on_frame(self, ctx: SourceContext, client: aiomqtt.Client, device: ShellyDevice, payload: bytes) -> None:
+    async def _on_frame(self, ctx: SourceContext, client: MqttClient, device: ShellyDevice, payload: bytes) -> None:
         frame = decode_frame(payload)
         if frame.kind == "full":
             await self._apply(ctx, client, device, "full", frame.params)
@@ -239,7 +236,7 @@ class ShellySource(Source[ShellySourceConfig]):
             await self._apply(ctx, client, device, "delta", frame.params)
 
     async def _apply(
-        self, ctx: SourceContext, client: aiomqtt.Client, device: ShellyDevice, kind: str, params: dict[str, Any]
+        self, ctx: SourceContext, client: MqttClient, device: ShellyDevice, kind: str, params: dict[str, Any]
     ) -> None:
         if kind == "delta" and not device.parser.has_full:
             self._request_status(ctx, device)  # a delta alone is not the whole picture
@@ -281,14 +278,14 @@ class ShellySource(Source[ShellySourceConfig]):
                     if not isinstance(status, dict):
                         raise ParseError("Shelly.GetStatus result is not an object")
                     await self._apply(ctx, client, device, "full", status)
-                except (BridgeError, aiomqtt.MqttError) as err:
+                except BridgeError as err:  # BrokerError included
                     ctx.error("rpc", "Shelly %s: could not read the full status: %s", device.prefix, err)
         finally:
             device.refreshing = False
 
     # -- relays as Home Assistant switches ----------------------------------------------------
 
-    async def _publish_relays(self, ctx: SourceContext, client: aiomqtt.Client, device: ShellyDevice) -> None:
+    async def _publish_relays(self, ctx: SourceContext, client: MqttClient, device: ShellyDevice) -> None:
         if not device.relays:
             return
         outputs = relay_outputs(device.parser.status)

@@ -31,11 +31,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
-
 from ... import __version__
 from ...config import BridgeConfig, load_config
-from ...errors import BridgeError, ConfigError, ParseError
+from ...errors import BridgeError, BrokerError, ConfigError, ParseError
 from ...logutil import redact
 from ...model import utc_now
 from .config import ShellySourceConfig
@@ -339,7 +337,7 @@ def run_update(args: argparse.Namespace) -> int:
 
     try:
         report = asyncio.run(run())
-    except aiomqtt.MqttError as err:
+    except BrokerError as err:
         print(redact(f"cannot reach the MQTT broker: {err}"), file=sys.stderr)
         return 1
     print(report.to_json() if args.report == "json" else format_report(report))

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import logging
 
-import aiomqtt
-
 from ...errors import ParseError
 from ...model import MeterDescription, utc_now
+from ...mqtt import MqttClient
 from ...sections import MqttConfig
 from .. import SourceContext
 from ..mqttsource import MqttSubscriptionSource, report_totals
@@ -47,13 +46,13 @@ class Zigbee2MqttSource(MqttSubscriptionSource[Zigbee2MqttSourceConfig]):
             sw_version=device.software_build_id,
         )
 
-    async def on_connect(self, client: aiomqtt.Client, ctx: SourceContext) -> None:
+    async def on_connect(self, client: MqttClient, ctx: SourceContext) -> None:
         """Subscribe to the device list; device topics follow from it."""
         # Forget the table so that every device topic is subscribed again on this connection.
         self.table.update([])
         await client.subscribe(self.table.devices_topic, qos=1)
 
-    async def on_message(self, client: aiomqtt.Client, topic: str, payload: bytes, ctx: SourceContext) -> None:
+    async def on_message(self, client: MqttClient, topic: str, payload: bytes, ctx: SourceContext) -> None:
         """Route one message to the device list, a state or an availability handler."""
         if topic == self.table.devices_topic:
             await self._on_devices(client, payload, ctx)
@@ -89,7 +88,7 @@ class Zigbee2MqttSource(MqttSubscriptionSource[Zigbee2MqttSourceConfig]):
             ctx.availability(meter_id, True)
         ctx.readings(guarded.readings)
 
-    async def _on_devices(self, client: aiomqtt.Client, payload: bytes, ctx: SourceContext) -> None:
+    async def _on_devices(self, client: MqttClient, payload: bytes, ctx: SourceContext) -> None:
         try:
             listed = parse_devices(payload)
         except ParseError as err:
