@@ -123,6 +123,30 @@ async def test_iteration_ends_with_mqtt_error_when_the_broker_goes(own_broker: M
         await read_until_the_broker_goes()
 
 
+async def test_a_task_that_stops_iterating_leaves_the_other_iterator_woken(broker: Mosquitto, base_topic: str) -> None:
+    async with bridge_client(broker, f"{base_topic}-two") as client:
+        await client.subscribe(f"{base_topic}/two", qos=0)
+        got: dict[str, list[bytes]] = {"first": [], "second": []}
+
+        async def take(name: str) -> None:
+            async for message in client.messages:
+                got[name].append(message.payload)
+
+        first = asyncio.create_task(take("first"))
+        await asyncio.sleep(0.1)
+        second = asyncio.create_task(take("second"))
+        await asyncio.sleep(0.1)  # both wait on the empty queue
+        second.cancel()
+        async with client_for(broker) as observer:
+            for n in range(20):
+                await observer.publish(f"{base_topic}/two", str(n).encode())
+        async with asyncio.timeout(10):
+            while len(got["first"]) < 20:
+                await asyncio.sleep(0.05)
+        first.cancel()
+        assert got == {"first": [str(n).encode() for n in range(20)], "second": []}
+
+
 async def test_a_publish_on_a_lost_connection_fails_at_once(own_broker: Mosquitto) -> None:
     async with bridge_client(own_broker, "lost") as client:
         await client.subscribe("lost/t", qos=1)

@@ -201,7 +201,8 @@ class _Incoming:
         self._queue: collections.deque[Message] = collections.deque()
         self.high_water = high_water
         self.low_water = high_water // 2
-        self._waiter: asyncio.Future[None] | None = None
+        #: One future per iterating task (aiomqtt lets several tasks iterate one client; so do we).
+        self._waiters: list[asyncio.Future[None]] = []
         self._back_to_back = 0
 
     def __len__(self) -> int:
@@ -221,11 +222,13 @@ class _Incoming:
             error = self._connection.lost_error
             if error is not None:
                 raise error
-            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
             try:
                 await waiter
             finally:
-                self._waiter = None
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
         self._back_to_back += 1
         message = queue.popleft()
         if len(queue) <= self.low_water:
@@ -239,10 +242,11 @@ class _Incoming:
             self._connection.pause_reading()
 
     def wake(self) -> None:
-        """Tell a waiting iterator that something happened (messages arrived, or the end)."""
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        """Tell the waiting iterators that something happened (messages arrived, or the end)."""
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
 
 class _Wire(asyncio.Protocol):
