@@ -288,3 +288,18 @@ def test_the_checker_finds_circles_layers_and_deferred_imports(tmp_path: Path) -
     assert layer_of("meterbridge.sources.glow.config") == "schema"
     assert layer_of("meterbridge.sources.glow.source") == "components"
     assert layer_of("meterbridge.sources.registry") == "application"
+
+
+def test_no_module_uses_an_mqtt_library() -> None:
+    """The bridge talks MQTT only through its own transport (`meterbridge.mqtt`, issue 19): no
+    module imports aiomqtt or paho (neither is a runtime dependency) or catches their errors."""
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            offenders += [f"{path.relative_to(PACKAGE)}: {n}" for n in names if n.split(".")[0] in ("aiomqtt", "paho")]
+    assert not offenders, offenders
