@@ -148,8 +148,8 @@ def render() -> str:
     if before_after:
         lines += [
             "",
-            f"Before/after, one run: `before` is `{ingest['args']['before']}` (the previous build, its own",
-            "venv), `after` this build, interleaved with Node-RED (`bench_ingest.py --before EXE`).",
+            f"Before/after in the same run (`bench_ingest.py --before {ingest['args']['before']}`): `before` is",
+            "that executable (the previous build), `after` this checkout, interleaved with Node-RED.",
             "",
             *before_after,
         ]
