@@ -295,6 +295,25 @@ async def test_catalog_entities_announced_reannounced_on_birth_and_removed(broke
         await rec.wait_for(lambda r: r.last.get(topic) == b"")
 
 
+async def test_catalog_states_go_out_once_retained_and_again_after_a_reconnect(own_broker: Mosquitto) -> None:
+    """States of owners with no connection of their own (utility status) share the HA sink's."""
+    config = bridge_config(own_broker, "cat", sources=[])
+    topic = "cat/utility/opw/status"
+    async with Bridge(config) as bridge, recording(own_broker, topic) as rec:
+        bridge.catalog.set_state(topic, b'{"status":"ok"}')
+        await rec.wait_for(lambda r: r.last.get(topic) == b'{"status":"ok"}')
+        bridge.catalog.set_state(topic, b'{"status":"ok"}')  # the same again: nothing new goes out
+        await asyncio.sleep(0.3)
+        assert [(p, r) for t, p, r in rec.messages if t == topic] == [(b'{"status":"ok"}', False)]
+    own_broker.restart()  # persistence is off: the retained state is gone with the broker
+    async with Bridge(config) as bridge:
+        bridge.catalog.set_state(topic, b'{"status":"outage"}')
+        await asyncio.sleep(0.5)
+        own_broker.restart()  # the sink reconnects and publishes what the catalog holds again
+        async with recording(own_broker, topic) as rec:
+            await rec.wait_for(lambda r: r.last.get(topic) == b'{"status":"outage"}', timeout=20)
+
+
 async def test_no_discovery_at_all_when_home_assistant_is_disabled(broker: Mosquitto, base_topic: str) -> None:
     prefix = f"{base_topic}_ha"
     config = bridge_config(broker, base_topic, homeassistant={"discovery_prefix": prefix, "enabled": False})

@@ -136,7 +136,22 @@ class EntityCatalog:
 
     def __init__(self) -> None:
         self._owners: dict[str, tuple[EntityDescription, ...]] = {}
+        self._states: dict[str, bytes] = {}
         self._listeners: list[Callable[[], None]] = []
+
+    def set_state(self, topic: str, payload: bytes) -> None:
+        """The retained state some described entities read (their `state_topic`), for owners with
+        no MQTT connection of their own: the HA sink publishes it on its connection, and again
+        after every reconnect."""
+        if self._states.get(topic) == payload:
+            return
+        self._states[topic] = payload
+        for listener in self._listeners:
+            listener()
+
+    def states(self) -> dict[str, bytes]:
+        """Every state set with `set_state`, by topic."""
+        return dict(self._states)
 
     def describe(self, owner: str, entities: Iterable[EntityDescription]) -> None:
         """What `owner` offers now (all of it; an empty list removes everything it offered)."""

@@ -20,7 +20,8 @@ A family supplies a `UsageClient` (login, accounts, interval usage) built on its
 
 The status is shown in Home Assistant as a `binary_sensor` (`device_class: problem`, on
 unless `ok`) and a text `sensor` (the status, with the detail as an attribute), on the
-device of the source: described here, announced by the HA sink. Nothing here raises out of `run`.
+device of the source: described here, announced (and their retained state published) by the HA
+sink, so a utility source opens no MQTT connection of its own. Nothing here raises out of `run`.
 """
 
 from __future__ import annotations
@@ -37,10 +38,8 @@ from typing import Protocol, TypeVar
 
 from ..backoff import Backoff
 from ..errors import AuthError, BridgeError, SinkError
-from ..ha_entities import Device, EntityDescription
+from ..ha_entities import Device, EntityCatalog, EntityDescription
 from ..model import MeterDescription
-from ..mqtt import MqttClient
-from ..mqttsession import MqttSession
 from ..sections import MqttContext
 from ..statistics import HaStatisticsClient
 from . import Source, SourceContext
@@ -113,16 +112,18 @@ class UtilityStatus:
 
 
 class StatusPublisher:
-    """Publishes one source's status entities (problem binary_sensor + status sensor) over MQTT."""
+    """One source's status entities (problem binary_sensor + status sensor) and their retained state.
+
+    It has no MQTT connection of its own: the state goes into the bridge's entity catalog, which
+    the HA sink publishes on its connection (one session for all such states, issue 19).
+    """
 
     def __init__(self, bridge: MqttContext, source_id: str, name: str, status: UtilityStatus) -> None:
-        self._bridge = bridge
         self._base = bridge.mqtt.base_topic
         self._source_id = source_id
         self._name = name
         self._status = status
-        self._changed = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._catalog: EntityCatalog | None = None
 
     @property
     def state_topic(self) -> str:
@@ -156,38 +157,20 @@ class StatusPublisher:
             ),
         ]
 
+    def attach(self, catalog: EntityCatalog) -> None:
+        """Publish through `catalog` from now on (the current status at once)."""
+        self._catalog = catalog
+        self.changed()
+
     def changed(self) -> None:
-        """Publish the status again (at once when connected)."""
-        self._changed.set()
+        """Publish the status again."""
+        if self._catalog is not None:
+            self._catalog.set_state(self.state_topic, self._payload())
 
     def _payload(self) -> bytes:
         s = self._status
         body = {"status": s.status, "problem": s.problem, "detail": s.detail, "last_success": s.last_success}
         return json.dumps(body).encode()
-
-    async def start(self) -> None:
-        """Start the publishing task (it reconnects by itself)."""
-        self._task = asyncio.create_task(self._run(), name=f"utility-status-{self._source_id}")
-
-    async def close(self) -> None:
-        """Stop publishing."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _run(self) -> None:
-        client_id = f"{self._bridge.client_id}-{self._source_id}-status"
-        session = MqttSession(self._bridge.mqtt, client_id, name=f"Utility status {self._source_id}", maximum_s=60.0)
-
-        async def body(client: MqttClient) -> None:
-            while True:
-                self._changed.clear()
-                await client.publish(self.state_topic, self._payload(), qos=1, retain=True)
-                await self._changed.wait()
-
-        await session.run(body)
 
 
 ConfigT = TypeVar("ConfigT", bound=UtilityPollConfigBase)
@@ -254,48 +237,44 @@ class UtilityPollSource(Source[ConfigT]):
         ctx.describe(MeterDescription(self.id, self.config.display_name, self.source_type, manufacturer="Utility"))
         if self.status is not None:
             ctx.announce(self.status.entities())
-            await self.status.start()
+            self.status.attach(ctx.catalog)
         backoff = Backoff(initial=self.config.retry_initial_s, maximum=self.config.interval_h * 3600)
         auth_retry_s = self.config.auth_retry_h * 3600 or None
-        try:
-            async with self.make_client() as client:
-                logged_in = False
-                while True:
-                    delay: float | None = self.config.interval_h * 3600
-                    try:
-                        if not logged_in:
-                            self.logins += 1
-                            await client.login()
-                            logged_in = True
-                        self.last_written = await self.poll_once(ctx, client)
-                    except MfaRequiredError as err:
-                        logged_in = False
-                        ctx.error("mfa", "%s %s: %s", self.source_type, self.id, err, level=logging.ERROR)
-                        self._set(STATUS_MFA, str(err))
-                        delay = auth_retry_s
-                    except AuthError as err:
-                        logged_in = False
-                        ctx.error("auth", "%s %s: %s", self.source_type, self.id, err, level=logging.ERROR)
-                        self._set(STATUS_AUTH, str(err))
-                        delay = auth_retry_s
-                    except SinkError as err:  # HA statistics: the utility side worked
-                        ctx.error("statistics", "%s %s: %s", self.source_type, self.id, err)
-                        self._set(STATUS_STATISTICS, str(err))
-                        delay = backoff.next_delay()
-                    except (BridgeError, OSError, TimeoutError) as err:
-                        logged_in = False  # a session cut by an outage may need a fresh login
-                        ctx.error("outage", "%s %s: %s", self.source_type, self.id, err)
-                        self._set(STATUS_OUTAGE, str(err))
-                        delay = backoff.next_delay()
-                    else:
-                        backoff.reset()
-                        self._set(STATUS_OK)
-                    if delay is None:
-                        await asyncio.Event().wait()  # until the bridge restarts with a new config
-                    await asyncio.sleep(delay or 0.0)
-        finally:
-            if self.status is not None:
-                await self.status.close()
+        async with self.make_client() as client:
+            logged_in = False
+            while True:
+                delay: float | None = self.config.interval_h * 3600
+                try:
+                    if not logged_in:
+                        self.logins += 1
+                        await client.login()
+                        logged_in = True
+                    self.last_written = await self.poll_once(ctx, client)
+                except MfaRequiredError as err:
+                    logged_in = False
+                    ctx.error("mfa", "%s %s: %s", self.source_type, self.id, err, level=logging.ERROR)
+                    self._set(STATUS_MFA, str(err))
+                    delay = auth_retry_s
+                except AuthError as err:
+                    logged_in = False
+                    ctx.error("auth", "%s %s: %s", self.source_type, self.id, err, level=logging.ERROR)
+                    self._set(STATUS_AUTH, str(err))
+                    delay = auth_retry_s
+                except SinkError as err:  # HA statistics: the utility side worked
+                    ctx.error("statistics", "%s %s: %s", self.source_type, self.id, err)
+                    self._set(STATUS_STATISTICS, str(err))
+                    delay = backoff.next_delay()
+                except (BridgeError, OSError, TimeoutError) as err:
+                    logged_in = False  # a session cut by an outage may need a fresh login
+                    ctx.error("outage", "%s %s: %s", self.source_type, self.id, err)
+                    self._set(STATUS_OUTAGE, str(err))
+                    delay = backoff.next_delay()
+                else:
+                    backoff.reset()
+                    self._set(STATUS_OK)
+                if delay is None:
+                    await asyncio.Event().wait()  # until the bridge restarts with a new config
+                await asyncio.sleep(delay or 0.0)
 
 
 def summarise(intervals: Sequence[UsageInterval]) -> ImportSummary:

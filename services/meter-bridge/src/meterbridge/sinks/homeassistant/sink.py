@@ -31,7 +31,7 @@ from ...asyncutil import wait_event
 from ...errors import BridgeError, BrokerError
 from ...ha_entities import EntityCatalog, discovery_config
 from ...model import Event, MeterAvailability, MeterDescription, Quantity, Reading
-from ...mqtt import MqttClient, Will
+from ...mqtt import MqttClient, Will, endpoint
 from ...mqttsession import MqttSession
 from ...sections import MqttContext
 from .. import Sink
@@ -93,6 +93,8 @@ class HomeAssistantSink(Sink):
         self._catalog_announced: dict[str, bytes] = {}
         #: Every catalog entity's topic announced since the start (to remove it when it goes).
         self._catalog_known: set[str] = set()
+        #: State topic -> payload of the catalog's states published on this connection.
+        self._catalog_states: dict[str, bytes] = {}
         self._closing = False
         self._task: asyncio.Task[None] | None = None
         self.stats.connected = False
@@ -176,8 +178,11 @@ class HomeAssistantSink(Sink):
         await client.subscribe(self._topics.ha_status, qos=1)
         await client.publish(self._topics.bridge_availability, ONLINE, qos=1, retain=True)
         listener = asyncio.create_task(self._listen(client), name="ha-sink-listen")
+        # The listener is the first to learn that the connection is gone (its iteration ends with
+        # BrokerError); wake the publisher then, or it would notice only at its next publish.
+        listener.add_done_callback(lambda _: self._wake.set())
         try:
-            await self._publish_loop(client)
+            await self._publish_loop(client, listener)
         finally:
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError, BrokerError):
@@ -190,10 +195,13 @@ class HomeAssistantSink(Sink):
                 self._rediscover = True
                 self._wake.set()
 
-    async def _publish_loop(self, client: MqttClient) -> None:
+    async def _publish_loop(self, client: MqttClient, listener: asyncio.Task[None]) -> None:
         ha = self._config.homeassistant
         while True:
             self._wake.clear()
+            if listener.done() and not self._closing:
+                listener.result()  # raises the connection's BrokerError: the session reconnects
+                raise BrokerError(f"MQTT broker {endpoint(self._config.mqtt)}: the subscription ended")
             if self._rediscover:
                 self._rediscover = False
                 self._forget_announced()
@@ -225,11 +233,16 @@ class HomeAssistantSink(Sink):
 
     def _forget_announced(self) -> None:
         self._catalog_announced.clear()
+        self._catalog_states.clear()
         self._catalog_dirty = True
 
     async def _announce_catalog(self, client: MqttClient) -> None:
         """Publish what changed in the catalog since the last announcement, remove what left it."""
         self._catalog_dirty = False
+        for topic, state in self.catalog.states().items():  # plain retained topics: even without HA
+            if self._catalog_states.get(topic) != state:
+                await client.publish(topic, state, qos=1, retain=True)
+                self._catalog_states[topic] = state
         if not self._config.homeassistant.enabled:
             return
         wanted: dict[str, bytes] = {}
