@@ -146,8 +146,7 @@ class EntityCatalog:
         if self._states.get(topic) == payload:
             return
         self._states[topic] = payload
-        for listener in self._listeners:
-            listener()
+        self._changed()
 
     def states(self) -> dict[str, bytes]:
         """Every state set with `set_state`, by topic."""
@@ -159,8 +158,7 @@ class EntityCatalog:
         if self._owners.get(owner, ()) == described:
             return
         self._owners[owner] = described
-        for listener in self._listeners:
-            listener()
+        self._changed()
 
     def entities(self) -> list[EntityDescription]:
         """Every entity offered, owner by owner in the order they first described."""
@@ -173,3 +171,7 @@ class EntityCatalog:
     def listen(self, callback: Callable[[], None]) -> None:
         """Call `callback` (synchronously, without arguments) after every change."""
         self._listeners.append(callback)
+
+    def _changed(self) -> None:
+        for listener in self._listeners:
+            listener()

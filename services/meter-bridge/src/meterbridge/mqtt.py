@@ -363,6 +363,12 @@ class BrokerConnection:
         return self.incoming
 
     @property
+    def open_transport(self) -> asyncio.Transport | None:
+        """The transport while it is open (not closing); `None` before, during and after the end."""
+        transport = self.transport
+        return transport if transport is not None and not transport.is_closing() else None
+
+    @property
     def write_buffer_size(self) -> int:
         """Bytes written but not yet taken by the socket."""
         return self.transport.get_write_buffer_size() if self.transport is not None else 0
@@ -462,15 +468,15 @@ class BrokerConnection:
             return
         self.reading_paused = True
         READER_STATS.pauses += 1
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.pause_reading()
+        if (transport := self.open_transport) is not None:
+            transport.pause_reading()
 
     def resume_reading(self) -> None:
         if not self.reading_paused:
             return
         self.reading_paused = False
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.resume_reading()
+        if (transport := self.open_transport) is not None:
+            transport.resume_reading()
         if self._wire is not None:  # what the last read brought beyond the high-water mark
             asyncio.get_running_loop().call_soon(self._wire.parse)
 
@@ -500,8 +506,8 @@ class BrokerConnection:
     def _write(self, packet: bytes) -> None:
         if self.lost_error is not None:
             raise self.lost_error
-        transport = self.transport
-        if transport is None or transport.is_closing():
+        transport = self.open_transport
+        if transport is None:
             raise BrokerError(f"MQTT broker {endpoint(self.config)}: not connected")
         transport.write(packet)
 
@@ -529,8 +535,8 @@ class BrokerConnection:
 
     def acknowledge(self, qos: int, packet_id: bytes) -> None:
         """Answer a received QoS 1 (PUBACK) or QoS 2 (PUBREC) PUBLISH."""
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write((b"\x40\x02" if qos == 1 else b"\x50\x02") + packet_id)
+        if (transport := self.open_transport) is not None:
+            transport.write((b"\x40\x02" if qos == 1 else b"\x50\x02") + packet_id)
 
     def control_packet(self, first: int, body: bytes) -> None:
         kind = first >> 4
@@ -539,8 +545,8 @@ class BrokerConnection:
             if ack is not None and not ack.done():
                 ack.set_result(body[2:])
         elif kind == PUBREL and len(body) >= 2:  # the end of a QoS 2 message we received
-            if self.transport is not None and not self.transport.is_closing():
-                self.transport.write(b"\x70\x02" + body[:2])
+            if (transport := self.open_transport) is not None:
+                transport.write(b"\x70\x02" + body[:2])
         elif kind == CONNACK and len(body) >= 2:
             if self._connack is not None and not self._connack.done():
                 self._connack.set_result(body[1])
@@ -562,8 +568,8 @@ class BrokerConnection:
             self._keepalive = loop.call_later(self.config.keepalive_s, self._ping)
 
     def _ping(self) -> None:
-        transport = self.transport
-        if transport is None or transport.is_closing():
+        transport = self.open_transport
+        if transport is None:
             return
         silent = time.monotonic() - self.last_received
         if not self.reading_paused and silent > 2 * self.config.keepalive_s:
