@@ -32,6 +32,15 @@ HTTPS_PORT=${DEMO_HTTPS_PORT:-8443}
 HTTP_PORT=${DEMO_HTTP_PORT:-18080}
 SUPERVISORCTL=("$VENV/bin/supervisorctl" -c "$DEMO/supervisord.conf")
 
+# Pre-flight: every port above must be free on 127.0.0.1. A taken one would make its service
+# crash-loop under supervisord ("Address already in use" in a log nobody reads) while the rest
+# looks fine; instead, name the port and its holder and start nothing (scripts/demo_ports.py).
+check_ports() {
+    "$VENV/bin/python" "$REPO/scripts/demo_ports.py" DEMO_MQTT_PORT="$MQTT_PORT" DEMO_HEALTH_PORT="$HEALTH_PORT" \
+        DEMO_HA_PORT="$HA_PORT" DEMO_CONFIGURATOR_PORT="$CONFIGURATOR_PORT" DEMO_HTTPS_PORT="$HTTPS_PORT" \
+        DEMO_HTTP_PORT="$HTTP_PORT"
+}
+
 stop() {
     # the background join of the backfilled week (DEMO_DETACH), if it is still waiting
     local join_pid
@@ -63,6 +72,7 @@ fi
     exit 1
 }
 stop
+check_ports || exit 1
 # mqtt/share/<consumer>: what the release mounts as each consumer's credentials volume
 # shelly-identities: the volume the bridge writes each provisioned Shelly's MQTT identity into and
 # the broker reads them from
@@ -292,4 +302,6 @@ for _ in $(seq 100); do
 done
 export MQTT_PASSWORD DEMO_MQTT_PORT=$MQTT_PORT DEMO_HEALTH_PORT=$HEALTH_PORT DEMO_STATE_DIR=$DEMO
 MQTT_PASSWORD=$(cat "$MQTT_SHARE/bridge/password")
-"$VENV/bin/meter-bridge" watch --config "$DEMO/bridge/config.yaml" ${DEMO_SECONDS:+--seconds "$DEMO_SECONDS"}
+# the live view's status lines say when the broker or Home Assistant is down, and when it is back
+"$VENV/bin/meter-bridge" watch --config "$DEMO/bridge/config.yaml" --ha-url "http://127.0.0.1:$HA_PORT" \
+    ${DEMO_SECONDS:+--seconds "$DEMO_SECONDS"}

@@ -1,29 +1,48 @@
 """`make demo` keeps its promise: simulated readings on screen within 10 s while the whole
 stack (supervisord: Mosquitto, bridge, Home Assistant, configurator, nginx) comes up through the
 release's own entrypoints, the credentials are generated and never defaults, and everything
-stops cleanly."""
+stops cleanly. It refuses to start when a port it needs is taken, naming the holder, and its
+live view says when the broker or Home Assistant is down (issue 24)."""
 
 from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
+import sys
 from pathlib import Path
 
+import pytest
+
 from helpers.net import free_port
+from helpers.screen import Screen
 
 REPO = Path(__file__).resolve().parents[2]
+VENV = Path(os.environ.get("VIRTUAL_ENV", REPO / ".venv"))
+CLOCK = r"\d\d:\d\d:\d\d"  # HH:MM:SS
+
+
+def demo_env(demo_dir: Path, **extra: str) -> dict[str, str]:
+    """The demo's environment with every port free a moment ago and its state in `demo_dir`."""
+    return {
+        **os.environ,
+        "DEMO_DIR": str(demo_dir),
+        **{f"DEMO_{name}_PORT": str(free_port()) for name in ("MQTT", "HEALTH", "HA", "CONFIGURATOR", "HTTPS", "HTTP")},
+        "VENV": str(VENV),
+        **extra,
+    }
+
+
+def demo_processes(demo_dir: Path) -> list[str]:
+    """The running processes whose command line names `demo_dir` (supervisord and its programs)."""
+    processes = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True, check=True).stdout
+    return [line for line in processes.splitlines() if str(demo_dir) in line]
 
 
 def test_demo_shows_simulated_readings_within_10_s(tmp_path: Path) -> None:
     demo_dir = tmp_path / "demo"
-    env = {
-        **os.environ,
-        "DEMO_DIR": str(demo_dir),
-        **{f"DEMO_{name}_PORT": str(free_port()) for name in ("MQTT", "HEALTH", "HA", "CONFIGURATOR", "HTTPS", "HTTP")},
-        "DEMO_SECONDS": "8",
-        "VENV": str(Path(os.environ.get("VIRTUAL_ENV", REPO / ".venv"))),
-    }
+    env = demo_env(demo_dir, DEMO_SECONDS="8")
     result = subprocess.run(
         ["bash", "scripts/demo.sh"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=False
     )
@@ -65,3 +84,75 @@ def test_demo_shows_simulated_readings_within_10_s(tmp_path: Path) -> None:
     processes = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
     assert f"mosquitto -c {demo_dir}" not in processes
     assert f"hass --config {demo_dir}" not in processes
+
+
+def test_demo_refuses_a_taken_port_and_names_its_holder(tmp_path: Path) -> None:
+    demo_dir = tmp_path / "demo"
+    env = demo_env(demo_dir, DEMO_SECONDS="5")  # were the check missing, the demo would end by itself
+    port = int(env["DEMO_MQTT_PORT"])
+    # another program listening on the broker's port (the issue: Mosquitto crash-looped on it)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import socket, sys, time\n"
+         "s = socket.socket(); s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen(); print('ready', flush=True)\n"
+         "time.sleep(120)", str(port)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline() == "ready\n"
+        holder_name = Path(f"/proc/{holder.pid}/comm").read_text().strip()
+        result = subprocess.run(
+            ["bash", "scripts/demo.sh"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert (
+        f"demo: port {port} on 127.0.0.1 (the MQTT broker, DEMO_MQTT_PORT) is taken: "
+        f"held by {holder_name} (PID {holder.pid}); free instead: DEMO_MQTT_PORT="
+    ) in result.stderr
+    assert "nothing was started" in result.stderr
+    # nothing was started, nothing written
+    assert not demo_dir.exists()
+    assert demo_processes(demo_dir) == []
+    assert "HEMS demo" not in result.stdout
+
+
+@pytest.mark.homeassistant
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_demo_live_view_says_when_the_broker_and_home_assistant_are_down_and_back(tmp_path: Path) -> None:
+    demo_dir = tmp_path / "demo"
+    env = demo_env(demo_dir)
+    broker = re.escape(f"broker 127.0.0.1:{env['DEMO_MQTT_PORT']}")
+    home_assistant = re.escape(f"Home Assistant http://127.0.0.1:{env['DEMO_HA_PORT']}")
+    supervisorctl = [str(VENV / "bin" / "supervisorctl"), "-c", str(demo_dir / "supervisord.conf")]
+    # as a person runs it: in the foreground until Ctrl-C (SIGINT to its process group)
+    demo = subprocess.Popen(
+        ["bash", "scripts/demo.sh"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    screen = Screen(demo)
+    try:
+        ha_up = screen.wait_for(rf"^{home_assistant} up since {CLOCK}$", timeout=420)
+        screen.wait_for(rf"^{broker} up since {CLOCK}$", after=ha_up)
+        subprocess.run([*supervisorctl, "stop", "mosquitto"], check=True, capture_output=True, timeout=60)
+        down = screen.wait_for(rf"^{broker} down since {CLOCK} \(connection refused\)$", after=ha_up)
+        subprocess.run([*supervisorctl, "start", "mosquitto"], check=True, capture_output=True, timeout=60)
+        back = screen.wait_for(rf"^{broker} up, back since {CLOCK} \(was down from {CLOCK}, \d+ s\)$", after=down)
+        # the bridge reconnected and publishes again: a reading newer than the retained one
+        first = screen.wait_for(rf"^grid\s+online\s+-?\d+\.\d.*  {CLOCK}$", after=back)
+        retained_ts = screen.lines[first].split()[-1]
+        screen.wait_for(rf"^grid\s+online\s+-?\d+\.\d.*  (?!{retained_ts}){CLOCK}$", after=first, timeout=60)
+        subprocess.run([*supervisorctl, "stop", "homeassistant"], check=True, capture_output=True, timeout=90)
+        ha_down = screen.wait_for(rf"^{home_assistant} down since {CLOCK} \(connection refused\)$", after=back)
+        subprocess.run([*supervisorctl, "start", "homeassistant"], check=True, capture_output=True, timeout=90)
+        screen.wait_for(
+            rf"^{home_assistant} up, back since {CLOCK} \(was down from {CLOCK}, \d+ s\)$", after=ha_down, timeout=420
+        )
+    finally:
+        os.killpg(demo.pid, signal.SIGINT)
+        demo.wait(120)
+    assert "demo stopped" in screen.lines
+    assert demo_processes(demo_dir) == []

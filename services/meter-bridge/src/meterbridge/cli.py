@@ -120,7 +120,7 @@ def _cmd_watch(args: argparse.Namespace) -> int:
         print("\n".join(err.problems), file=sys.stderr)
         return EXIT_CONFIG
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(watch(config, seconds=args.seconds))
+        asyncio.run(watch(config, seconds=args.seconds, ha_url=args.ha_url))
     return EXIT_OK
 
 
@@ -337,6 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     watch = with_config(sub.add_parser("watch", help="live view of the meters' states on MQTT"))
     watch.add_argument("--seconds", type=float, default=None, help="stop after this long")
+    watch.add_argument(
+        "--ha-url", default=None, help="Home Assistant's web address: its status line says when it does not answer"
+    )
     watch.set_defaults(func=_cmd_watch)
     kasa = sub.add_parser("kasa", help="emulated Kasa plugs").add_subparsers(dest="kasa_command", required=True)
     kasa.add_parser(
