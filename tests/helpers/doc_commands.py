@@ -125,6 +125,25 @@ def argparse_table(parser: argparse.ArgumentParser, tool: str, source: str) -> C
     return CommandTable(tool, source, commands)
 
 
+_SYNOPSIS_FLAG = re.compile(r"(?<![\w-])(-{1,2}[A-Za-z][\w-]*)(?: ([A-Za-z][\w-]*))?")
+
+
+def usage_table(help_text: str, tool: str, source: str) -> CommandTable:
+    """A command without subcommands from its `--help` usage synopsis (`[-t topic] [-v] ...`): a flag
+    followed by a word takes a value. Mosquitto's clients print one, e.g. `mosquitto_sub --help`."""
+    lines = help_text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Usage:"))
+    synopsis = []
+    for line in lines[start:]:
+        if synopsis and not line.strip():
+            break
+        synopsis.append(line)
+    flags: dict[str, bool] = {}
+    for match in _SYNOPSIS_FLAG.finditer(" ".join(synopsis)):
+        flags[match.group(1)] = flags.get(match.group(1), False) or match.group(2) is not None
+    return CommandTable(tool, source, {(): CommandSpec((), flags, 0)})
+
+
 # --- finding invocations -----------------------------------------------------------------------
 
 

@@ -5,11 +5,14 @@
   23 dropped the old aliases (`env add`, `ssh`, `tunnel`, `logs`): a doc giving one fails here with
   its file and line.
 - `meter-bridge ...` against the bridge's own argparse parser (`meterbridge.cli.build_parser`).
+- `mosquitto_sub ...`/`mosquitto_pub ...` (run in the mqtt container) against the usage synopsis
+  their `--help` prints. These are Debian's clients (2.0.11), older than the image's Mosquitto
+  (2.0.20): a flag added since would fail here wrongly, never pass wrongly (2.0.x removed none).
 
 Not checked, because their command lists cannot be read here: `influx` (InfluxDB's CLI is in no
-registry this machine reaches), `balena-engine` (balenaOS's engine, only on a device), and the
-Mosquitto clients of the mqtt image (Debian's are another release). The parser is
-tests/helpers/doc_commands.py; the self-tests below feed it the commands the docs used to give.
+registry this machine reaches) and `balena-engine` (balenaOS's engine, only on a device); nor the
+general tools (`curl`, `jq`, `cat`). The parser is tests/helpers/doc_commands.py; the self-tests
+below feed it the commands the docs used to give.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -28,6 +32,7 @@ from helpers.doc_commands import (
     check,
     doc_commands,
     markdown_files,
+    usage_table,
 )
 from helpers.release import REPO
 from meterbridge.cli import build_parser
@@ -57,6 +62,18 @@ def meter_bridge() -> CommandTable:
     return argparse_table(build_parser(), "meter-bridge", "meter-bridge's CLI (meterbridge/cli.py)")
 
 
+@pytest.fixture(scope="module", params=["mosquitto_sub", "mosquitto_pub"])
+def mosquitto_client(request: pytest.FixtureRequest) -> CommandTable:
+    tool: str = request.param
+    if shutil.which(tool) is None:
+        pytest.fail(f"{tool} is missing: make setup installs mosquitto-clients")
+    # both print their help on stdout and exit 1
+    result = subprocess.run([tool, "--help"], capture_output=True, text=True, check=False, timeout=30)
+    version = re.search(r"version (\S+)", result.stdout)
+    assert version, result.stdout
+    return usage_table(result.stdout, tool, f"{tool} {version.group(1)} --help")
+
+
 def _problems(table: CommandTable) -> tuple[int, list[str]]:
     found = 0
     problems: list[str] = []
@@ -77,6 +94,15 @@ def test_every_meter_bridge_command_in_the_docs_exists(meter_bridge: CommandTabl
     found, problems = _problems(meter_bridge)
     assert not problems, "\n".join(problems)
     assert found >= 30, f"only {found} meter-bridge commands found"
+
+
+def test_every_mosquitto_client_command_in_the_docs_exists(mosquitto_client: CommandTable) -> None:
+    found, problems = _problems(mosquitto_client)
+    assert not problems, "\n".join(problems)
+    assert found >= 1
+    assert _check_doc(f"`{mosquitto_client.tool} -h localhost -q 1 -t 'hems/#'`", mosquitto_client) == []
+    (problem,) = _check_doc(f"`{mosquitto_client.tool} --verbose -t x`", mosquitto_client)
+    assert "has no flag --verbose" in problem
 
 
 def _check_doc(text: str, table: CommandTable) -> list[str]:
@@ -121,12 +147,38 @@ ACCEPTED_BALENA = [
     '```sh\necho "$run" | balena device ssh "$uuid" > "report-$uuid.json"\n```',
     "```sh\nbalena fleet create hems \\\n  --type raspberrypi4-64\n```",
     "`balena device ssh`",  # named in prose without its arguments
+    "`balena preload balena.img --fleet hems --no-pin-device-to-release`",  # allowNo
 ]
 
 
 @pytest.mark.parametrize("text", ACCEPTED_BALENA)
 def test_the_checker_accepts_what_balena_cli_accepts(balena: CommandTable, text: str) -> None:
     assert _check_doc(text, balena) == []
+
+
+def test_the_table_reads_aliases_char_flags_and_negations() -> None:
+    """Manifest features the pinned release uses little or not at all, on a made-up manifest of the
+    same shape: command aliases, flag aliases and char aliases, `allowNo`, `strict: false`."""
+    manifest = {
+        "commands": {
+            "env:set": {
+                "aliases": ["env:add"],
+                "hiddenAliases": ["envs:set"],
+                "args": {"name": {}, "value": {}},
+                "strict": False,
+                "flags": {
+                    "fleet": {"type": "option", "char": "f", "aliases": ["application"], "charAliases": ["a"]},
+                    "pin": {"type": "boolean", "allowNo": True},
+                },
+            }
+        }
+    }
+    table = balena_table(manifest, "a made-up manifest")
+    accepted = "`balena env add A b c d --application x -a y --fleet=z -fw --pin --no-pin`"
+    assert _check_doc(accepted, table) == []
+    assert _check_doc("`balena envs set A --no-fleet x`", table)[0].endswith(
+        "has no flag --no-fleet in a made-up manifest"
+    )
 
 
 def test_the_checker_reads_meter_bridge_from_its_parser(meter_bridge: CommandTable) -> None:
