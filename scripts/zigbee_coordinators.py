@@ -13,9 +13,11 @@ strings. Only the constructs herdsman uses are turned (`.`, `.*`, `\\.`, literal
 negative lookahead of a literal, `(?!_v2_)`); anything else stops this script, so a new construct
 upstream is looked at rather than mistranslated.
 
-The table is generated into the script and committed, not generated at image build: the device runs
-exactly what the tests ran, the change is reviewed as a diff, and nothing depends on the image's
-node_modules layout, which cannot be built and inspected here.
+The table is generated into the script and committed, not generated at image build. A `RUN node ...`
+step would work on balena's classic Docker builder too, but the zigbee2mqtt image cannot be built
+here, so that step and the image's node_modules layout it relies on would run first on balena's
+builder, untested; committed, the device runs exactly the table the tests ran, and a herdsman
+change arrives as a reviewed diff (the test fails until it is taken).
 """
 
 from __future__ import annotations

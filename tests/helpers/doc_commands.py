@@ -8,8 +8,8 @@ Two halves, both pure:
   `name='...'` assignment), and in inline code spans that start with the tool. `<placeholder>`s
   become one word.
 - `check` parses one invocation the way the tool's parser would, against a `CommandTable` built
-  from the tool's own description of itself: balena-cli's `oclif.manifest.json` (`balena_table`)
-  or an `argparse` parser (`argparse_table`). It reports an unknown command, an unknown flag, a
+  from the tool's own description of itself: balena-cli's `oclif.manifest.json` (`balena_table`),
+  an `argparse` parser (`argparse_table`) or a `--help` usage synopsis (`usage_table`). It reports an unknown command, an unknown flag, a
   flag that takes a value without one (or a boolean given one) and more positional arguments than
   the command takes. A missing required argument is not reported: prose names commands without
   their arguments ("`balena device ssh` runs ...").
