@@ -9,10 +9,10 @@ Two halves, both pure:
   become one word.
 - `check` parses one invocation the way the tool's parser would, against a `CommandTable` built
   from the tool's own description of itself: balena-cli's `oclif.manifest.json` (`balena_table`),
-  an `argparse` parser (`argparse_table`) or a `--help` usage synopsis (`usage_table`). It reports an unknown command, an unknown flag, a
-  flag that takes a value without one (or a boolean given one) and more positional arguments than
-  the command takes. A missing required argument is not reported: prose names commands without
-  their arguments ("`balena device ssh` runs ...").
+  an `argparse` parser (`argparse_table`) or a `--help` usage synopsis (`usage_table`). It reports
+  an unknown command, an unknown flag, a flag that takes a value without one (or a boolean given
+  one) and more positional arguments than the command takes. A missing required argument is not
+  reported: prose names commands without their arguments ("`balena device ssh` runs ...").
 
 Hand-written because no library parses commands out of prose and then parses them as oclif and
 argparse would; both parsers' rules used here are the ones their docs state (oclif: `--flag value`,
