@@ -60,6 +60,38 @@ if [[ -n $z2m_version && ! -f $z2m_dir/settings.schema.json ]]; then
     )
 fi
 
+# Upstream tables the tests read (packed, never installed): the command manifest of the balena-cli
+# release the docs' commands are checked against (tests/release/test_docs_commands.py), and
+# zigbee-herdsman's adapter discovery at the version the pinned Zigbee2MQTT depends on (its
+# coordinator table, tests/integration/test_zigbee_coordinators.py).
+BALENA_CLI_VERSION=25.2.6
+balena_cli_dir=.cache/balena-cli-$BALENA_CLI_VERSION
+if command -v npm >/dev/null && [[ ! -f $balena_cli_dir/oclif.manifest.json ]]; then
+    echo "setup: fetching the command manifest of balena-cli $BALENA_CLI_VERSION"
+    mkdir -p "$balena_cli_dir"
+    (
+        cd "$balena_cli_dir"
+        npm pack --silent "balena-cli@$BALENA_CLI_VERSION" >/dev/null
+        tar xzf "balena-cli-$BALENA_CLI_VERSION.tgz" package/oclif.manifest.json
+        mv package/oclif.manifest.json oclif.manifest.json.tmp
+        rm -rf package "balena-cli-$BALENA_CLI_VERSION.tgz"
+        mv oclif.manifest.json.tmp oclif.manifest.json
+    )
+fi
+z2m_pin=$(sed -n 's|^FROM koenkk/zigbee2mqtt:\([0-9.]*\).*|\1|p' services/zigbee2mqtt/Dockerfile)
+herdsman_dir=.cache/zigbee-herdsman-for-zigbee2mqtt-$z2m_pin
+if command -v npm >/dev/null && [[ -n $z2m_pin && ! -f $herdsman_dir/package/dist/adapter/adapterDiscovery.js ]]; then
+    herdsman_version=$(npm view "zigbee2mqtt@$z2m_pin" dependencies.zigbee-herdsman)
+    echo "setup: fetching zigbee-herdsman $herdsman_version (what zigbee2mqtt $z2m_pin depends on)"
+    rm -rf "$herdsman_dir" && mkdir -p "$herdsman_dir"
+    (
+        cd "$herdsman_dir"
+        tarball=$(npm pack --silent "zigbee-herdsman@$herdsman_version" | tail -n 1)
+        tar xzf "$tarball" package/package.json package/dist
+        rm -f "$tarball"
+    )
+fi
+
 # balena's own compose parser for tests/release (npm, offline once installed). Without npm the
 # test that needs it skips and says so.
 BALENA_COMPOSE_DIR=${BALENA_COMPOSE_DIR:-.cache/npm-balena-compose}

@@ -116,30 +116,3 @@ usb_serial_sync() {
         fi
     done
 }
-
-# usb_serial_find: read "vid pid glob rest..." lines on stdin (ids in lower-case hex, glob matched
-# against "manufacturer product" in lower case, as Home Assistant's USB matchers do) and print
-# "node rest..." for the first adapter present that matches a line, in the lines' order.
-usb_serial_find() {
-    while read -r want_vid want_pid glob rest; do
-        case $want_vid in "" | "#"*) continue ;; esac
-        for sys in "$usb_sysfs_tty"/ttyUSB* "$usb_sysfs_tty"/ttyACM*; do
-            [ -r "$sys/dev" ] || continue
-            device=$(usb_device_dir "$sys")
-            [ -n "$device" ] || continue
-            vid=$(usb_attr "$device" idVendor | tr '[:upper:]' '[:lower:]')
-            pid=$(usb_attr "$device" idProduct | tr '[:upper:]' '[:lower:]')
-            [ "$vid:$pid" = "$want_vid:$want_pid" ] || continue
-            description=$(printf '%s %s' "$(usb_attr "$device" manufacturer)" "$(usb_attr "$device" product)" |
-                tr '[:upper:]' '[:lower:]')
-            # shellcheck disable=SC2254 # the glob is the pattern
-            case $description in
-                $glob)
-                    echo "$usb_dev/${sys##*/} $rest"
-                    return 0
-                    ;;
-            esac
-        done
-    done
-    return 1
-}

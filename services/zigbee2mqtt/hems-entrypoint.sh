@@ -23,6 +23,8 @@ set -eu
 DATA=${ZIGBEE2MQTT_DATA:-/app/data}
 ADAPTER=${ZIGBEE_ADAPTER:-}
 ADAPTER_TYPE=${ZIGBEE_ADAPTER_TYPE:-}
+# serial options herdsman gives the coordinator found (rtscts=true baudrate=460800)
+ADAPTER_OPTIONS=""
 FRONTEND_PORT=${Z2M_FRONTEND_PORT:-8080}
 RECHECK_S=${ZIGBEE_RECHECK_S:-30}
 MQTT_SERVER=${Z2M_MQTT_SERVER:-mqtt://mqtt:1883}
@@ -129,6 +131,9 @@ render() {
         if [ -n "$ADAPTER_TYPE" ]; then
             echo "  adapter: $ADAPTER_TYPE"
         fi
+        for option in $ADAPTER_OPTIONS; do
+            echo "  ${option%%=*}: ${option#*=}"
+        done
         echo "availability:"
         echo "  enabled: true"
         echo "advanced:"
@@ -144,24 +149,46 @@ render() {
     } >"$DATA/configuration.yaml"
 }
 
-# The coordinators we know by their USB ids, in the order they are looked for: "vid pid glob
-# type", the glob matched against "manufacturer product" in lower case (`?` for a space). Many
-# coordinators use a generic USB-serial chip (CP210x 10c4:ea60, CH340 1a86:7523, FTDI 0403:6015)
-# that meters' adapters use too, so the product string must match as well: this container never
-# takes an EMU-2 or an FTDI meter cable. Ids and globs: Home Assistant's USB matchers
-# (home-assistant/core homeassistant/generated/usb.py: zha and homeassistant_sky_connect).
+# The coordinators Zigbee2MQTT's own discovery knows (zigbee-herdsman's USB fingerprints,
+# dist/adapter/adapterDiscovery.js of the herdsman the pinned Zigbee2MQTT depends on), one line
+# each in herdsman's order: "adapter;vendor id;product id;manufacturer;by-id pattern;serial options".
+# Generated, never edited by hand: `python3 scripts/zigbee_coordinators.py --write` (after
+# `make setup` fetched herdsman); tests/integration/test_zigbee_coordinators.py fails when it
+# differs from herdsman's or when this script chooses otherwise than herdsman for a stick.
+# The patterns are herdsman's regular expressions as POSIX ERE (`grep -Ei`), matched against the
+# node and its /dev/serial/by-id name as herdsman matches serialport's `path` and `pnpId`.
 COORDINATORS='
-10c4 ea60 *sonoff*plus* zstack
-1a86 55d4 *sonoff*plus* ember
-1cf1 0030 *conbee* deconz
-0403 6015 *conbee* deconz
-10c4 ea60 *skyconnect* ember
-10c4 ea60 *connect?zbt-1* ember
-10c4 ea60 *slzb-07* ember
-10c4 ea60 *2652* zstack
-1a86 7523 *zigstar* zstack
-0403 6015 *zigate* zigate
-10c4 ea60 *zigate* zigate
+deconz;1cf1;0030;dresden elektronik ingenieurtechnik GmbH;.*conbee.*;
+deconz;0403;6015;dresden elektronik ingenieurtechnik GmbH;.*conbee.*;
+ember;10c4;ea60;Nabu Casa;.*Nabu_Casa_SkyConnect.*;rtscts=true
+ember;10c4;ea60;Nabu Casa;.*Nabu_Casa.*_ZBT-1.*;rtscts=true
+ember;303a;4001;Nabu Casa;.*Nabu_Casa_ZBT-2.*;baudrate=460800 rtscts=true
+ember;303a;831a;Nabu Casa;.*Nabu_Casa_ZBT-2.*;baudrate=460800 rtscts=true
+ember;10c4;ea60;SMLIGHT;.*slzb-06m.*;rtscts=false
+ember;10c4;ea60;SMLIGHT;.*slzb-07_.*;rtscts=true
+ember;10c4;ea60;SMLIGHT;.*slzb-07mg24.*;rtscts=true
+ember;1a86;55d4;ITEAD;.*sonoff.*plus.*;rtscts=false
+ember;10c4;ea60;ITEAD;.*sonoff.*plus_v2_.*;rtscts=false
+ember;10c4;ea60;SONOFF;.*sonoff.*max.*;rtscts=false
+ember;10c4;ea60;SONOFF;.*sonoff.*plus.*mg24.*;rtscts=false
+ember;10c4;ea60;SONOFF;.*sonoff.*lite.*mg21.*;rtscts=false
+zstack;0403;6015;Electrolama;.*electrolama.*;
+zstack;10c4;ea60;Silicon Labs;.*slae\.sh_cc2652rb.*;
+zstack;10c4;ea60;SONOFF;.*sonoff.*plus.*cc2674p10.*;
+zstack;10c4;ea60;ITEAD;.*sonoff.*plus(($|[^_])|_($|[^vV])|_v($|[^2])|_v2($|[^_])).*;
+zstack;0451;16c8;Texas Instruments;.*CC2538.*;
+zstack;0451;16a8;Texas Instruments;.*CC2531.*;
+zstack;0451;bef3;Texas Instruments;.*Texas_Instruments.*;
+zstack;10c4;ea60;SMLIGHT;.*SLZB-07p7.*;
+zstack;10c4;ea60;SMLIGHT;.*SMLIGHT_SLZB-06p7_.*;
+zstack;10c4;ea60;SMLIGHT;.*SMLIGHT_SLZB-06p10_.*;
+zstack;10c4;ea60;;.*tubeszb.*;
+zstack;1a86;7523;;.*tubeszb.*;
+zstack;1a86;7523;;.*zigstar.*;
+zboss;2fe3;0100;ZEPHYR;.*ZEPHYR.*;
+zigate;067b;2303;zigate_PL2303;.*zigate.*;
+zigate;10c4;ea60;zigate_cp2102;.*zigate.*;
+zigate;0403;6015;;.*zigate.*;
 '
 
 # balena runs this container privileged (the supervisor ignores device_cgroup_rules): make the
@@ -174,15 +201,92 @@ usb_lib=/usr/local/lib/hems/usb-serial.sh
 # shellcheck source=SCRIPTDIR/../usb-serial/usb-serial.sh
 . "$usb_lib"
 
-# Without a ZIGBEE_ADAPTER, take the first known coordinator plugged in, and its adapter type
-# unless ZIGBEE_ADAPTER_TYPE says otherwise.
+lower() {
+    printf '%s' "$1" | tr '[:upper:]' '[:lower:]'
+}
+
+# coordinator_score VID PID MANUFACTURER NODE BY_ID: herdsman's best fingerprint for one port, as
+# "score|adapter|options" (findUsbAdapterBestMatch on Linux): within an adapter type, vendor and
+# product id must match, then the manufacturer scores 2, the by-id pattern 3, both 4 (the pattern
+# after an earlier entry's manufacturer counts as both, as in herdsman); a CP210x (10c4:ea60)
+# matched on an ITEAD manufacturer alone is not trusted; across types the highest score wins, the
+# first type on a tie.
+coordinator_score() {
+    port_id=$(lower "$1:$2")
+    port_manufacturer=$(lower "$3")
+    conflict_prone=false
+    [ "$port_id" != "10c4:ea60" ] || conflict_prone=true
+    best="0||"
+    type="" score=0 match_manufacturer="" match_options=""
+    while IFS=';' read -r entry_type entry_vid entry_pid entry_manufacturer entry_pattern entry_options; do
+        [ -n "$entry_type" ] || continue
+        if [ "$entry_type" != "$type" ]; then
+            coordinator_type_done
+            type=$entry_type score=0 match_manufacturer="" match_options=""
+        fi
+        [ "$score" -lt 4 ] && [ "$entry_vid:$entry_pid" = "$port_id" ] || continue
+        if [ "$score" -lt 2 ] && [ -n "$entry_manufacturer" ] && [ -n "$port_manufacturer" ] &&
+            [ "$(lower "$entry_manufacturer")" = "$port_manufacturer" ]; then
+            score=2 match_manufacturer=$entry_manufacturer match_options=$entry_options
+        fi
+        if [ "$score" -lt 3 ] && [ -n "$entry_pattern" ] &&
+            printf '%s\n%s\n' "$4" "$5" | grep -Eiq -e "$entry_pattern"; then
+            if [ "$score" = 2 ]; then score=4; else score=3; fi
+            match_manufacturer=$entry_manufacturer match_options=$entry_options
+        fi
+    done <<TABLE
+$COORDINATORS
+TABLE
+    coordinator_type_done
+    echo "$best"
+}
+
+# The end of one adapter type's entries in coordinator_score: its match replaces the best so far
+# only with a higher score.
+coordinator_type_done() {
+    [ "$score" -ge 2 ] || return 0
+    if [ "$conflict_prone" = true ] && [ "$score" -lt 3 ] && [ "$(lower "$match_manufacturer")" = itead ]; then
+        return 0
+    fi
+    [ "$score" -gt "${best%%|*}" ] || return 0
+    best="$score|$type|$match_options"
+}
+
+# coordinator_find: "node|adapter|options" of the coordinator plugged in, chosen among the ports as
+# herdsman chooses (the best score; the first node in name order on a tie). Unlike herdsman, a stick
+# matched on vendor, product and manufacturer alone (score 2) is never taken: this container sees
+# every USB serial adapter of the device, and a meter cable on a CP2102 says "Silicon Labs" just as
+# a coordinator does. Every stick herdsman lists is also matched by its by-id pattern.
+coordinator_find() {
+    found_score=0 found=""
+    for sys in "$usb_sysfs_tty"/ttyACM* "$usb_sysfs_tty"/ttyUSB*; do
+        [ -r "$sys/dev" ] || continue
+        device=$(usb_device_dir "$sys")
+        [ -n "$device" ] || continue
+        node="$usb_dev/${sys##*/}"
+        result=$(coordinator_score "$(usb_attr "$device" idVendor)" "$(usb_attr "$device" idProduct)" \
+            "$(usb_attr "$device" manufacturer)" "$node" "$(usb_by_id_name "$sys")")
+        if [ "${result%%|*}" -ge 3 ] && [ "${result%%|*}" -gt "$found_score" ]; then
+            found_score=${result%%|*} found="$node|${result#*|}"
+        fi
+    done
+    [ -n "$found" ] && echo "$found"
+}
+
+# Without a ZIGBEE_ADAPTER, take the coordinator plugged in, with herdsman's adapter type (unless
+# ZIGBEE_ADAPTER_TYPE says otherwise) and serial options: Zigbee2MQTT's own discovery cannot see
+# the sticks' USB details inside this container (no udev database), so it would not add them.
 choose_adapter() {
     # only where DEV_DIR says where /dev is (the image's ENV): never a native run's own /dev
     if [ "$(id -u)" = 0 ] && [ -n "${DEV_DIR:-}" ]; then usb_serial_sync; fi
     [ -z "${ZIGBEE_ADAPTER:-}" ] || return 0
-    found=$(printf '%s\n' "$COORDINATORS" | usb_serial_find) || return 0
-    ADAPTER=${found%% *}
-    [ -n "${ZIGBEE_ADAPTER_TYPE:-}" ] || ADAPTER_TYPE=${found#* }
+    found=$(coordinator_find) || return 0
+    ADAPTER=${found%%|*}
+    found=${found#*|}
+    if [ -z "${ZIGBEE_ADAPTER_TYPE:-}" ]; then
+        ADAPTER_TYPE=${found%%|*}
+        ADAPTER_OPTIONS=${found#*|}
+    fi
 }
 
 # The healthcheck counts the idle state as healthy: waiting for a dongle is not a fault.

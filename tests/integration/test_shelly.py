@@ -361,7 +361,7 @@ async def test_provision_cli_prints_table_without_secrets(release_broker: Releas
     )  # fmt: skip
     fleet = tmp_path / "fleet.txt"
     fleet.write_text(f"# our fleet\n{sim.host}\n")
-    # as in `balena ssh <uuid> meter-bridge`: the broker's password file, not MQTT_PASSWORD
+    # as in `balena device ssh <uuid> meter-bridge`: the broker's password file, not MQTT_PASSWORD
     env = {k: v for k, v in os.environ.items() if k != "MQTT_PASSWORD"}
     env |= {"MQTT_PASSWORD_FILE": str(release_broker.share / "bridge" / "password"),
             "SHELLY_IDENTITIES_DIR": str(release_broker.identities), "SHELLY_ADMIN_PASSWORD": "admin-pw-3"}  # fmt: skip

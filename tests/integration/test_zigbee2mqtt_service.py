@@ -190,7 +190,8 @@ def test_finds_the_coordinator_by_usb_ids_and_never_a_meter_stick(tmp_path: Path
     assert "no known Zigbee coordinator is plugged in" in out
     assert process.returncode == 0, out
     config = _resolved(tmp_path / "data")
-    assert config["serial"] == {"port": str(tmp_path / "dev" / "ttyUSB2"), "adapter": "ember"}
+    # herdsman's adapter and serial options for the Dongle-E (tests/integration/test_zigbee_coordinators.py)
+    assert config["serial"] == {"port": str(tmp_path / "dev" / "ttyUSB2"), "adapter": "ember", "rtscts": False}
     by_id = "usb-ITEAD_SONOFF_Zigbee_3.0_USB_Dongle_Plus_V2_20231234567-if00-port0"
     assert os.readlink(tmp_path / "dev" / "serial" / "by-id" / by_id) == "../../ttyUSB2"
 

@@ -15,10 +15,8 @@ import pytest
 
 from helpers.release import REPO
 from helpers.usb_sysfs import (
-    CP2102_GENERIC,
     EMU2,
     FTDI_CABLE,
-    SONOFF_ZBDONGLE_E,
     SONOFF_ZBDONGLE_P,
     FakeSysfs,
 )
@@ -78,18 +76,6 @@ def test_sync_replaces_a_node_whose_numbers_changed(tmp_path: Path) -> None:
     assert run_lib(sysfs, dev, "usb_serial_sync").returncode == 0
     rdev = (dev / "ttyUSB0").stat().st_rdev
     assert (os.major(rdev), os.minor(rdev)) == (188, 0)
-
-
-def test_find_matches_ids_and_product_not_the_generic_chip(tmp_path: Path) -> None:
-    sysfs, dev = FakeSysfs(tmp_path / "sys"), tmp_path / "dev"
-    # a meter cable on the same CP210x chip as the Sonoff ZBDongle-P, plugged in first
-    sysfs.plug(CP2102_GENERIC, "ttyUSB0", (188, 0))
-    table = "10c4 ea60 *sonoff*plus* zstack\n1a86 55d4 *sonoff*plus* ember\n"
-    assert run_lib(sysfs, dev, "usb_serial_find", table).returncode == 1, "the generic chip is not taken"
-    sysfs.plug(SONOFF_ZBDONGLE_E, "ttyUSB1", (188, 1))
-    sysfs.plug(SONOFF_ZBDONGLE_P, "ttyUSB2", (188, 2))
-    found = run_lib(sysfs, dev, "usb_serial_find", table)
-    assert found.stdout.strip() == f"{dev}/ttyUSB2 zstack", "the table's order decides"
 
 
 def test_the_bridge_finds_the_emu2_by_usb_ids(tmp_path: Path) -> None:

@@ -164,7 +164,7 @@ def test_deploy_doc_sets_each_secret_on_its_services_only(compose: dict[str, Any
     """docs/deploy.md's commands: every secret as a service variable of each service the README
     names for it, and of no other; none for the configurator."""
     text = (REPO / "docs" / "deploy.md").read_text()
-    commands = re.findall(r"^balena env add ([A-Z][A-Z0-9_]*) .* --service ([a-z0-9-]+)$", text, flags=re.MULTILINE)
+    commands = re.findall(r"^balena env set ([A-Z][A-Z0-9_]*) .* --service ([a-z0-9-]+)$", text, flags=re.MULTILINE)
     assert commands, "docs/deploy.md shows the commands"
     for name, (services, what) in readme_rows().items():
         if not secret(name) or what.startswith("Retired"):

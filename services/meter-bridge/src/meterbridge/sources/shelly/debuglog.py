@@ -3,7 +3,7 @@
 Shelly Gen2 API, "Debug Logs": with `Sys.SetConfig {"config": {"debug": {"mqtt": {"enable": true}}}}`
 the device publishes each log line on `<prefix>/debug/log` (it needs no restart). The command
 subscribes first, turns it on, writes every line to a file for the window, and turns it off
-again at the end, on Ctrl-C (SIGINT), SIGTERM and SIGHUP (the `balena ssh` session dropped). It always turns it
+again at the end, on Ctrl-C (SIGINT), SIGTERM and SIGHUP (the `balena device ssh` session dropped). It always turns it
 off, even if it was on before: a device left logging by an interrupted earlier run (or a kill -9)
 is put right by the next run, so running the command is idempotent.
 """

@@ -322,7 +322,7 @@ async def scan_from_args(args: argparse.Namespace) -> list[FoundDevice]:
 def bridge_broker(config: Path) -> MqttConfig:
     """The broker settings of the bridge's config; raises `ConfigError`.
 
-    In a shell in the meter-bridge container (`balena ssh <uuid> meter-bridge`) the entrypoint's
+    In a shell in the meter-bridge container (`balena device ssh <uuid> meter-bridge`) the entrypoint's
     MQTT_PASSWORD is not set, only MQTT_PASSWORD_FILE (the broker's file): read it the same way.
     """
     password_file = os.environ.get("MQTT_PASSWORD_FILE")
