@@ -32,10 +32,13 @@ from ..model import Event, Quantity, Reading, utc_now
 from ..sinks import Sink
 from .actuators import Actuator, HomeAssistantActuator
 from .assets import AssetConfig, in_windows
+from .baseline import PeriodRecord
 from .config import FlexConfig
 from .entities import MODES, OFF, ON, FlexTopics
 from .events import FlexEvent, parse_event_message, target_for_level
+from .ledger import LedgerFile, PeriodAccumulator
 from .policy import Action, AssetState, AssetView, Cause, Direction, EventView, Situation, decide, fail_safe_s
+from .report import energy_rules
 from .store import AssetRecord, EventRecord, FlexSettings, FlexStore
 
 _LOGGER = logging.getLogger(__name__)
@@ -44,6 +47,8 @@ _LOGGER = logging.getLogger(__name__)
 RECENT_DECISIONS = 10
 #: Finished events are forgotten after this long.
 KEEP_FINISHED_S = 3600.0
+#: Closed ledger periods wait this long so all meters' periods go in one write (SD card budget).
+LEDGER_BATCH_S = 60.0
 
 OptListener = Callable[[FlexEvent, str], Awaitable[None]]
 
@@ -117,6 +122,12 @@ class FlexController(Sink):
         for asset in flex.assets:
             if asset.meter_id:
                 self._meter_assets.setdefault(asset.meter_id, []).append(asset.id)
+        # the half-hour ledger of the site's and the metered assets' energy (settlement, issue 27)
+        ledger_meters = {*self._meter_assets, *([flex.site_meter_id] if flex.site_meter_id else [])}
+        self.ledger = LedgerFile(flex.ledger_path, flex.settlement.keep_days)
+        self.accumulator = PeriodAccumulator(frozenset(ledger_meters), energy_rules(flex.settlement))
+        self._ledger_pending: list[PeriodRecord] = []
+        self._ledger_since: float | None = None
         self.decisions: deque[dict[str, Any]] = deque(maxlen=RECENT_DECISIONS)
         self.opt_listeners: list[OptListener] = []
         #: Started with the controller, closed in this order after it.
@@ -227,6 +238,10 @@ class FlexController(Sink):
             modified=existing is not None,
             reason=reason,
             event=event.to_json(),
+            # what settlement compares the delivery with (a level asks for a share of what flex controls now)
+            requested_w=event.target_w
+            if event.target_w is not None
+            else target_for_level(event.level or 1, self.flexible_w),
         )
         self._changed()
         return accepted
@@ -278,14 +293,37 @@ class FlexController(Sink):
     # -- the sink side ---------------------------------------------------------------------
 
     async def handle(self, events: Sequence[Event]) -> None:
-        """Keep the latest site import and asset power (W); never blocks."""
+        """Keep the latest site import and asset power (W), and feed the ledger; never blocks."""
         for event in events:
-            if not isinstance(event, Reading) or event.quantity is not Quantity.POWER:
+            if not isinstance(event, Reading):
+                continue
+            closed = self.accumulator.feed(event)
+            if closed:
+                self._ledger_pending += closed
+                if self._ledger_since is None:
+                    self._ledger_since = time.monotonic()
+            if event.quantity is not Quantity.POWER:
                 continue
             if event.meter_id == self._flex.site_meter_id:
                 self.site_import_w = event.value
             for asset_id in self._meter_assets.get(event.meter_id, ()):
                 self.assets[asset_id].power_w = event.value
+
+    def write_ledger(self, final: bool = False) -> None:
+        """Append the closed ledger periods (and with `final`, the open ones) in one write."""
+        if final:
+            self._ledger_pending += self.accumulator.flush()
+        if not self._ledger_pending:
+            return
+        try:
+            self.ledger.append(self._ledger_pending)
+        except OSError as err:
+            self.stats.errors["ledger"] += 1
+            self._log.log(logging.ERROR, "ledger", "Cannot append to the ledger %s: %s", self.ledger.path, err)
+            if len(self._ledger_pending) < 10_000:
+                return  # kept for the next try
+        self._ledger_pending = []
+        self._ledger_since = None
 
     # -- the policy tick -----------------------------------------------------------------
 
@@ -410,6 +448,8 @@ class FlexController(Sink):
         await self._rearm(now, self.situation(now))
         if self._flags.persist_dirty:
             self._save_state()
+        if self._ledger_since is not None and time.monotonic() - self._ledger_since >= LEDGER_BATCH_S:
+            self.write_ledger()
         return actions
 
     async def _tick_loop(self) -> None:
@@ -528,6 +568,13 @@ class FlexController(Sink):
 
     async def start(self) -> None:
         """Start the parts (MQTT I/O, Shelly RPC, VEN) and the tick task."""
+        try:
+            dropped = self.ledger.compact(self._clock())
+            if dropped:
+                _LOGGER.info("Ledger %s: dropped %d lines older than the kept days", self.ledger.path, dropped)
+        except OSError as err:
+            self.stats.errors["ledger"] += 1
+            _LOGGER.error("Cannot compact the ledger %s: %s", self.ledger.path, err)
         for part in self.parts:
             await part.start()
         self._tasks = [asyncio.create_task(self._tick_loop(), name="flex-tick")]
@@ -537,6 +584,7 @@ class FlexController(Sink):
         self._flags.closing = True
         if self._flags.persist_dirty:
             self._save_state()
+        self.write_ledger(final=True)
         self._flags.wake.set()
         await stop_tasks(self._tasks)
         for part in self.parts:
