@@ -64,6 +64,9 @@ class SettlementConfig(StrictModel):
         default=0.2, ge=0, description="Cap of the in-day adjustment, share of the baseline (null: uncapped)."
     )
     lookback_days: int = Field(default=60, ge=7, le=366, description="How far back baseline days are searched.")
+    report_method: Literal["previous_days", "high_x_of_y", "snapshot"] = Field(
+        default="previous_days", description="The method Home Assistant and the VTN are given (all go to InfluxDB)."
+    )
 
     @field_validator("timezone")
     @classmethod

@@ -22,7 +22,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from ..asyncutil import stop_tasks, wait_event
@@ -38,8 +38,9 @@ from .entities import MODES, OFF, ON, FlexTopics
 from .events import FlexEvent, parse_event_message, target_for_level
 from .ledger import LedgerFile, PeriodAccumulator
 from .policy import Action, AssetState, AssetView, Cause, Direction, EventView, Situation, decide, fail_safe_s
-from .report import energy_rules
-from .store import AssetRecord, EventRecord, FlexSettings, FlexStore
+from .report import energy_rules, settle_from_files
+from .settlement import EventDelivery, delivery_points, delivery_summary
+from .store import AssetRecord, EventRecord, FlexSettings, FlexStore, write_atomically
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -47,10 +48,13 @@ _LOGGER = logging.getLogger(__name__)
 RECENT_DECISIONS = 10
 #: Finished events are forgotten after this long.
 KEEP_FINISHED_S = 3600.0
+#: Settled events kept for Home Assistant's per-event history.
+RECENT_DELIVERIES = 10
 #: Closed ledger periods wait this long so all meters' periods go in one write (SD card budget).
 LEDGER_BATCH_S = 60.0
 
 OptListener = Callable[[FlexEvent, str], Awaitable[None]]
+DeliveryListener = Callable[[EventDelivery, str], Awaitable[None]]
 
 
 @dataclass(slots=True, kw_only=True)
@@ -107,8 +111,10 @@ class FlexController(Sink):
         *,
         store: FlexStore | None = None,
         clock: Callable[[], datetime] = utc_now,
+        site_id: str = "home",
     ) -> None:
         super().__init__()
+        self.site_id = site_id
         self._flex = flex
         self._clock = clock
         self.topics = topics
@@ -128,6 +134,14 @@ class FlexController(Sink):
         self.accumulator = PeriodAccumulator(frozenset(ledger_meters), energy_rules(flex.settlement))
         self._ledger_pending: list[PeriodRecord] = []
         self._ledger_since: float | None = None
+        # settled events (issue 27): what HA shows, who else hears of them, what is still to settle
+        self.deliveries_path = flex.state_path.with_name("flex-deliveries.json")
+        self.recent_deliveries: list[dict[str, Any]] = []
+        self.delivery_listeners: list[DeliveryListener] = []
+        #: Where points for InfluxDB go (the hub's `publish`, set by the bridge; None: nowhere).
+        self.publish: Callable[[Event], None] | None = None
+        self._to_settle: dict[str, datetime] = {}
+        self._load_deliveries()
         self.decisions: deque[dict[str, Any]] = deque(maxlen=RECENT_DECISIONS)
         self.opt_listeners: list[OptListener] = []
         #: Started with the controller, closed in this order after it.
@@ -182,6 +196,67 @@ class FlexController(Sink):
             self.stats.errors["event_log"] += 1
             self._log.log(logging.ERROR, "event_log", "Cannot append to %s: %s", self.store.log_path, err)
 
+    def _load_deliveries(self) -> None:
+        try:
+            data = json.loads(self.deliveries_path.read_text(encoding="utf-8"))
+            self.recent_deliveries = [dict(d) for d in data["recent"]][:RECENT_DELIVERIES]
+            self._to_settle = {str(k): datetime.fromisoformat(v) for k, v in data["to_settle"].items()}
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+            _LOGGER.error("Flex deliveries %s unreadable (%r): starting without", self.deliveries_path, err)
+
+    def _save_deliveries(self) -> None:
+        data = {"recent": self.recent_deliveries, "to_settle": {k: v.isoformat() for k, v in self._to_settle.items()}}
+        try:
+            write_atomically(self.deliveries_path, json.dumps(data, indent=1))
+        except OSError as err:
+            self.stats.errors["persist"] += 1
+            self._log.log(logging.ERROR, "deliveries", "Cannot write %s: %s", self.deliveries_path, err)
+
+    async def settle_due(self, now: datetime) -> list[EventDelivery]:
+        """Settle the events whose last period is in the ledger; tell HA, InfluxDB and the listeners.
+
+        An event is due one period, the ledger's batch time and a minute after its end (the
+        period after the event closes its last period's end boundary).
+        """
+        wait = self._flex.settlement.period + timedelta(seconds=LEDGER_BATCH_S + 60)
+        due = sorted(event_id for event_id, end in self._to_settle.items() if end + wait <= now)
+        if not due:
+            return []
+        self.write_ledger()
+        try:
+            report = await asyncio.to_thread(settle_from_files, self._flex, None, None, due)
+        except OSError as err:
+            self.stats.errors["settlement"] += 1
+            self._log.log(logging.ERROR, "settlement", "Cannot settle %s: %s", ", ".join(due), err)
+            return []
+        for problem in report.problems:
+            self._log.log(logging.WARNING, "settlement_input", "Settlement skipped %s", problem)
+        method = self._flex.settlement.report_method
+        for delivery in report.deliveries:
+            summary = delivery_summary(delivery, method)
+            self.recent_deliveries = [summary, *self.recent_deliveries][:RECENT_DELIVERIES]
+            self._record("settled", **summary)
+            if self.publish is not None:
+                for point in delivery_points(delivery, self.site_id):
+                    self.publish(point)
+        settled = {d.event.event_id for d in report.deliveries}
+        for event_id in due:
+            if event_id not in settled:
+                _LOGGER.warning("Event %s is not in the decision log %s: not settled", event_id, self._flex.log_path)
+            del self._to_settle[event_id]
+        self._save_deliveries()
+        self._changed()
+        for delivery in report.deliveries:
+            for listener in self.delivery_listeners:
+                try:
+                    await listener(delivery, method)
+                except Exception as err:
+                    self.stats.errors["delivery_listener"] += 1
+                    _LOGGER.error("Reporting the delivery of %s failed: %r", delivery.event.event_id, err)
+        return list(report.deliveries)
+
     # -- events ---------------------------------------------------------------------------
 
     @property
@@ -218,6 +293,8 @@ class FlexController(Sink):
             if existing is not None:
                 existing.event = existing.event.cancel()
                 self._record("event_cancelled", event_id=event.event_id, source=event.source)
+                if self._to_settle.pop(event.event_id, None) is not None:
+                    self._save_deliveries()
                 self._changed()
             return False
         if existing is not None and existing.opted_out:
@@ -227,6 +304,8 @@ class FlexController(Sink):
         reason = self._availability_reason(event)
         accepted = reason is None
         record = EventRecord(event, accepted, reason=reason or "")
+        self._to_settle[event.event_id] = event.end
+        self._save_deliveries()
         if existing is not None:
             record.baseline_w = existing.baseline_w
         self.events[event.event_id] = record
@@ -450,6 +529,8 @@ class FlexController(Sink):
             self._save_state()
         if self._ledger_since is not None and time.monotonic() - self._ledger_since >= LEDGER_BATCH_S:
             self.write_ledger()
+        if self._to_settle:
+            await self.settle_due(now)
         return actions
 
     async def _tick_loop(self) -> None:
@@ -498,6 +579,7 @@ class FlexController(Sink):
                     change = self.site_import_w - record.baseline_w
                     achieved = max(0.0, -change if event.direction is Direction.DOWN else change)
         last = self.decisions[-1] if self.decisions else None
+        latest = self.recent_deliveries[0] if self.recent_deliveries else None
         return {
             "participation": ON if self.settings.participation else OFF,
             "mode": self.settings.mode,
@@ -510,6 +592,10 @@ class FlexController(Sink):
             "requested_w": round(requested),
             "achieved_w": round(achieved),
             "last_decision": _summary(last),
+            "delivered_kwh": None if latest is None else latest["delivered_kwh"],
+            "delivered_share": None if latest is None else latest["share_pct"],
+            "delivered_event": None if latest is None else latest["event_id"],
+            "deliveries": self.recent_deliveries,
             "decisions": list(self.decisions),
             "assets": {
                 asset_id: {"allowed": ON if a.allowed else OFF, "state": a.state.value, "power_w": a.power_w}

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, tzinfo
 from typing import Any
 
+from ..model import Point
 from .baseline import (
     HIGH_X_OF_Y,
     METHODS,
@@ -359,3 +360,70 @@ def csv_rows(delivery: EventDelivery) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+#: The InfluxDB measurement of deliveries (published: never rename).
+DELIVERY_MEASUREMENT = "flex_delivery"
+
+
+def delivery_points(delivery: EventDelivery, site_id: str) -> list[Point]:
+    """The delivery as InfluxDB points of `DELIVERY_MEASUREMENT`.
+
+    Tags `site`, `event`, `resource`, `method` and `kind`: `period` points (at each period's
+    start: `baseline_kwh`, `actual_kwh`, `delivered_kwh` where known, `counted` 1/0) and one
+    `total` point at the event's start (`baseline_kwh`, `actual_kwh`, `delivered_kwh`, and
+    `requested_kwh`, `share` where known).
+    """
+    points: list[Point] = []
+    for resource in delivery.resources:
+        tags = (
+            ("site", site_id),
+            ("event", delivery.event.event_id),
+            ("resource", resource.resource),
+            ("method", resource.method),
+        )
+        for period in resource.periods:
+            fields = [
+                (key, value)
+                for key, value in (
+                    ("baseline_kwh", period.baseline_kwh),
+                    ("actual_kwh", period.actual_kwh),
+                    ("delivered_kwh", period.delivered_kwh),
+                )
+                if value is not None
+            ]
+            fields.append(("counted", 1.0 if period.counted else 0.0))
+            points.append(Point(DELIVERY_MEASUREMENT, (*tags, ("kind", "period")), tuple(fields), period.start))
+        total = [
+            ("baseline_kwh", resource.baseline_kwh),
+            ("actual_kwh", resource.actual_kwh),
+            ("delivered_kwh", resource.delivered_kwh),
+        ]
+        if resource.requested_kwh is not None:
+            total.append(("requested_kwh", resource.requested_kwh))
+        if resource.share is not None:
+            total.append(("share", resource.share))
+        points.append(Point(DELIVERY_MEASUREMENT, (*tags, ("kind", "total")), tuple(total), delivery.event.start))
+    return points
+
+
+def delivery_summary(delivery: EventDelivery, method: str) -> dict[str, Any]:
+    """What Home Assistant shows of one event: the site's delivery by `method`, and each asset's."""
+    site = delivery.get(SITE, method)
+    assets = {
+        r.resource: round(r.delivered_kwh, 3) for r in delivery.resources if r.resource != SITE and r.method == method
+    }
+    share = None if site is None or site.share is None else round(site.share * 100, 1)
+    return {
+        "event_id": delivery.event.event_id,
+        "start": delivery.event.start.isoformat(),
+        "end": delivery.event.end.isoformat(),
+        "status": delivery.status,
+        "method": method,
+        "delivered_kwh": None if site is None else round(site.delivered_kwh, 3),
+        "share_pct": share,
+        "requested_kwh": _round(delivery.event.requested_kwh),
+        "complete": delivery.complete,
+        "note": "" if site is None else site.baseline.note,
+        "assets": assets,
+    }
