@@ -6,7 +6,7 @@
   from what the controller decides (participation, mode, asset availability);
   cancelled and modified events go the same way;
 - telemetry: a TELEMETRY_USAGE report of the site's and each metered asset's real power (W);
-- settlement (issue 27): once an event is settled, report `hems-delivery` gives, per
+- settlement (issue 27): once an event is settled, the same report gives, per
   settlement period the household took part in, the delivered energy (Wh, report type
   `deltaUsage`, reading type `Derived`) of the site and each metered asset by the configured
   method; each interval starts at its period's start, so the VTN matches them to its event
@@ -167,7 +167,10 @@ class FlexVen:
                 reading_type=enums.READING_TYPE.DERIVED,
                 sampling_rate=rate,
                 report_duration=timedelta(hours=1),
-                report_specifier_id="hems-delivery",
+                # one report for telemetry and deliveries: openleadr 0.5.36's VEN collects the r_ids
+                # of every report request in one list (`requested_r_ids` in `create_report`), so a
+                # second report would be sampled with the first one's r_ids and fail
+                report_specifier_id="hems-telemetry",
             )
         controller.delivery_listeners.append(self.queue_delivery)
         controller.opt_listeners.append(self.report_opt)
@@ -205,7 +208,7 @@ class FlexVen:
         return callback
 
     async def queue_delivery(self, delivery: EventDelivery, method: str) -> None:
-        """Queue a settled event's counted periods (Wh) for the `hems-delivery` report."""
+        """Queue a settled event's counted periods (Wh) for the report (energyReal, deltaUsage)."""
         for resource in delivery.resources:
             if resource.method != method:
                 continue
