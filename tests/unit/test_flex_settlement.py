@@ -180,3 +180,24 @@ def test_the_decision_log_gives_events_opt_outs_and_names_damage(tmp_path: Path)
     ]
     assert [p.split(": ")[0] for p in log.problems] == [f"{path}:9", f"{path}:10"]
     assert read_event_log(tmp_path / "missing.jsonl").events == []
+
+
+def test_delivery_points_encode_as_influxdb_client_would() -> None:
+    """`flex_delivery` lines are what influxdb-client's `Point` makes of the same data."""
+    from influxdb_client import Point as ClientPoint
+    from influxdb_client.domain.write_precision import WritePrecision
+
+    from meterbridge.sinks.influx.lineprotocol import encode_point
+
+    delivery = settle(event(opted_out_at=at(26, 17, 40)), {SITE: flat_history()}, UTC_ZONE, set(), RULES)
+    points = delivery_points(delivery, "home one")
+    assert len(points) == 3 * (2 + 1)  # three methods: two periods and a total each
+    for point in points:
+        client = ClientPoint(point.measurement).time(point.ts, WritePrecision.MS)
+        for key, value in point.tags:
+            client = client.tag(key, value)
+        for key, value in point.fields:
+            client = client.field(key, value)
+        line = encode_point(point)
+        assert line is not None
+        assert line.text == client.to_line_protocol()

@@ -146,12 +146,12 @@ def encode(readings: Iterable[Reading], site_id: str, descriptions: Mapping[str,
 def encode_point(point: Point) -> Line | None:
     """One `Point` (its own measurement, e.g. `flex_delivery`) as a line; None when no field is finite.
 
-    Tags sorted by key, empty values left out; fields in the given order, non-finite left out.
+    Tags and fields sorted by key (as influxdb-client's `Point`), empty tags and non-finite fields left out.
     """
     parts = [point.measurement.translate(_MEASUREMENT_ESCAPES)]
     parts.extend(f"{key.translate(_KEY_ESCAPES)}={_tag_value(value)}" for key, value in sorted(point.tags) if value)
     fields = ",".join(
-        f"{key.translate(_KEY_ESCAPES)}={_float(value)}" for key, value in point.fields if math.isfinite(value)
+        f"{key.translate(_KEY_ESCAPES)}={_float(value)}" for key, value in sorted(point.fields) if math.isfinite(value)
     )
     if not fields:
         return None
