@@ -50,6 +50,8 @@ RECENT_DECISIONS = 10
 KEEP_FINISHED_S = 3600.0
 #: Settled events kept for Home Assistant's per-event history.
 RECENT_DELIVERIES = 10
+#: After a failed settlement, the next try waits this long.
+SETTLE_RETRY_S = 300.0
 #: Closed ledger periods wait this long so all meters' periods go in one write (SD card budget).
 LEDGER_BATCH_S = 60.0
 
@@ -141,6 +143,7 @@ class FlexController(Sink):
         #: Where points for InfluxDB go (the hub's `publish`, set by the bridge; None: nowhere).
         self.publish: Callable[[Event], None] | None = None
         self._to_settle: dict[str, datetime] = {}
+        self._settle_retry_at: datetime | None = None
         self._load_deliveries()
         self.decisions: deque[dict[str, Any]] = deque(maxlen=RECENT_DECISIONS)
         self.opt_listeners: list[OptListener] = []
@@ -222,15 +225,17 @@ class FlexController(Sink):
         """
         wait = self._flex.settlement.period + timedelta(seconds=LEDGER_BATCH_S + 60)
         due = sorted(event_id for event_id, end in self._to_settle.items() if end + wait <= now)
-        if not due:
+        if not due or (self._settle_retry_at is not None and now < self._settle_retry_at):
             return []
         self.write_ledger()
         try:
             report = await asyncio.to_thread(settle_from_files, self._flex, None, None, due)
-        except OSError as err:
+        except Exception as err:  # an unreadable file or a bug: try again in a while, not every tick
             self.stats.errors["settlement"] += 1
-            self._log.log(logging.ERROR, "settlement", "Cannot settle %s: %s", ", ".join(due), err)
+            self._settle_retry_at = now + timedelta(seconds=SETTLE_RETRY_S)
+            self._log.log(logging.ERROR, "settlement", "Cannot settle %s: %r", ", ".join(due), err)
             return []
+        self._settle_retry_at = None
         for problem in report.problems:
             self._log.log(logging.WARNING, "settlement_input", "Settlement skipped %s", problem)
         method = self._flex.settlement.report_method
