@@ -312,3 +312,27 @@ def test_snapshot_holds_the_power_at_the_start() -> None:
     assert base.kwh == {at(2, 17): 0.75, at(2, 17, 30): 0.75}
     assert snapshot_power(records, at(2, 17, 10), EnergyRules()) is None  # 10 min old: not the start
     assert snapshot(None, [at(2, 17)]).note == "no reading at the event start"
+
+
+def test_an_event_over_the_autumn_change_night_uses_the_repeated_hour_twice() -> None:
+    """Sun 25 Oct 2026 00:30 BST - 02:30 GMT: six periods, 01:00-02:00 local twice; the Sunday before has it once."""
+    periods = periods_between(datetime(2026, 10, 24, 23, 30, tzinfo=UTC), datetime(2026, 10, 25, 2, 30, tzinfo=UTC))
+    assert [p.astimezone(LONDON).strftime("%H:%M") for p in periods] == [
+        "00:30",
+        "01:00",
+        "01:30",
+        "01:00",
+        "01:30",
+        "02:00",
+    ]
+    # Sunday 18 Oct (BST all night): 00:30, 01:00, 01:30, 02:00 local are 23:30, 00:00, 00:30, 01:00 UTC
+    series = {
+        datetime(2026, 10, 17, 23, 30, tzinfo=UTC): 1.0,
+        datetime(2026, 10, 18, 0, 0, tzinfo=UTC): 2.0,
+        datetime(2026, 10, 18, 0, 30, tzinfo=UTC): 3.0,
+        datetime(2026, 10, 18, 1, 0, tzinfo=UTC): 4.0,
+    }
+    base = previous_days(series, periods, LONDON, rules=BaselineRules(weekend_days=1))
+    assert base.days == (date(2026, 10, 18),)
+    assert base.kwh is not None
+    assert [base.kwh[p] for p in periods] == [1.0, 2.0, 3.0, 2.0, 3.0, 4.0]
