@@ -154,7 +154,7 @@ class FlexController(Sink):
         self._flags = _Flags()
         self._tasks: list[asyncio.Task[None]] = []
         self.stats.connected = False
-        for key in ("events_rejected", "events_accepted", "switches", "command_failures"):
+        for key in ("events_rejected", "events_accepted", "switches", "command_failures", "ledger_late_readings"):
             self.stats.gauges[key] = 0
         self._load_state()
 
@@ -382,6 +382,7 @@ class FlexController(Sink):
             if not isinstance(event, Reading):
                 continue
             closed = self.accumulator.feed(event)
+            self.stats.gauges["ledger_late_readings"] = self.accumulator.late_readings
             if closed:
                 self._ledger_pending += closed
                 if self._ledger_since is None:
