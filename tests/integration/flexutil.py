@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,11 @@ from helpers.mosquitto import Mosquitto
 from helpers.relay_sim import RelaySim
 from meterbridge.app import build_flex
 from meterbridge.config import BridgeConfig
+from meterbridge.flex.baseline import PeriodRecord
 from meterbridge.flex.controller import FlexController
+from meterbridge.flex.events import FlexEvent
+from meterbridge.flex.ledger import LedgerFile
+from meterbridge.flex.policy import Direction
 from meterbridge.ha_entities import EntityCatalog
 from meterbridge.model import Quantity, Reading, utc_now
 from meterbridge.sinks.homeassistant import HomeAssistantSink
@@ -120,3 +125,50 @@ async def wait_until(predicate: Any, timeout: float, what: str) -> None:
         if loop.time() > deadline:
             raise AssertionError(f"{what}: not within {timeout} s")
         await asyncio.sleep(0.1)
+
+
+#: A settled event of the synthetic history (`write_settlement_history`): Thursday 26 Nov 2026.
+SETTLE_START = datetime(2026, 11, 26, 17, tzinfo=UTC)
+SETTLE_END = datetime(2026, 11, 26, 18, tzinfo=UTC)
+#: By hand: the site draws 2 kW on every half-hour of 1-26 Nov but 800 W in the event, so every
+#: baseline (10 previous working days, 10 of 10, the 2 kW at the start) is 1.0 kWh a period and
+#: 0.6 kWh a period is delivered; the immersion heater (1 kW 17:00-18:00 daily) is off in the event.
+SETTLE_SITE_KWH = (0.6, 0.6)
+SETTLE_IMMERSION_KWH = (0.5, 0.5)
+SETTLE_TARGET_W = 1500.0  # 1.5 kWh asked for: 1.2 delivered is 80 %
+
+
+def write_settlement_history(ledger_path: Path) -> None:
+    """Write 1-26 Nov of the site meter `site` and the asset meter `immersion` into the ledger."""
+    records: list[PeriodRecord] = []
+    totals = {"site": 100.0, "immersion": 10.0}
+    at = datetime(2026, 11, 1, tzinfo=UTC)
+    while at < datetime(2026, 11, 27, tzinfo=UTC):
+        in_event = SETTLE_START <= at < SETTLE_END
+        heater_hours = 17 <= at.hour < 18
+        powers = {"site": 800.0 if in_event else 2000.0, "immersion": 1000.0 if heater_hours and not in_event else 0.0}
+        for meter, watts in powers.items():
+            first = totals[meter]
+            last = first + watts * 1799 / 3_600_000  # the last sample one second before the period ends
+            records.append(
+                PeriodRecord(
+                    meter,
+                    at,
+                    at,
+                    first,
+                    at + timedelta(seconds=1799),
+                    last,
+                    0.0,
+                    0.0,
+                    at + timedelta(seconds=1799),
+                    watts,
+                )
+            )
+            totals[meter] = first + watts * 1800 / 3_600_000
+        at += timedelta(minutes=30)
+    LedgerFile(ledger_path).append(records)
+
+
+def settlement_event() -> FlexEvent:
+    """The event `write_settlement_history` has the answer for."""
+    return FlexEvent("settle-1", "mqtt", Direction.DOWN, SETTLE_START, SETTLE_END, SETTLE_TARGET_W, None)

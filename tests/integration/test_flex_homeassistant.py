@@ -17,7 +17,17 @@ import pytest
 
 from helpers.mosquitto import Mosquitto
 from helpers.relay_sim import relay_sim
-from integration.flexutil import flex_config, flex_controller, ha_sink, running, wait_until
+from integration.flexutil import (
+    SETTLE_IMMERSION_KWH,
+    SETTLE_SITE_KWH,
+    flex_config,
+    flex_controller,
+    ha_sink,
+    running,
+    settlement_event,
+    wait_until,
+    write_settlement_history,
+)
 from integration.test_flex_openadr import POWERS, Vtn, expect_next_event_opted_out, ven_flex
 
 pytest.importorskip("helpers.homeassistant")
@@ -70,3 +80,32 @@ async def test_opt_out_button_and_participation_switch_in_home_assistant(
             await expect_next_event_opted_out(vtn, sim)
     finally:
         await vtn.server.stop()
+
+
+async def test_delivered_energy_and_per_event_history_in_home_assistant(
+    homeassistant_mqtt: Any, broker: Mosquitto, base_topic: str, tmp_path: Path
+) -> None:
+    """A settled event (issue 27): the last event's delivered kWh and share, the history as attributes."""
+    ha = homeassistant_mqtt
+    write_settlement_history(tmp_path / "flex-ledger.jsonl")
+    config = flex_config(broker, base_topic, tmp_path, POWERS, discovery="homeassistant")
+    async with (
+        ha_sink(config) as sink,
+        relay_sim(broker, base_topic, POWERS) as sim,
+        running(flex_controller(config, sink.catalog), sim) as flex,
+    ):
+        await wait_ha(ha, "sensor.hems_flex_delivered_energy", "unknown", 30)  # nothing settled yet
+        assert flex.submit_event(settlement_event())
+        expected_kwh = round(sum(SETTLE_SITE_KWH), 3)
+        await wait_ha(ha, "sensor.hems_flex_delivered_energy", str(expected_kwh), 20)
+        await wait_ha(ha, "sensor.hems_flex_delivered_share", "80.0", 10)
+        state = await ha.rest("GET", "/api/states/sensor.hems_flex_delivered_energy")
+    assert state["attributes"]["unit_of_measurement"] == "kWh"
+    assert state["attributes"]["device_class"] == "energy"
+    assert state["attributes"]["event_id"] == "settle-1"
+    (event,) = state["attributes"]["events"]
+    assert event["event_id"] == "settle-1"
+    assert event["status"] == "delivered"
+    assert event["method"] == "previous_days"
+    assert event["delivered_kwh"] == expected_kwh
+    assert event["assets"] == {"immersion": round(sum(SETTLE_IMMERSION_KWH), 3), "ev": 0.0}

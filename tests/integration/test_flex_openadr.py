@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import web
 from openleadr import OpenADRServer, utils
 from openleadr.messaging import create_message, parse_message
@@ -19,7 +20,17 @@ from helpers.mosquitto import Mosquitto
 from helpers.net import free_port
 from helpers.relay_sim import RelaySim, relay_sim
 from helpers.tlscerts import TestCa
-from integration.flexutil import flex_config, flex_controller, running, wait_until
+from integration.flexutil import (
+    SETTLE_IMMERSION_KWH,
+    SETTLE_SITE_KWH,
+    SETTLE_START,
+    flex_config,
+    flex_controller,
+    running,
+    settlement_event,
+    wait_until,
+    write_settlement_history,
+)
 from meterbridge.flex.controller import FlexController
 
 VEN_ID = "ven-home"
@@ -53,6 +64,8 @@ class Vtn:
         self.opt_responses: list[tuple[str, str]] = []
         self.create_opts: list[dict[str, Any]] = []
         self.reports: list[tuple[str, float]] = []
+        #: (resource, interval start, Wh) of delivered energy (energyReal, deltaUsage)
+        self.deliveries: list[tuple[str, datetime, float]] = []
         self.server.add_handler("on_create_party_registration", self.on_create_party_registration)
         self.server.add_handler("on_register_report", self.on_register_report)
         # openleadr's VTN has no EiOpt endpoint (its OptService is a stub): this route
@@ -90,7 +103,10 @@ class Vtn:
         max_sampling_interval: timedelta,
     ) -> Any:
         def on_data(data: list[tuple[datetime, float]]) -> None:
-            self.reports.extend((resource_id, value) for _, value in data)
+            if measurement == "RealEnergy":  # openleadr gives the description of energyReal
+                self.deliveries.extend((resource_id, at, value) for at, value in data)
+            else:
+                self.reports.extend((resource_id, value) for _, value in data)
 
         return on_data, timedelta(seconds=1)
 
@@ -206,3 +222,18 @@ async def test_participation_off_opts_out_and_householder_opt_out_is_reported(
         # Participation off: the next event is opted out and nothing switches.
         await flex.handle_command(flex.topics.command("participation"), b"OFF")
         await expect_next_event_opted_out(vtn, sim)
+
+
+async def test_settled_event_is_reported_to_the_vtn(broker: Mosquitto, base_topic: str, tmp_path: Path) -> None:
+    """Delivered Wh per counted period and metered resource, in the telemetry report (issue 27)."""
+    write_settlement_history(tmp_path / "flex-ledger.jsonl")  # beside flex-state.json: the default ledger
+    async with registered_ven(broker, base_topic, tmp_path) as (vtn, _sim, flex):
+        assert flex.submit_event(settlement_event())
+        await wait_until(lambda: len(vtn.deliveries) >= 4, 30, "delivery reports at the VTN")
+        await asyncio.sleep(2)  # nothing more arrives
+    half_hour = timedelta(minutes=30)
+    expected = [("site", SETTLE_START + k * half_hour, kwh * 1000) for k, kwh in enumerate(SETTLE_SITE_KWH)]
+    expected += [("immersion", SETTLE_START + k * half_hour, kwh * 1000) for k, kwh in enumerate(SETTLE_IMMERSION_KWH)]
+    assert sorted(vtn.deliveries) == [(r, at, pytest.approx(wh)) for r, at, wh in sorted(expected)]
+    # the ev has no history: nothing is claimed for it
+    assert all(resource != "ev" for resource, _, _ in vtn.deliveries)

@@ -159,7 +159,7 @@ def test_discovery_entities_are_unique_and_on_one_device(tmp_path: Path) -> None
     cfg = config(tmp_path)
     messages = [discovery_config(e, Topics("hems"), "home") for e in flex_entities(FlexTopics("hems"), cfg.flex.assets)]
     ids = [payload["unique_id"] for _, payload in messages]
-    assert len(ids) == len(set(ids)) == 13
+    assert len(ids) == len(set(ids)) == 15  # 13 global (the delivery sensors of issue 27 among them) + 2 of the asset
     assert {payload["device"]["name"] for _, payload in messages} == {"HEMS Flex"}
     assert all(p["availability_topic"] == "hems/bridge/availability" for _, p in messages)
 

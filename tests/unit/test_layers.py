@@ -56,6 +56,8 @@ PLACEMENT: tuple[tuple[str, str], ...] = (
     ("meterbridge.sinks.influx.lineprotocol", "pure"),
     ("meterbridge.flex.policy", "pure"),
     ("meterbridge.flex.events", "pure"),
+    ("meterbridge.flex.baseline", "pure"),
+    ("meterbridge.flex.settlement", "pure"),
     # contracts: what a source and a sink are
     ("meterbridge.sources", "contracts"),
     ("meterbridge.sinks", "contracts"),

@@ -65,7 +65,7 @@ def build_flex(
     mqtt = FlexMqtt(context.mqtt, f"{context.client_id}-flex", topics)
     shelly = ShellyRelays(context)
     actuators = build_actuators(flex.assets, shelly, mqtt.publish, mqtt)
-    controller = FlexController(flex, topics, actuators, clock=clock)
+    controller = FlexController(flex, topics, actuators, clock=clock, site_id=context.site.id)
     mqtt.attach(controller)
     controller.outlet = mqtt
     controller.parts.append(mqtt)
@@ -130,6 +130,9 @@ class Bridge:
         for sink in self.sinks:
             self.stats.sinks[sink.name] = sink.stats
         self.hub = Hub(self.sinks, config.hub.queue_size)
+        for sink in self.sinks:
+            if isinstance(sink, FlexController):
+                sink.publish = self.hub.publish  # delivery points go to InfluxDB with the meters (issue 27)
         self.sources: list[Source[Any]] = [build_source(source, config.mqtt_context) for source in config.sources]
         self.health: HealthServer | None = None
         self._source_tasks: list[asyncio.Task[None]] = []

@@ -303,6 +303,29 @@ def _cmd_influx_provision(args: argparse.Namespace) -> int:
         time.sleep(args.every)
 
 
+def _cmd_flex_report(args: argparse.Namespace) -> int:
+    from .flex.report import settle_from_files, summary_lines, write_event_files
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as err:
+        print("\n".join(err.problems), file=sys.stderr)
+        return EXIT_CONFIG
+    flex = config.flex
+    try:
+        report = settle_from_files(flex, args.ledger, args.log, args.event or ())
+        for problem in report.problems:
+            print(f"flex report: skipped {problem}", file=sys.stderr)
+        out_dir = args.out or flex.report_dir
+        written = write_event_files(report.deliveries, out_dir, config.site.id)
+    except OSError as err:
+        print(f"flex report: {err}", file=sys.stderr)
+        return EXIT_UNHEALTHY
+    print("\n".join(summary_lines(report.deliveries)))
+    print(f"{len(report.deliveries)} event(s); {len(written)} file(s) in {out_dir}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `meter-bridge` (sub-commands register here)."""
     parser = argparse.ArgumentParser(prog="meter-bridge", description=__doc__)
@@ -419,6 +442,15 @@ def build_parser() -> argparse.ArgumentParser:
     # accepted for the container entrypoint, which passes --config to every command
     influx_provision.add_argument("--config", type=Path, default=None, help=argparse.SUPPRESS)
     influx_provision.set_defaults(func=_cmd_influx_provision)
+    flex = sub.add_parser("flex", help="demand response").add_subparsers(dest="flex_command", required=True)
+    flex_report = with_config(
+        flex.add_parser("report", help="delivered energy per event by each baseline method (CSV + JSON per event)")
+    )
+    flex_report.add_argument("--ledger", type=Path, default=None, help="half-hour ledger (default from the config)")
+    flex_report.add_argument("--log", type=Path, default=None, help="flex decision log (default from the config)")
+    flex_report.add_argument("--out", type=Path, default=None, help="directory for the files (default from the config)")
+    flex_report.add_argument("--event", action="append", help="only this event id (repeatable)")
+    flex_report.set_defaults(func=_cmd_flex_report)
     return parser
 
 

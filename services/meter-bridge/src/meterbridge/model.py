@@ -201,5 +201,18 @@ class MeterDescription:
     via: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Point:
+    """A point of a measurement of its own for InfluxDB, not a meter reading (flex deliveries, issue 27).
+
+    Tags and fields as (key, value) pairs; `ts` timezone-aware. Sinks other than InfluxDB ignore it.
+    """
+
+    measurement: str
+    tags: tuple[tuple[str, str], ...]
+    fields: tuple[tuple[str, float], ...]
+    ts: datetime
+
+
 #: Everything that flows from sources through the hub to sinks.
-Event = Reading | MeterAvailability | MeterDescription
+Event = Reading | MeterAvailability | MeterDescription | Point

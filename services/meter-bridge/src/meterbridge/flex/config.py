@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from ..configbase import StrictModel
 from .assets import AssetConfig
@@ -34,6 +37,63 @@ class OpenAdrConfig(StrictModel):
         return self
 
 
+class SettlementConfig(StrictModel):
+    """Settlement of events against baselines from the home's own history (docs/flex-settlement.md)."""
+
+    ledger_path: Path | None = Field(
+        default=None,
+        description="Half-hour ledger, a line per meter and period (default: `flex-ledger.jsonl` by `state_path`).",
+    )
+    keep_days: int = Field(default=70, ge=7, le=400, description="Days of ledger kept (older lines dropped at start).")
+    report_dir: Path | None = Field(
+        default=None,
+        description="Where `meter-bridge flex report` writes (default: `flex-reports` beside `state_path`).",
+    )
+    timezone: str = Field(
+        default="UTC", description="IANA zone of the household's days and wall-clock periods (e.g. `Europe/London`)."
+    )
+    period_min: Literal[5, 10, 15, 30, 60] = Field(default=30, description="Settlement period in minutes.")
+    days: int = Field(default=10, ge=1, le=60, description="`previous_days`: working days averaged.")
+    weekend_days: int = Field(default=4, ge=1, le=30, description="`previous_days`: weekend days averaged.")
+    high_x: int = Field(default=10, ge=1, le=60, description="`high_x_of_y`: the X highest days averaged.")
+    high_y: int = Field(default=10, ge=1, le=60, description="`high_x_of_y`: out of the last Y days of the same kind.")
+    adjustment_periods: int = Field(
+        default=6, ge=0, le=48, description="`high_x_of_y`: in-day adjustment window, periods before the event."
+    )
+    adjustment_cap: float | None = Field(
+        default=0.2, ge=0, description="Cap of the in-day adjustment, share of the baseline (null: uncapped)."
+    )
+    lookback_days: int = Field(default=60, ge=7, le=366, description="How far back baseline days are searched.")
+    report_method: Literal["previous_days", "high_x_of_y", "snapshot"] = Field(
+        default="previous_days", description="The method Home Assistant and the VTN are given (all go to InfluxDB)."
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as err:
+            raise ValueError(f"unknown time zone {value!r}") from err
+        return value
+
+    @model_validator(mode="after")
+    def _x_of_y(self) -> SettlementConfig:
+        if self.high_x > self.high_y:
+            raise ValueError("high_x must not exceed high_y")
+        return self
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The household's time zone."""
+        return ZoneInfo(self.timezone)
+
+    @property
+    def period(self) -> timedelta:
+        """The settlement period."""
+        return timedelta(minutes=self.period_min)
+
+
 class FlexConfig(StrictModel):
     """Demand response: events in, load control out, controls in Home Assistant."""
 
@@ -58,6 +118,19 @@ class FlexConfig(StrictModel):
     tick_s: float = Field(default=1.0, gt=0, le=10, description="How often the policy runs.")
     import_limit_w: float | None = Field(default=None, gt=0, description="Initial import limit (HA can change it).")
     openadr: OpenAdrConfig = Field(default_factory=OpenAdrConfig, description="The OpenADR VEN.")
+    settlement: SettlementConfig = Field(
+        default_factory=SettlementConfig, description="Baselines and delivered energy per event."
+    )
+
+    @property
+    def ledger_path(self) -> Path:
+        """The half-hour ledger file."""
+        return self.settlement.ledger_path or self.state_path.with_name("flex-ledger.jsonl")
+
+    @property
+    def report_dir(self) -> Path:
+        """Where per-event settlement files go."""
+        return self.settlement.report_dir or self.state_path.with_name("flex-reports")
 
     @model_validator(mode="after")
     def _unique(self) -> FlexConfig:

@@ -22,7 +22,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from ..asyncutil import stop_tasks, wait_event
@@ -32,11 +32,15 @@ from ..model import Event, Quantity, Reading, utc_now
 from ..sinks import Sink
 from .actuators import Actuator, HomeAssistantActuator
 from .assets import AssetConfig, in_windows
+from .baseline import PeriodRecord
 from .config import FlexConfig
 from .entities import MODES, OFF, ON, FlexTopics
 from .events import FlexEvent, parse_event_message, target_for_level
+from .ledger import LedgerFile, PeriodAccumulator
 from .policy import Action, AssetState, AssetView, Cause, Direction, EventView, Situation, decide, fail_safe_s
-from .store import AssetRecord, EventRecord, FlexSettings, FlexStore
+from .report import energy_rules, settle_from_files
+from .settlement import EventDelivery, delivery_points, delivery_summary
+from .store import AssetRecord, EventRecord, FlexSettings, FlexStore, write_atomically
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -44,8 +48,15 @@ _LOGGER = logging.getLogger(__name__)
 RECENT_DECISIONS = 10
 #: Finished events are forgotten after this long.
 KEEP_FINISHED_S = 3600.0
+#: Settled events kept for Home Assistant's per-event history.
+RECENT_DELIVERIES = 10
+#: After a failed settlement, the next try waits this long.
+SETTLE_RETRY_S = 300.0
+#: Closed ledger periods wait this long so all meters' periods go in one write (SD card budget).
+LEDGER_BATCH_S = 60.0
 
 OptListener = Callable[[FlexEvent, str], Awaitable[None]]
+DeliveryListener = Callable[[EventDelivery, str], Awaitable[None]]
 
 
 @dataclass(slots=True, kw_only=True)
@@ -102,8 +113,10 @@ class FlexController(Sink):
         *,
         store: FlexStore | None = None,
         clock: Callable[[], datetime] = utc_now,
+        site_id: str = "home",
     ) -> None:
         super().__init__()
+        self.site_id = site_id
         self._flex = flex
         self._clock = clock
         self.topics = topics
@@ -117,6 +130,21 @@ class FlexController(Sink):
         for asset in flex.assets:
             if asset.meter_id:
                 self._meter_assets.setdefault(asset.meter_id, []).append(asset.id)
+        # the half-hour ledger of the site's and the metered assets' energy (settlement, issue 27)
+        ledger_meters = {*self._meter_assets, *([flex.site_meter_id] if flex.site_meter_id else [])}
+        self.ledger = LedgerFile(flex.ledger_path, flex.settlement.keep_days)
+        self.accumulator = PeriodAccumulator(frozenset(ledger_meters), energy_rules(flex.settlement))
+        self._ledger_pending: list[PeriodRecord] = []
+        self._ledger_since: float | None = None
+        # settled events (issue 27): what HA shows, who else hears of them, what is still to settle
+        self.deliveries_path = flex.state_path.with_name("flex-deliveries.json")
+        self.recent_deliveries: list[dict[str, Any]] = []
+        self.delivery_listeners: list[DeliveryListener] = []
+        #: Where points for InfluxDB go (the hub's `publish`, set by the bridge; None: nowhere).
+        self.publish: Callable[[Event], None] | None = None
+        self._to_settle: dict[str, datetime] = {}
+        self._settle_retry_at: datetime | None = None
+        self._load_deliveries()
         self.decisions: deque[dict[str, Any]] = deque(maxlen=RECENT_DECISIONS)
         self.opt_listeners: list[OptListener] = []
         #: Started with the controller, closed in this order after it.
@@ -126,7 +154,7 @@ class FlexController(Sink):
         self._flags = _Flags()
         self._tasks: list[asyncio.Task[None]] = []
         self.stats.connected = False
-        for key in ("events_rejected", "events_accepted", "switches", "command_failures"):
+        for key in ("events_rejected", "events_accepted", "switches", "command_failures", "ledger_late_readings"):
             self.stats.gauges[key] = 0
         self._load_state()
 
@@ -171,6 +199,69 @@ class FlexController(Sink):
             self.stats.errors["event_log"] += 1
             self._log.log(logging.ERROR, "event_log", "Cannot append to %s: %s", self.store.log_path, err)
 
+    def _load_deliveries(self) -> None:
+        try:
+            data = json.loads(self.deliveries_path.read_text(encoding="utf-8"))
+            self.recent_deliveries = [dict(d) for d in data["recent"]][:RECENT_DELIVERIES]
+            self._to_settle = {str(k): datetime.fromisoformat(v) for k, v in data["to_settle"].items()}
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+            _LOGGER.error("Flex deliveries %s unreadable (%r): starting without", self.deliveries_path, err)
+
+    def _save_deliveries(self) -> None:
+        data = {"recent": self.recent_deliveries, "to_settle": {k: v.isoformat() for k, v in self._to_settle.items()}}
+        try:
+            write_atomically(self.deliveries_path, json.dumps(data, indent=1))
+        except OSError as err:
+            self.stats.errors["persist"] += 1
+            self._log.log(logging.ERROR, "deliveries", "Cannot write %s: %s", self.deliveries_path, err)
+
+    async def settle_due(self, now: datetime) -> list[EventDelivery]:
+        """Settle the events whose last period is in the ledger; tell HA, InfluxDB and the listeners.
+
+        An event is due one period, the ledger's batch time and a minute after its end (the
+        period after the event closes its last period's end boundary).
+        """
+        wait = self._flex.settlement.period + timedelta(seconds=LEDGER_BATCH_S + 60)
+        due = sorted(event_id for event_id, end in self._to_settle.items() if end + wait <= now)
+        if not due or (self._settle_retry_at is not None and now < self._settle_retry_at):
+            return []
+        self.write_ledger()
+        try:
+            report = await asyncio.to_thread(settle_from_files, self._flex, None, None, due)
+        except Exception as err:  # an unreadable file or a bug: try again in a while, not every tick
+            self.stats.errors["settlement"] += 1
+            self._settle_retry_at = now + timedelta(seconds=SETTLE_RETRY_S)
+            self._log.log(logging.ERROR, "settlement", "Cannot settle %s: %r", ", ".join(due), err)
+            return []
+        self._settle_retry_at = None
+        for problem in report.problems:
+            self._log.log(logging.WARNING, "settlement_input", "Settlement skipped %s", problem)
+        method = self._flex.settlement.report_method
+        for delivery in report.deliveries:
+            summary = delivery_summary(delivery, method)
+            self.recent_deliveries = [summary, *self.recent_deliveries][:RECENT_DELIVERIES]
+            self._record("settled", **summary)
+            if self.publish is not None:
+                for point in delivery_points(delivery, self.site_id):
+                    self.publish(point)
+        settled = {d.event.event_id for d in report.deliveries}
+        for event_id in due:
+            if event_id not in settled:
+                _LOGGER.warning("Event %s is not in the decision log %s: not settled", event_id, self._flex.log_path)
+            del self._to_settle[event_id]
+        self._save_deliveries()
+        self._changed()
+        for delivery in report.deliveries:
+            for listener in self.delivery_listeners:
+                try:
+                    await listener(delivery, method)
+                except Exception as err:
+                    self.stats.errors["delivery_listener"] += 1
+                    _LOGGER.error("Reporting the delivery of %s failed: %r", delivery.event.event_id, err)
+        return list(report.deliveries)
+
     # -- events ---------------------------------------------------------------------------
 
     @property
@@ -207,6 +298,8 @@ class FlexController(Sink):
             if existing is not None:
                 existing.event = existing.event.cancel()
                 self._record("event_cancelled", event_id=event.event_id, source=event.source)
+                if self._to_settle.pop(event.event_id, None) is not None:
+                    self._save_deliveries()
                 self._changed()
             return False
         if existing is not None and existing.opted_out:
@@ -216,6 +309,8 @@ class FlexController(Sink):
         reason = self._availability_reason(event)
         accepted = reason is None
         record = EventRecord(event, accepted, reason=reason or "")
+        self._to_settle[event.event_id] = event.end
+        self._save_deliveries()
         if existing is not None:
             record.baseline_w = existing.baseline_w
         self.events[event.event_id] = record
@@ -227,6 +322,10 @@ class FlexController(Sink):
             modified=existing is not None,
             reason=reason,
             event=event.to_json(),
+            # what settlement compares the delivery with (a level asks for a share of what flex controls now)
+            requested_w=event.target_w
+            if event.target_w is not None
+            else target_for_level(event.level or 1, self.flexible_w),
         )
         self._changed()
         return accepted
@@ -278,14 +377,38 @@ class FlexController(Sink):
     # -- the sink side ---------------------------------------------------------------------
 
     async def handle(self, events: Sequence[Event]) -> None:
-        """Keep the latest site import and asset power (W); never blocks."""
+        """Keep the latest site import and asset power (W), and feed the ledger; never blocks."""
         for event in events:
-            if not isinstance(event, Reading) or event.quantity is not Quantity.POWER:
+            if not isinstance(event, Reading):
+                continue
+            closed = self.accumulator.feed(event)
+            self.stats.gauges["ledger_late_readings"] = self.accumulator.late_readings
+            if closed:
+                self._ledger_pending += closed
+                if self._ledger_since is None:
+                    self._ledger_since = time.monotonic()
+            if event.quantity is not Quantity.POWER:
                 continue
             if event.meter_id == self._flex.site_meter_id:
                 self.site_import_w = event.value
             for asset_id in self._meter_assets.get(event.meter_id, ()):
                 self.assets[asset_id].power_w = event.value
+
+    def write_ledger(self, final: bool = False) -> None:
+        """Append the closed ledger periods (and with `final`, the open ones) in one write."""
+        if final:
+            self._ledger_pending += self.accumulator.flush()
+        if not self._ledger_pending:
+            return
+        try:
+            self.ledger.append(self._ledger_pending)
+        except OSError as err:
+            self.stats.errors["ledger"] += 1
+            self._log.log(logging.ERROR, "ledger", "Cannot append to the ledger %s: %s", self.ledger.path, err)
+            if len(self._ledger_pending) < 10_000:
+                return  # kept for the next try
+        self._ledger_pending = []
+        self._ledger_since = None
 
     # -- the policy tick -----------------------------------------------------------------
 
@@ -410,6 +533,10 @@ class FlexController(Sink):
         await self._rearm(now, self.situation(now))
         if self._flags.persist_dirty:
             self._save_state()
+        if self._ledger_since is not None and time.monotonic() - self._ledger_since >= LEDGER_BATCH_S:
+            self.write_ledger()
+        if self._to_settle:
+            await self.settle_due(now)
         return actions
 
     async def _tick_loop(self) -> None:
@@ -458,6 +585,7 @@ class FlexController(Sink):
                     change = self.site_import_w - record.baseline_w
                     achieved = max(0.0, -change if event.direction is Direction.DOWN else change)
         last = self.decisions[-1] if self.decisions else None
+        latest = self.recent_deliveries[0] if self.recent_deliveries else None
         return {
             "participation": ON if self.settings.participation else OFF,
             "mode": self.settings.mode,
@@ -470,6 +598,10 @@ class FlexController(Sink):
             "requested_w": round(requested),
             "achieved_w": round(achieved),
             "last_decision": _summary(last),
+            "delivered_kwh": None if latest is None else latest["delivered_kwh"],
+            "delivered_share": None if latest is None else latest["share_pct"],
+            "delivered_event": None if latest is None else latest["event_id"],
+            "deliveries": self.recent_deliveries,
             "decisions": list(self.decisions),
             "assets": {
                 asset_id: {"allowed": ON if a.allowed else OFF, "state": a.state.value, "power_w": a.power_w}
@@ -528,6 +660,13 @@ class FlexController(Sink):
 
     async def start(self) -> None:
         """Start the parts (MQTT I/O, Shelly RPC, VEN) and the tick task."""
+        try:
+            dropped = self.ledger.compact(self._clock())
+            if dropped:
+                _LOGGER.info("Ledger %s: dropped %d lines older than the kept days", self.ledger.path, dropped)
+        except OSError as err:
+            self.stats.errors["ledger"] += 1
+            _LOGGER.error("Cannot compact the ledger %s: %s", self.ledger.path, err)
         for part in self.parts:
             await part.start()
         self._tasks = [asyncio.create_task(self._tick_loop(), name="flex-tick")]
@@ -537,6 +676,7 @@ class FlexController(Sink):
         self._flags.closing = True
         if self._flags.persist_dirty:
             self._save_state()
+        self.write_ledger(final=True)
         self._flags.wake.set()
         await stop_tasks(self._tasks)
         for part in self.parts:

@@ -110,6 +110,30 @@ _GLOBAL: tuple[tuple[str, str, str, str, bool, dict[str, Any]], ...] = (
     ),
     (
         "sensor",
+        "delivered_energy",
+        "Delivered energy (last event)",
+        "{{ value_json.delivered_kwh }}",
+        False,
+        {
+            "device_class": "energy",
+            "unit": "kWh",
+            "icon": "mdi:transmission-tower-export",
+            # the per-event history (newest first): docs/flex-settlement.md
+            "json_attributes_template": (
+                "{{ {'event_id': value_json.delivered_event, 'events': value_json.deliveries} | tojson }}"
+            ),
+        },
+    ),
+    (
+        "sensor",
+        "delivered_share",
+        "Delivered share of requested (last event)",
+        "{{ value_json.delivered_share }}",
+        False,
+        {"unit": "%", "icon": "mdi:percent"},
+    ),
+    (
+        "sensor",
         "last_decision",
         "Last decision",
         "{{ value_json.last_decision }}",
@@ -130,7 +154,7 @@ def _entity(
 ) -> EntityDescription:
     fields = {_FIELDS[k]: v for k, v in details.items() if k in _FIELDS}
     extra = tuple((k, v) for k, v in details.items() if k not in _FIELDS)
-    if key == "last_decision":
+    if "json_attributes_template" in details:
         extra = (("json_attributes_topic", flex.state), *extra)
     return EntityDescription(
         component,

@@ -6,6 +6,11 @@
   from what the controller decides (participation, mode, asset availability);
   cancelled and modified events go the same way;
 - telemetry: a TELEMETRY_USAGE report of the site's and each metered asset's real power (W);
+- settlement (issue 27): once an event is settled, the same report gives, per
+  settlement period the household took part in, the delivered energy (Wh, report type
+  `deltaUsage`, reading type `Derived`) of the site and each metered asset by the configured
+  method; each interval starts at its period's start, so the VTN matches them to its event
+  by time (baselines and actuals are in the per-event files and InfluxDB);
 - a householder opt-out during an event is reported with `oadrCreateOpt` (EiOpt) and an
   updated `oadrCreatedEvent` (EiEvent) carrying optOut: openleadr's own VTN implements
   only the latter, other VTNs the former.
@@ -27,6 +32,7 @@ from ..backoff import Backoff
 from .config import FlexConfig
 from .events import FlexEvent
 from .policy import Direction
+from .settlement import EventDelivery
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -99,6 +105,10 @@ class VenController(Protocol):
         """The controlled assets by id."""
 
     @property
+    def delivery_listeners(self) -> list[Callable[[EventDelivery, str], Awaitable[None]]]:
+        """Called with (delivery, method) when an event is settled."""
+
+    @property
     def opt_listeners(self) -> list[Callable[[FlexEvent, str], Awaitable[None]]]:
         """Called with (event, "optIn"/"optOut") when the householder changes an answer."""
 
@@ -141,6 +151,28 @@ class FlexVen:
                 report_duration=timedelta(hours=1),
                 report_specifier_id="hems-telemetry",
             )
+        # settled deliveries: queued per (resource, kind) until openleadr samples the report
+        self.delivery_queue: dict[tuple[str, str], list[tuple[datetime, float]]] = {}
+        metered = ["site", *(asset.id for asset in flex.assets if asset.meter_id)]
+        kinds = [(resource, enums.REPORT_TYPE.DELTA_USAGE) for resource in metered]
+        for resource_id, report_type in kinds:
+            self.delivery_queue[resource_id, report_type] = []
+            self.client.add_report(
+                callback=self._queued(resource_id, report_type),
+                resource_id=resource_id,
+                measurement="ENERGY_REAL",
+                unit="Wh",
+                scale="none",
+                report_type=report_type,
+                reading_type=enums.READING_TYPE.DERIVED,
+                sampling_rate=rate,
+                report_duration=timedelta(hours=1),
+                # one report for telemetry and deliveries: openleadr 0.5.36's VEN collects the r_ids
+                # of every report request in one list (`requested_r_ids` in `create_report`), so a
+                # second report would be sampled with the first one's r_ids and fail
+                report_specifier_id="hems-telemetry",
+            )
+        controller.delivery_listeners.append(self.queue_delivery)
         controller.opt_listeners.append(self.report_opt)
         self.opts_sent: list[tuple[str, str]] = []
         self._stopped = False
@@ -166,6 +198,25 @@ class FlexVen:
             return [] if value is None else [(datetime.now(UTC), value)]
 
         return callback
+
+    def _queued(self, resource_id: str, report_type: str) -> Any:
+        def callback() -> list[tuple[datetime, float]]:
+            queue = self.delivery_queue[resource_id, report_type]
+            values, queue[:] = list(queue), []
+            return values
+
+        return callback
+
+    async def queue_delivery(self, delivery: EventDelivery, method: str) -> None:
+        """Queue a settled event's counted periods (Wh) for the report (energyReal, deltaUsage)."""
+        for resource in delivery.resources:
+            if resource.method != method:
+                continue
+            counted = [p for p in resource.periods if p.counted]
+            deltas = self.delivery_queue.get((resource.resource, enums.REPORT_TYPE.DELTA_USAGE))
+            if deltas is not None:
+                deltas.extend((p.start, round((p.delivered_kwh or 0.0) * 1000, 1)) for p in counted)
+        _LOGGER.info("OpenADR: delivery of event %s queued for the VTN", delivery.event.event_id)
 
     async def on_event(self, event: dict[str, Any]) -> str:
         """openleadr's handler: map, submit, answer `optIn`/`optOut`."""

@@ -30,7 +30,7 @@ from datetime import datetime
 from ...asyncutil import wait_event
 from ...errors import BridgeError, BrokerError
 from ...ha_entities import EntityCatalog, discovery_config
-from ...model import Event, MeterAvailability, MeterDescription, Quantity, Reading
+from ...model import Event, MeterAvailability, MeterDescription, Point, Quantity, Reading
 from ...mqtt import MqttClient, Will, endpoint
 from ...mqttsession import MqttSession
 from ...sections import MqttContext
@@ -112,6 +112,8 @@ class HomeAssistantSink(Sink):
     async def handle(self, events: Sequence[Event]) -> None:
         """Fold events into the latest state of each meter and wake the publisher."""
         for event in events:
+            if isinstance(event, Point):
+                continue  # InfluxDB's alone (flex deliveries reach HA through the flex state)
             state = self._meter(event.meter_id)
             if isinstance(event, Reading):
                 state.values[event.quantity] = event.value

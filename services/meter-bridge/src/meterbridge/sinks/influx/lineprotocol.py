@@ -41,7 +41,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
-from ...model import ENVIRONMENT, MeterDescription, Quantity, Reading
+from ...model import ENVIRONMENT, MeterDescription, Point, Quantity, Reading
 
 #: The write precision of every line (the `precision` parameter of the write API).
 PRECISION = "ms"
@@ -141,3 +141,18 @@ def encode(readings: Iterable[Reading], site_id: str, descriptions: Mapping[str,
         if text is not None:
             lines.append(Line(text, len(values)))
     return lines
+
+
+def encode_point(point: Point) -> Line | None:
+    """One `Point` (its own measurement, e.g. `flex_delivery`) as a line; None when no field is finite.
+
+    Tags and fields sorted by key (as influxdb-client's `Point`), empty tags and non-finite fields left out.
+    """
+    parts = [point.measurement.translate(_MEASUREMENT_ESCAPES)]
+    parts.extend(f"{key.translate(_KEY_ESCAPES)}={_tag_value(value)}" for key, value in sorted(point.tags) if value)
+    fields = ",".join(
+        f"{key.translate(_KEY_ESCAPES)}={_float(value)}" for key, value in sorted(point.fields) if math.isfinite(value)
+    )
+    if not fields:
+        return None
+    return Line(f"{','.join(parts)} {fields} {timestamp_ms(point.ts)}", 1)

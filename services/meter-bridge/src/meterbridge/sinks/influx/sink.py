@@ -37,10 +37,10 @@ from ...backoff import Backoff
 from ...errors import SinkError
 from ...ha_entities import EntityCatalog
 from ...logutil import RateLimitedLog
-from ...model import Event, MeterDescription, Reading
+from ...model import Event, MeterDescription, Point, Reading
 from ...sections import InfluxConfig, MqttContext, SpoolConfig
 from .. import Sink
-from .lineprotocol import Line, encode
+from .lineprotocol import Line, encode, encode_point
 from .replication import ReplicationMonitor
 from .spool import Spool
 from .writer import InfluxWriter, WriteRejectedError
@@ -135,17 +135,23 @@ class InfluxSink(Sink):
     # -- hub side ---------------------------------------------------------------------------
 
     async def handle(self, events: Sequence[Event]) -> None:
-        """Encode readings into the in-memory queue; remember meter descriptions for tags."""
+        """Encode readings (and `Point`s) into the in-memory queue; remember meter descriptions for tags."""
         readings: list[Reading] = []
+        points: list[Line] = []
         for event in events:
             if isinstance(event, Reading):
                 readings.append(event)
             elif isinstance(event, MeterDescription):
                 self._descriptions[event.meter_id] = event
-        if readings:
+            elif isinstance(event, Point):
+                line = encode_point(event)
+                if line is not None:
+                    points.append(line)
+        if readings or points:
             now = self._clock()
             was_empty = not self._memory
             self._memory.extend(_Pending(line, now) for line in encode(readings, self._site_id, self._descriptions))
+            self._memory.extend(_Pending(line, now) for line in points)
             self.stats.queued = len(self._memory)
             # The sender sleeps until the oldest line is due; wake it only when that changes
             # (the first line, or a full batch), not for every reading.
