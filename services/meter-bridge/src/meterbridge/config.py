@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field, ValidationError, create_model
 
 from . import families
 from .configbase import SourceConfigBase, StrictModel
+from .discovery import DiscoveryConfig
 from .errors import ConfigError
 from .flex.config import FlexConfig
 from .sections import (
@@ -62,6 +63,12 @@ class BridgeConfig(StrictModel):
     influx: InfluxConfig | None = Field(default=None, description="InfluxDB 2 (off when absent).")
     spool: SpoolConfig = Field(default_factory=SpoolConfig, description="Durable spool of the InfluxDB sink.")
     sources: list[SourceConfig] = Field(default_factory=list, description="Meter sources, each with `type` and `id`.")
+    discovery: DiscoveryConfig | None = Field(
+        default=None,
+        description="Meters found without a `sources` entry, and their roles in Home Assistant. Absent: all on "
+        "while `sources` is empty, all off once it names a meter; present (even `{}`): each family on unless "
+        "set to false.",
+    )
     kasa: KasaConfig = Field(default_factory=KasaConfig, description="Emulated Kasa plugs for Sense.")
     flex: FlexConfig = Field(default_factory=FlexConfig, description="Demand response.")
 
@@ -69,6 +76,13 @@ class BridgeConfig(StrictModel):
     def mqtt_context(self) -> MqttContext:
         """The sections a broker-connected component needs (site, broker, Home Assistant)."""
         return MqttContext(self.site, self.mqtt, self.homeassistant)
+
+    @property
+    def found_by_default(self) -> DiscoveryConfig:
+        """The discovery settings in force: `discovery`, or (absent) everything on only while `sources` is empty."""
+        if self.discovery is not None:
+            return self.discovery
+        return DiscoveryConfig() if not self.sources else DiscoveryConfig.off()
 
     @property
     def client_id(self) -> str:
