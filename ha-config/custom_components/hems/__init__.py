@@ -1,0 +1,116 @@
+"""The HEMS appliance's own integration: the Energy dashboard follows the meters' roles (issue 26).
+
+The bridge publishes every meter's role, name and quantities retained on `hems/meters`
+(meterbridge/roles.py). On each document this integration computes the Energy preferences the
+roles ask for (energy_prefs.py) and merges them into Home Assistant's through the energy
+manager (`homeassistant.components.energy.data.async_get_manager(hass).async_update`), touching
+only the entries it added itself and nobody edited since; which those are is kept in its own
+store (`.storage/hems.energy`). A home with no such document (a bridge whose config names its
+meters without `discovery:`) keeps whatever preferences it has.
+
+Preferences the release's seeding step wrote before this integration existed (fixed to meters
+`grid`, `solar`, `heat_pump`, `ev`: hems_seed.energy_prefs) count as this integration's own on
+its first run, so they give way to the roles instead of staying wired to meters a home lacks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from homeassistant.components import mqtt
+from homeassistant.components.energy.data import async_get_manager
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers import config_validation as cv
+from homeassistant.helpers import entity_registry as er
+from homeassistant.helpers.storage import Store
+from homeassistant.helpers.typing import ConfigType
+
+from .energy_prefs import merge
+
+_LOGGER = logging.getLogger(__name__)
+
+DOMAIN = "hems"
+CONFIG_SCHEMA = cv.empty_config_schema(DOMAIN)
+TOPIC = "hems/meters"
+STORE_KEY = "hems.energy"
+STORE_VERSION = 1
+
+#: What the release's seeding step wrote into `.storage/energy` before this integration existed
+#: (hems_seed.energy_prefs(); a test checks the two stay equal).
+_SEEDED_GRID = {
+    "type": "grid",
+    "stat_energy_from": "sensor.hems_grid_energy_import",
+    "stat_energy_to": "sensor.hems_grid_energy_export",
+    "stat_cost": None,
+    "entity_energy_price": None,
+    "number_energy_price": None,
+    "stat_compensation": None,
+    "entity_energy_price_export": None,
+    "number_energy_price_export": None,
+    "stat_rate": "sensor.hems_grid_power",
+    "cost_adjustment_day": 0.0,
+}
+SEEDED: dict[str, list[dict[str, Any]]] = {
+    "energy_sources": [
+        _SEEDED_GRID,
+        {"type": "solar", "stat_energy_from": "sensor.hems_solar_energy_export", "config_entry_solar_forecast": None},
+    ],
+    "device_consumption": [
+        {"stat_consumption": "sensor.hems_heat_pump_energy_import", "stat_rate": "sensor.hems_heat_pump_power"},
+        {"stat_consumption": "sensor.hems_ev_energy_import", "stat_rate": "sensor.hems_ev_power"},
+    ],
+}
+
+
+async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
+    """Follow the bridge's roles document once MQTT is up."""
+    store: Store[dict[str, Any]] = Store(hass, STORE_VERSION, STORE_KEY)
+    lock = asyncio.Lock()
+
+    async def on_document(message: mqtt.ReceiveMessage) -> None:
+        try:
+            document = json.loads(message.payload)
+        except ValueError:
+            _LOGGER.warning("%s: not JSON, ignored", message.topic)
+            return
+        if not isinstance(document, dict) or not isinstance(document.get("meters"), list):
+            _LOGGER.warning("%s: not a meters document, ignored", message.topic)
+            return
+        async with lock:
+            await apply_roles(hass, store, document)
+
+    async def start() -> None:
+        if not await mqtt.async_wait_for_mqtt_client(hass):
+            _LOGGER.warning("MQTT is not set up: the Energy dashboard will not follow the meters' roles")
+            return
+        await mqtt.async_subscribe(hass, TOPIC, on_document, qos=1)
+
+    hass.async_create_background_task(start(), "hems-roles")
+    return True
+
+
+async def apply_roles(hass: HomeAssistant, store: Store[dict[str, Any]], document: dict[str, Any]) -> None:
+    """Merge what the roles ask for into the Energy preferences; remember what is ours."""
+    manager = await async_get_manager(hass)
+    kept = await store.async_load()
+    owned = kept["owned"] if kept is not None else SEEDED
+    registry = er.async_get(hass)
+
+    def resolve(unique_id: str) -> str | None:
+        return registry.async_get_entity_id("sensor", "mqtt", unique_id)
+
+    prefs: dict[str, Any] = dict(manager.data or manager.default_preferences())
+    update, now_owned = merge(prefs, document, owned, resolve)
+    changed = any(prefs.get(key) != value for key, value in update.items())
+    if changed:
+        await manager.async_update(update)  # type: ignore[arg-type]
+        _LOGGER.info(
+            "Energy dashboard follows the meters' roles: %d sources, %d devices",
+            len(update["energy_sources"]),
+            len(update["device_consumption"]),
+        )
+    if kept is None or kept.get("owned") != now_owned:
+        await store.async_save({"owned": now_owned})
