@@ -11,6 +11,7 @@ must survive later role changes and restarts of both the bridge and HA.
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -104,6 +105,30 @@ async def test_roles_chosen_in_ha_wire_the_energy_dashboard(
             assert found[HANDMADE["stat_consumption"]] == HANDMADE, "the hand-made device survives role changes"
             # the room sensor measures no energy: never an Energy source or device
             assert not any(ROOM in stat for stat in found)
+
+            # Zigbee2MQTT's own discovery announces the same plug: its power sensor is disabled
+            # (one entity per quantity), its switch stays
+            for component, prop in (("sensor", "power"), ("switch", "state")):
+                z2m_entity = {
+                    "name": prop.capitalize(),
+                    "unique_id": f"{PLUG_IEEE}_{prop}_zigbee2mqtt",
+                    "state_topic": "zigbee2mqtt/heat pump plug",
+                    "value_template": f"{{{{ value_json.{prop} }}}}",
+                    "device": {"identifiers": [f"zigbee2mqtt_{PLUG_IEEE}"], "name": "heat pump plug"},
+                    **({"command_topic": "zigbee2mqtt/heat pump plug/set"} if component == "switch" else {}),
+                }
+                topic = f"homeassistant/{component}/{PLUG_IEEE}/{prop}/config"
+                await device.publish(topic, json.dumps(z2m_entity).encode(), retain=True)
+
+            async def z2m_registry() -> dict[str, Any] | None:
+                async with ha.websocket() as ws:
+                    entries = await ws.call("config/entity_registry/list")
+                ours = {e["unique_id"]: e for e in entries if e["unique_id"].startswith(PLUG_IEEE)}
+                return ours if len(ours) == 2 and ours[f"{PLUG_IEEE}_power_zigbee2mqtt"]["disabled_by"] else None
+
+            entries = await wait_until(z2m_registry, "Zigbee2MQTT's duplicate disabled", ha)
+            assert entries[f"{PLUG_IEEE}_power_zigbee2mqtt"]["disabled_by"] == "integration"
+            assert entries[f"{PLUG_IEEE}_state_zigbee2mqtt"]["disabled_by"] is None
 
         # a restart of HA and of the bridge keeps both the role and the hand-made device
         await asyncio.to_thread(ha.restart)

@@ -108,3 +108,17 @@ def test_seeded_preferences_are_adopted() -> None:
     ours = ast.literal_eval(source)
     assert ours["energy_sources"] == seeded["energy_sources"]
     assert ours["device_consumption"] == seeded["device_consumption"]
+
+
+def test_zigbee2mqtt_duplicates_are_named_as_zigbee2mqtt_names_them() -> None:
+    doc = {
+        "meters": [
+            {"id": "z_plug", "zigbee_ieee": "0xa4c1", "quantities": ["energy_import", "power", "voltage"]},
+            {"id": "emu2", "quantities": ["power"]},
+        ]
+    }
+    assert prefs.zigbee2mqtt_duplicates(doc) == [
+        "0xa4c1_energy_zigbee2mqtt",
+        "0xa4c1_power_zigbee2mqtt",
+        "0xa4c1_voltage_zigbee2mqtt",
+    ]

@@ -5,7 +5,9 @@ The bridge publishes every meter's role, name and quantities retained on `hems/m
 roles ask for (energy_prefs.py) and merges them into Home Assistant's through the energy
 manager (`homeassistant.components.energy.data.async_get_manager(hass).async_update`), touching
 only the entries it added itself and nobody edited since; which those are is kept in its own
-store (`.storage/hems.energy`). A home with no such document (a bridge whose config names its
+store (`.storage/hems.energy`). Zigbee2MQTT's own sensors of the quantities the bridge announces
+for a Zigbee device are disabled once (one entity per quantity; the plug's switch stays). A home
+with no such document (a bridge whose config names its
 meters without `discovery:`) keeps whatever preferences it has.
 
 Preferences the release's seeding step wrote before this integration existed (fixed to meters
@@ -22,13 +24,13 @@ from typing import Any
 
 from homeassistant.components import mqtt
 from homeassistant.components.energy.data import async_get_manager
-from homeassistant.core import HomeAssistant
+from homeassistant.core import Event, HomeAssistant
 from homeassistant.helpers import config_validation as cv
 from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers.storage import Store
 from homeassistant.helpers.typing import ConfigType
 
-from .energy_prefs import merge
+from .energy_prefs import merge, zigbee2mqtt_duplicates
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -69,6 +71,7 @@ async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
     """Follow the bridge's roles document once MQTT is up."""
     store: Store[dict[str, Any]] = Store(hass, STORE_VERSION, STORE_KEY)
     lock = asyncio.Lock()
+    latest: dict[str, Any] = {}
 
     async def on_document(message: mqtt.ReceiveMessage) -> None:
         try:
@@ -79,8 +82,17 @@ async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
         if not isinstance(document, dict) or not isinstance(document.get("meters"), list):
             _LOGGER.warning("%s: not a meters document, ignored", message.topic)
             return
+        latest["document"] = document
         async with lock:
             await apply_roles(hass, store, document)
+
+    async def on_new_entity(event: Event[er.EventEntityRegistryUpdatedData]) -> None:
+        # Zigbee2MQTT may announce a device after the roles document came: look again then
+        if event.data["action"] == "create" and "document" in latest:
+            async with lock:
+                await apply_roles(hass, store, latest["document"])
+
+    hass.bus.async_listen(er.EVENT_ENTITY_REGISTRY_UPDATED, on_new_entity)
 
     async def start() -> None:
         if not await mqtt.async_wait_for_mqtt_client(hass):
@@ -112,5 +124,30 @@ async def apply_roles(hass: HomeAssistant, store: Store[dict[str, Any]], documen
             len(update["energy_sources"]),
             len(update["device_consumption"]),
         )
-    if kept is None or kept.get("owned") != now_owned:
-        await store.async_save({"owned": now_owned})
+    disabled = list(kept.get("disabled", [])) if kept is not None else []
+    disabled += disable_zigbee2mqtt_duplicates(registry, document, set(disabled))
+    saved = {"owned": now_owned, "disabled": disabled}
+    if kept != saved:
+        await store.async_save(saved)
+
+
+def disable_zigbee2mqtt_duplicates(registry: er.EntityRegistry, document: dict[str, Any], done: set[str]) -> list[str]:
+    """One entity per quantity: disable Zigbee2MQTT's own sensor of each quantity the bridge announces.
+
+    Zigbee2MQTT keeps announcing the device (its switch, its other entities stay); only the
+    duplicated sensors are disabled, once each: one the householder enables again stays enabled.
+    Returns the unique ids disabled now.
+    """
+    disabled: list[str] = []
+    for unique_id in zigbee2mqtt_duplicates(document):
+        if unique_id in done:
+            continue
+        entity_id = registry.async_get_entity_id("sensor", "mqtt", unique_id)
+        if entity_id is None:
+            continue  # not announced (yet): looked at again with the next document
+        entry = registry.async_get(entity_id)
+        if entry is not None and entry.disabled_by is None:
+            registry.async_update_entity(entity_id, disabled_by=er.RegistryEntryDisabler.INTEGRATION)
+            _LOGGER.info("%s disabled: the HEMS bridge announces the same reading", entity_id)
+        disabled.append(unique_id)
+    return disabled

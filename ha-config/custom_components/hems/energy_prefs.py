@@ -134,3 +134,34 @@ def merge(
         "device_consumption_water": list(prefs.get("device_consumption_water") or []),
     }
     return update, {"energy_sources": our_sources, "device_consumption": our_devices}
+
+
+#: Our quantity -> the Zigbee2MQTT property it is read from (meterbridge/sources/zigbee2mqtt/parser.py).
+Z2M_PROPERTIES = {
+    "power": "power",
+    "energy_import": "energy",
+    "energy_export": "produced_energy",
+    "voltage": "voltage",
+    "current": "current",
+    "temperature": "temperature",
+    "humidity": "humidity",
+    "co2": "co2",
+}
+
+
+def zigbee2mqtt_duplicates(document: Mapping[str, Any], base_topic: str = "zigbee2mqtt") -> list[str]:
+    """Unique ids of Zigbee2MQTT's own sensors for what the bridge already announces.
+
+    Zigbee2MQTT's unique ids are `<IEEE address>_<property>_<base topic>` (its homeassistant
+    extension, `${entity.options.ID}_${config.object_id}_${settings.mqtt.base_topic}`).
+    """
+    found: list[str] = []
+    for meter in document.get("meters", ()):
+        ieee = meter.get("zigbee_ieee") if isinstance(meter, Mapping) else None
+        if not isinstance(ieee, str):
+            continue
+        for quantity in meter.get("quantities", ()):
+            prop = Z2M_PROPERTIES.get(quantity)
+            if prop is not None:
+                found.append(f"{ieee}_{prop}_{base_topic}")
+    return found

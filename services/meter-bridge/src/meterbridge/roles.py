@@ -102,6 +102,8 @@ class MeterRole:
     proposed: Role = Role.DEVICE
     quantities: set[Quantity] = field(default_factory=set)
     description: MeterDescription | None = None
+    #: The device's own id where a peer knows the device by it (a Zigbee IEEE address).
+    serial: str | None = None
 
     @property
     def effective_role(self) -> Role:
@@ -143,6 +145,7 @@ def load_store(path: Path) -> dict[str, MeterRole]:
             if isinstance(proposed, str) and proposed in Role.__members__.values()
             else Role.DEVICE,
             quantities={Quantity(q) for q in entry.get("quantities", ()) if q in Quantity.__members__.values()},
+            serial=entry["serial"] if isinstance(entry.get("serial"), str) else None,
         )
     return meters
 
@@ -159,6 +162,7 @@ def store_document(meters: Mapping[str, MeterRole]) -> dict[str, Any]:
                 "chosen_name": meter.chosen_name,
                 "proposed": meter.proposed.value,
                 "quantities": sorted(q.value for q in meter.quantities),
+                "serial": meter.serial,
             }
             for meter_id, meter in sorted(meters.items())
         },
@@ -166,7 +170,9 @@ def store_document(meters: Mapping[str, MeterRole]) -> dict[str, Any]:
 
 
 def meters_document(site_id: str, meters: Mapping[str, MeterRole]) -> dict[str, Any]:
-    """What the `hems` HA integration reads (`<base>/meters`): each meter's role, name and quantities.
+    """What the `hems` HA integration reads (`<base>/meters`): each meter's role, name and quantities
+    (and a Zigbee device's IEEE address: the integration disables Zigbee2MQTT's own entities of the
+    quantities the bridge announces, so that each quantity has one entity).
 
     Sensor unique ids are `hems_<site>_<meter>_<quantity>`; the integration finds the entities by them.
     """
@@ -179,6 +185,7 @@ def meters_document(site_id: str, meters: Mapping[str, MeterRole]) -> dict[str, 
                 "source_type": meter.source_type,
                 "role": meter.effective_role.value if meter.has_role else None,
                 "quantities": sorted(q.value for q in meter.quantities),
+                **({"zigbee_ieee": meter.serial} if meter.source_type == "zigbee2mqtt" and meter.serial else {}),
             }
             for meter_id, meter in sorted(meters.items())
         ],
@@ -232,7 +239,7 @@ class RolesSink(Sink):
                 meter = self.meters.setdefault(event.meter_id, MeterRole())
                 if meter.description != event:
                     meter.description = event
-                    meter.source_type, meter.name = event.source_type, event.name
+                    meter.source_type, meter.name, meter.serial = event.source_type, event.name, event.serial
                     changed = True
             elif isinstance(event, Reading):
                 meter = self.meters.setdefault(event.meter_id, MeterRole())
@@ -380,6 +387,8 @@ _SHOWN = frozenset(
         Quantity.POWER,
         Quantity.ENERGY_IMPORT,
         Quantity.ENERGY_EXPORT,
+        Quantity.VOLTAGE,
+        Quantity.CURRENT,
         Quantity.GAS_ENERGY,
         Quantity.TEMPERATURE,
         Quantity.HUMIDITY,
