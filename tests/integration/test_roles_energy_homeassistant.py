@@ -29,6 +29,15 @@ pytestmark = pytest.mark.homeassistant
 
 PLUG = f"zigbee2mqtt_{PLUG_IEEE[2:]}"
 ROOM = f"zigbee2mqtt_{ROOM_IEEE[2:]}"
+#: The release's dashboard entry (packages/hems.yaml), here without the rest of the package.
+LOVELACE = """\
+lovelace:
+  dashboards:
+    hems-energy:
+      mode: yaml
+      filename: dashboards/hems.yaml
+      title: HEMS
+"""
 HANDMADE = {"stat_consumption": "sensor.kettle_energy", "name": "Kettle (by hand)"}
 
 
@@ -71,7 +80,7 @@ async def test_roles_chosen_in_ha_wire_the_energy_dashboard(
 ) -> None:
     ha_dir = tmp_path / "homeassistant0"
     shutil.copytree(REPO / "ha-config" / "custom_components", ha_dir / "custom_components")
-    ha = homeassistant_factory(mqtt=release_broker, mqtt_user="homeassistant", extra_yaml="energy:\nhems:\n")
+    ha = homeassistant_factory(mqtt=release_broker, mqtt_user="homeassistant", extra_yaml="energy:\nhems:\n" + LOVELACE)
     async with client_for(release_broker, "observer") as device:
         await announce(device)
         config = default_config(release_broker, tmp_path)
@@ -130,6 +139,26 @@ async def test_roles_chosen_in_ha_wire_the_energy_dashboard(
             assert entries[f"{PLUG_IEEE}_power_zigbee2mqtt"]["disabled_by"] == "integration"
             assert entries[f"{PLUG_IEEE}_state_zigbee2mqtt"]["disabled_by"] is None
 
+            # the HEMS dashboard names what the home has, and only that (HA reads it as written)
+            async def dashboard() -> set[str] | None:
+                async with ha.websocket() as ws:
+                    config = await ws.call("lovelace/config", url_path="hems-energy", force=True)
+                named = set(dashboard_entities(config))
+                return named if f"sensor.hems_{ROOM}_temperature" in named and power in named else None
+
+            named = await wait_until(dashboard, "the HEMS dashboard", ha)
+            states = {s["entity_id"] for s in await ha.rest("GET", "/api/states")}
+            assert named <= states, f"cards naming entities HA does not have: {named - states}"
+            # the householder edits it: a later role change leaves the file alone
+            board = ha_dir / "dashboards" / "hems.yaml"
+            edited = board.read_text() + "# my layout\n"
+            board.write_text(edited)
+            await choose("Ignore")  # would drop the plug from the dashboard
+            await wait_until(lambda: _without(ha, energy), "the ignored plug leaves the Energy prefs", ha)
+            assert board.read_text() == edited
+            await choose("Heat pump")
+            await wait_until(lambda: _with(ha, energy), "the heat pump back in the Energy prefs", ha)
+
         # a restart of HA and of the bridge keeps both the role and the hand-made device
         await asyncio.to_thread(ha.restart)
         async with Bridge(config):
@@ -141,6 +170,18 @@ async def test_roles_chosen_in_ha_wire_the_energy_dashboard(
             problems = {p["type"] for group in validation["device_consumption"] for p in group}
             # HA's first 5-minute statistics have not run for a new entity; the hand-made one has no entity
             assert problems <= {"statistics_not_defined", "entity_not_defined"}, validation
+
+
+def dashboard_entities(node: Any) -> Iterator[str]:
+    """Every entity a Lovelace config names."""
+    if isinstance(node, dict):
+        if isinstance(node.get("entity"), str):
+            yield node["entity"]
+        for value in node.values():
+            yield from dashboard_entities(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from dashboard_entities(item)
 
 
 async def _with(ha: HomeAssistant, stat: str) -> dict[str, dict[str, Any]] | None:

@@ -16,8 +16,8 @@ sys.path.insert(0, str(REPO / "services" / "homeassistant"))
 import hems_seed  # noqa: E402
 
 
-def _energy_prefs() -> Any:
-    spec = importlib.util.spec_from_file_location("hems_energy_prefs", HEMS / "energy_prefs.py")
+def _load(name: str) -> Any:
+    spec = importlib.util.spec_from_file_location(f"hems_{name}", HEMS / f"{name}.py")
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -25,7 +25,8 @@ def _energy_prefs() -> Any:
     return module
 
 
-prefs = _energy_prefs()
+prefs = _load("energy_prefs")
+dashboard = _load("dashboard")
 DOC = {
     "site": "home",
     "meters": [
@@ -122,3 +123,28 @@ def test_zigbee2mqtt_duplicates_are_named_as_zigbee2mqtt_names_them() -> None:
         "0xa4c1_power_zigbee2mqtt",
         "0xa4c1_voltage_zigbee2mqtt",
     ]
+
+
+def _entities(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        own = [node["entity"]] if isinstance(node.get("entity"), str) else []
+        return own + [e for value in node.values() for e in _entities(value)]
+    if isinstance(node, list):
+        return [e for item in node for e in _entities(item)]
+    return []
+
+
+def test_the_dashboard_names_only_what_the_home_has() -> None:
+    def entity(meter: dict[str, Any], quantity: str) -> str:
+        return f"sensor.hems_{meter['id']}_{quantity}"
+
+    board = dashboard.hems_dashboard(DOC, entity, ["switch.hems_flex_heat_pump_allow", "select.hems_flex_mode"])
+    named = set(_entities(board))
+    assert "sensor.hems_room_temperature" in named
+    assert "sensor.hems_emu2_power" in named
+    assert not any("tv" in e for e in named), "an ignored meter is left out"
+    assert "switch.hems_flex_ev_allow" not in named, "no EV asset: no EV switch"
+    assert "switch.hems_flex_heat_pump_allow" in named
+    empty = dashboard.hems_dashboard({"meters": []}, entity, [])
+    assert _entities(empty) == []
+    assert empty["views"][0]["cards"][0]["type"] == "markdown"

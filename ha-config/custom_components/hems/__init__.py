@@ -10,6 +10,10 @@ for a Zigbee device are disabled once (one entity per quantity; the plug's switc
 with no such document (a bridge whose config names its
 meters without `discovery:`) keeps whatever preferences it has.
 
+The HEMS dashboard (`dashboards/hems.yaml`, a YAML dashboard HA reads again when the file
+changes) is written from the same document (dashboard.py), only while the file is the one the
+release shipped or the one this integration last wrote: a householder's edit is kept.
+
 Preferences the release's seeding step wrote before this integration existed (fixed to meters
 `grid`, `solar`, `heat_pump`, `ev`: hems_seed.energy_prefs) count as this integration's own on
 its first run, so they give way to the roles instead of staying wired to meters a home lacks.
@@ -18,10 +22,13 @@ its first run, so they give way to the roles instead of staying wired to meters 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
+import yaml
 from homeassistant.components import mqtt
 from homeassistant.components.energy.data import async_get_manager
 from homeassistant.core import Event, HomeAssistant
@@ -30,6 +37,7 @@ from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers.storage import Store
 from homeassistant.helpers.typing import ConfigType
 
+from .dashboard import hems_dashboard
 from .energy_prefs import merge, zigbee2mqtt_duplicates
 
 _LOGGER = logging.getLogger(__name__)
@@ -126,9 +134,57 @@ async def apply_roles(hass: HomeAssistant, store: Store[dict[str, Any]], documen
         )
     disabled = list(kept.get("disabled", [])) if kept is not None else []
     disabled += disable_zigbee2mqtt_duplicates(registry, document, set(disabled))
-    saved = {"owned": now_owned, "disabled": disabled}
+    digest = kept.get("dashboard") if kept is not None else None
+    digest = await write_dashboard(hass, registry, document, digest)
+    saved = {"owned": now_owned, "disabled": disabled, "dashboard": digest}
     if kept != saved:
         await store.async_save(saved)
+
+
+DASHBOARD = "dashboards/hems.yaml"
+HEADER = (
+    "# The HEMS dashboard, written by the hems integration from the meters this home has (the roles\n"
+    "# chosen on each meter's device). Edit it and your version is kept: the integration then leaves\n"
+    "# it alone (delete the file to have it written again).\n"
+)
+
+
+async def write_dashboard(
+    hass: HomeAssistant, registry: er.EntityRegistry, document: dict[str, Any], digest: str | None
+) -> str | None:
+    """Write the HEMS dashboard when the file is still ours (or the release's, untouched); its digest."""
+    site = str(document.get("site", "home"))
+
+    def entity(meter: Any, quantity: str) -> str | None:
+        return registry.async_get_entity_id("sensor", "mqtt", f"hems_{site}_{meter['id']}_{quantity}")
+
+    flex = [e.entity_id for e in registry.entities.values() if e.entity_id.split(".", 1)[1].startswith("hems_flex_")]
+    body = HEADER + yaml.safe_dump(hems_dashboard(document, entity, flex), sort_keys=False, allow_unicode=True)
+    path = Path(hass.config.path(DASHBOARD))
+    manifest = Path(hass.config.path(".hems", "manifest.json"))
+    return await hass.async_add_executor_job(_write_if_ours, path, manifest, body, digest)
+
+
+def _write_if_ours(path: Path, manifest: Path, body: str, digest: str | None) -> str | None:
+    try:
+        current = hashlib.sha256(path.read_bytes()).hexdigest()
+    except FileNotFoundError:
+        current = None
+    try:
+        shipped = json.loads(manifest.read_text()).get(DASHBOARD)
+    except (OSError, ValueError):
+        shipped = None
+    if current is not None and current not in (digest, shipped):
+        return digest  # the householder's now
+    data = body.encode()
+    new = hashlib.sha256(data).hexdigest()
+    if new != current:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.hems-tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)  # a YAML dashboard is read again when its file changes
+        _LOGGER.info("%s written from the meters this home has", path)
+    return new
 
 
 def disable_zigbee2mqtt_duplicates(registry: er.EntityRegistry, document: dict[str, Any], done: set[str]) -> list[str]:
