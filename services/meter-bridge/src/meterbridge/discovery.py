@@ -21,10 +21,11 @@ entities and history: nothing here ever sends an empty discovery config.
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
@@ -35,6 +36,27 @@ if TYPE_CHECKING:
     from .sources import Source
 
 _LOGGER = logging.getLogger(__name__)
+
+
+#: A meter's role (roles.Role's values; a test keeps the two equal).
+RoleName = Literal["grid", "solar", "battery", "ev_charger", "heat_pump", "device", "ignore"]
+
+
+class RoleRule(StrictModel):
+    """A role an operator gives every meter that matches (set once, e.g. in the fleet template)."""
+
+    type: str | None = Field(default=None, description="Source family of the meter (`emu2`, `shelly`, ...).")
+    meter: str | None = Field(default=None, description="Glob on the meter id (`shelly_*_1`, `glow_electricity`).")
+    model: str | None = Field(default=None, description="Glob on the device's model (`*EM*`).")
+    role: RoleName = Field(description="The role proposed for a match (the householder's choice in HA still wins).")
+
+    def matches(self, source_type: str, meter_id: str, model: str | None) -> bool:
+        """Whether a meter of this family, id and model matches every pattern given."""
+        return (
+            (self.type is None or self.type == source_type)
+            and (self.meter is None or fnmatch.fnmatchcase(meter_id, self.meter))
+            and (self.model is None or (model is not None and fnmatch.fnmatchcase(model, self.model)))
+        )
 
 
 class DiscoveryConfig(StrictModel):
@@ -62,6 +84,11 @@ class DiscoveryConfig(StrictModel):
         default=True,
         description="Offer each meter's role (grid, solar, battery, EV charger, heat pump, other device, ignore) "
         "and name as Home Assistant entities, kept in `roles_path`, for the Energy and HEMS dashboards.",
+    )
+    role_rules: list[RoleRule] = Field(
+        default_factory=list,
+        description="Roles proposed by rule, first match wins, before the device's own proposal "
+        "(`[{type: emu2, role: grid}]`); what the householder chooses in HA wins over both.",
     )
     roles_path: Path = Field(
         default=Path("/data/meters.json"),

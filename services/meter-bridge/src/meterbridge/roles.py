@@ -29,6 +29,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from .discovery import RoleRule
 from .errors import BridgeError
 from .ha_entities import Device, EntityCatalog, EntityDescription
 from .model import Event, MeterDescription, Quantity, Reading
@@ -80,8 +81,18 @@ def parse_role(payload: bytes) -> Role | None:
     return _BY_LABEL.get(text.casefold())
 
 
-def proposed_role(source_type: str, meter_id: str, values: Mapping[Quantity, float]) -> Role:
-    """The role the device itself suggests, from its family and what it measures."""
+def proposed_role(
+    source_type: str,
+    meter_id: str,
+    values: Mapping[Quantity, float],
+    rules: Sequence[RoleRule] = (),
+    model: str | None = None,
+) -> Role:
+    """The role an operator's rule gives (first match), else the one the device itself suggests
+    from its family and what it measures."""
+    for rule in rules:
+        if rule.matches(source_type, meter_id, model):
+            return Role(rule.role)
     if source_type == "emu2" or (source_type == "glow" and meter_id.endswith("_electricity")):
         return Role.GRID  # a smart-meter reader measures the grid connection
     exported, imported = values.get(Quantity.ENERGY_EXPORT), values.get(Quantity.ENERGY_IMPORT)
@@ -197,8 +208,11 @@ class RolesSink(Sink):
 
     name = "roles"
 
-    def __init__(self, context: MqttContext, path: Path, catalog: EntityCatalog) -> None:
+    def __init__(
+        self, context: MqttContext, path: Path, catalog: EntityCatalog, rules: Sequence[RoleRule] = ()
+    ) -> None:
         super().__init__()
+        self._rules = tuple(rules)
         self._context = context
         self._path = path
         self._base = context.mqtt.base_topic
@@ -257,7 +271,10 @@ class RolesSink(Sink):
         changed = False
         for meter_id, meter in self.meters.items():
             if meter.role is None:
-                proposal = proposed_role(meter.source_type, meter_id, self._latest.get(meter_id, {}))
+                model = meter.description.model if meter.description is not None else None
+                proposal = proposed_role(
+                    meter.source_type, meter_id, self._latest.get(meter_id, {}), self._rules, model
+                )
                 changed = changed or proposal is not meter.proposed
                 meter.proposed = proposal
         return changed
