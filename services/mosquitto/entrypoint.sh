@@ -34,7 +34,8 @@ users="bridge homeassistant zigbee2mqtt healthcheck"
 # Generic MQTT devices (Tasmota, ESPHome, OpenEVSE, DIY; the bridge's `type: mqtt`): one shared
 # user `devices`, only when the operator sets its password (there is no one to hand a generated
 # one to). It may write `devices/#` and Tasmota's default `tele/#` and `stat/#`, and read
-# `cmnd/#` (Tasmota's commands); the bridge reads those three prefixes and nothing else of theirs.
+# `cmnd/#` (Tasmota's commands), and announce itself on `tasmota/discovery/#`; the bridge reads those
+# prefixes and nothing else of theirs.
 if [ -n "${MQTT_DEVICES_PASSWORD:-}" ]; then
     users="$users devices"
 fi
@@ -171,6 +172,8 @@ topic read glow/#
 topic read devices/#
 topic read tele/#
 topic read stat/#
+# Tasmota's own discovery (`type: tasmota`, found by default)
+topic read tasmota/discovery/#
 
 user homeassistant
 topic readwrite homeassistant/#
@@ -187,7 +190,7 @@ topic read $SYS/broker/uptime
 ACL
     case " $users " in
         *" devices "*)
-            printf '\nuser devices\ntopic readwrite devices/#\ntopic write tele/#\ntopic write stat/#\ntopic read cmnd/#\n' \
+            printf '\nuser devices\ntopic readwrite devices/#\ntopic write tele/#\ntopic write stat/#\ntopic write tasmota/discovery/#\ntopic read cmnd/#\n' \
                 >>"$acl_file.tmp" || return 1
             ;;
     esac

@@ -68,6 +68,11 @@ def test_first_boot_installs_everything(tmp_path: Path, source: Path) -> None:
         "packages/hems.yaml",
         "packages/influxdb.yaml",
         "dashboards/hems.yaml",
+        # the hems integration (issue 26): the Energy dashboard follows the meters' roles
+        "custom_components/hems/__init__.py",
+        "custom_components/hems/dashboard.py",
+        "custom_components/hems/energy_prefs.py",
+        "custom_components/hems/manifest.json",
     }
 
 

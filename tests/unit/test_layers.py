@@ -45,6 +45,7 @@ PLACEMENT: tuple[tuple[str, str], ...] = (
     ("meterbridge.flex.assets", "schema"),
     ("meterbridge.sinks.kasa.config", "schema"),
     ("meterbridge.families", "schema"),
+    ("meterbridge.discovery", "schema"),  # what is found by default: a table like families, sources built lazily
     ("meterbridge.config", "schema"),
     ("meterbridge.docs", "schema"),
     # pure: parsers and wire formats, no I/O (fuzzed and unit-tested without a peer)
@@ -72,6 +73,7 @@ PLACEMENT: tuple[tuple[str, str], ...] = (
     ("meterbridge.flex", "components"),
     ("meterbridge.flex.*", "components"),
     ("meterbridge.hub", "components"),
+    ("meterbridge.roles", "components"),  # a sink: meters' roles, their HA entities and the store
     ("meterbridge.health", "components"),
     ("meterbridge.influx_provision", "components"),
     # foundation: the model, errors and small shared helpers

@@ -13,6 +13,7 @@ from typing import Any
 
 from .backoff import Backoff
 from .config import BridgeConfig
+from .discovery import discovered_sources
 from .flex.config import FlexConfig
 from .flex.controller import FlexController
 from .flex.entities import FlexTopics, flex_entities
@@ -22,6 +23,7 @@ from .ha_entities import EntityCatalog
 from .health import HealthServer
 from .hub import Hub
 from .model import utc_now
+from .roles import RolesSink
 from .sections import MqttContext
 from .sinks import Sink
 from .sinks.homeassistant import HomeAssistantSink
@@ -83,12 +85,20 @@ def _flex(config: BridgeConfig, catalog: EntityCatalog) -> Sink | None:
     return build_flex(config.mqtt_context, config.flex, catalog) if config.flex.enabled else None
 
 
+def _roles(config: BridgeConfig, catalog: EntityCatalog) -> Sink | None:
+    found = config.found_by_default
+    if not found.roles or not config.homeassistant.enabled:
+        return None
+    return RolesSink(config.mqtt_context, found.roles_path, catalog, found.role_rules)
+
+
 #: Every sink, in the order the hub feeds them: the one place a sink is registered.
 SINKS: tuple[SinkKind, ...] = (
     SinkKind("homeassistant", lambda config, catalog: HomeAssistantSink(config.mqtt_context, catalog)),
     SinkKind("kasa", lambda config, catalog: KasaSink(config.kasa) if config.kasa.enabled else None),
     SinkKind("influx", _influx),
     SinkKind("flex", _flex),
+    SinkKind("roles", _roles),
 )
 
 
@@ -134,6 +144,14 @@ class Bridge:
             if isinstance(sink, FlexController):
                 sink.publish = self.hub.publish  # delivery points go to InfluxDB with the meters (issue 27)
         self.sources: list[Source[Any]] = [build_source(source, config.mqtt_context) for source in config.sources]
+        # what the home has beyond what the config names (issue 26): found by default
+        found = discovered_sources(config.found_by_default, config.sources, config.mqtt_context)
+        self._found_by_default = {source.id for source in found}
+        self.sources += found
+        for sink in self.sinks:
+            if isinstance(sink, RolesSink):
+                sink.report = self.stats.roles
+                sink.refresh()
         self.health: HealthServer | None = None
         self._source_tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
@@ -174,6 +192,7 @@ class Bridge:
         self.hub.start()
         for source in self.sources:
             stats = SourceStats(source_type=source.source_type, stale_after_s=source.config.stale_after_s)
+            stats.found_by_default = source.id in self._found_by_default
             self.stats.sources[source.id] = stats
             ctx = SourceContext(source.id, stats, self.hub.publish, self.catalog)
             self._source_tasks.append(asyncio.create_task(self._run_source(source, ctx), name=f"source-{source.id}"))

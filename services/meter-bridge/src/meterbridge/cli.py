@@ -91,10 +91,15 @@ def _cmd_status(args: argparse.Namespace) -> int:
             age = source["last_reading_age_s"]
             age_text = "never" if age is None else f"{age:.0f} s ago"
             errors = sum(source["errors"].values())
-            print(
-                f"{source_id:<20} {source['type']:<12} {age_text:>13} {source['readings']:>9} {errors:>7}  "
-                f"{'ok' if source['healthy'] else 'STALE'}"
-            )
+            state = "ok" if source["healthy"] else "STALE"
+            if source.get("found_by_default") and not source["meters"]:
+                state = "looking (found by default)"
+            print(f"{source_id:<20} {source['type']:<12} {age_text:>13} {source['readings']:>9} {errors:>7}  {state}")
+        roles = report.get("roles") or {}
+        if roles:
+            print(f"{'meter':<32} {'type':<12} {'role':<11} name")
+            for meter_id, meter in roles.items():
+                print(f"{meter_id:<32} {meter['type'] or '-':<12} {meter['role'] or '-':<11} {meter['name'] or ''}")
         for name, sink in report["sinks"].items():
             state = {True: "connected", False: "DISCONNECTED", None: "-"}[sink["connected"]]
             print(

@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field, ValidationError, create_model
 
 from . import families
 from .configbase import SourceConfigBase, StrictModel
+from .discovery import DiscoveryConfig
 from .errors import ConfigError
 from .flex.config import FlexConfig
 from .sections import (
@@ -36,6 +37,8 @@ from .sinks.kasa.config import KasaConfig
 from .yamlsource import KeyPath, LoadedYaml, Problem, format_path, load_yaml
 
 DEFAULT_CONFIG_PATH = Path("/data/config.yaml")
+#: The fleet-wide template (a balena fleet variable): YAML under every home's config file.
+FLEET_VARIABLE = "BRIDGE_FLEET_CONFIG"
 
 
 def source_union(source_families: Iterable[families.SourceFamily]) -> Any:
@@ -62,6 +65,12 @@ class BridgeConfig(StrictModel):
     influx: InfluxConfig | None = Field(default=None, description="InfluxDB 2 (off when absent).")
     spool: SpoolConfig = Field(default_factory=SpoolConfig, description="Durable spool of the InfluxDB sink.")
     sources: list[SourceConfig] = Field(default_factory=list, description="Meter sources, each with `type` and `id`.")
+    discovery: DiscoveryConfig | None = Field(
+        default=None,
+        description="Meters found without a `sources` entry, and their roles in Home Assistant. Absent: all on "
+        "while `sources` is empty, all off once it names a meter; present (even `{}`): each family on unless "
+        "set to false.",
+    )
     kasa: KasaConfig = Field(default_factory=KasaConfig, description="Emulated Kasa plugs for Sense.")
     flex: FlexConfig = Field(default_factory=FlexConfig, description="Demand response.")
 
@@ -69,6 +78,13 @@ class BridgeConfig(StrictModel):
     def mqtt_context(self) -> MqttContext:
         """The sections a broker-connected component needs (site, broker, Home Assistant)."""
         return MqttContext(self.site, self.mqtt, self.homeassistant)
+
+    @property
+    def found_by_default(self) -> DiscoveryConfig:
+        """The discovery settings in force: `discovery`, or (absent) everything on only while `sources` is empty."""
+        if self.discovery is not None:
+            return self.discovery
+        return DiscoveryConfig() if not self.sources else DiscoveryConfig.off()
 
     @property
     def client_id(self) -> str:
@@ -169,17 +185,58 @@ def validate_data(loaded: LoadedYaml, model: type[BaseModel] | None = None) -> t
     return (None if problems else result), problems
 
 
+def merge_template(template: Any, home: Any) -> Any:
+    """`home` over `template`: mappings merge key by key (the home's value wins), anything else
+    (a list such as `sources`, a number) is the home's when it has one."""
+    if isinstance(template, dict) and isinstance(home, dict):
+        merged = dict(template)
+        for key, value in home.items():
+            merged[key] = merge_template(template[key], value) if key in template else value
+        return merged
+    return home
+
+
+def _with_template(loaded: LoadedYaml, fleet: LoadedYaml) -> tuple[LoadedYaml, set[KeyPath]]:
+    """The home's config over the fleet template, and the key paths that came from the template."""
+    data = fleet.data if loaded.data is None else merge_template(fleet.data, loaded.data)
+    merged = LoadedYaml(data, dict(loaded.lines), list(loaded.problems))
+    from_fleet = {path for path in fleet.lines if path not in loaded.lines}
+    for path in from_fleet:
+        merged.lines[path] = fleet.lines[path]
+    return merged, from_fleet
+
+
 def load_config(path: Path, env: Mapping[str, str] | None = None) -> BridgeConfig:
-    """Load and validate a config file; raise `ConfigError` listing every problem."""
+    """Load and validate a config file (over the fleet template in `BRIDGE_FLEET_CONFIG`, when set);
+    raise `ConfigError` listing every problem, each naming the file or the variable it is in."""
+    env = os.environ if env is None else env
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError([f"{path}:1: (file): cannot read: {err}"]) from err
-    loaded = load_yaml(text, os.environ if env is None else env)
+    loaded = load_yaml(text, env)
+    from_fleet: set[KeyPath] = set()
+    template = env.get(FLEET_VARIABLE, "")
+    if template.strip():
+        fleet = load_yaml(template, env)
+        if fleet.problems or not isinstance(fleet.data, dict):
+            reasons = fleet.problems or [Problem(1, (), "the fleet template must be a mapping of sections")]
+            raise ConfigError([f"${FLEET_VARIABLE}:{p.line}: {format_path(p.path)}: {p.reason}" for p in reasons])
+        if isinstance(loaded.data, dict) or loaded.data is None:
+            loaded, from_fleet = _with_template(loaded, fleet)
     config, problems = validate_data(loaded)
     if problems:
         problems.sort(key=lambda p: p.line)
-        raise ConfigError([f"{path}:{p.line}: {format_path(p.path)}: {p.reason}" for p in problems])
+
+        def where(problem: Problem) -> str:
+            for end in range(len(problem.path), 0, -1):
+                if problem.path[:end] in from_fleet:
+                    return f"${FLEET_VARIABLE}"
+                if problem.path[:end] in loaded.lines:
+                    break
+            return str(path)
+
+        raise ConfigError([f"{where(p)}:{p.line}: {format_path(p.path)}: {p.reason}" for p in problems])
     if not isinstance(config, BridgeConfig):  # pragma: no cover - validate_data returns the model
         raise TypeError(type(config).__name__)
     return config

@@ -39,6 +39,8 @@ from .sources.opower_config import OpowerSourceConfig
 from .sources.shelly import parser as shelly_parser
 from .sources.shelly.config import ShellySourceConfig
 from .sources.simulated_config import SimulatedSourceConfig
+from .sources.tasmota import parser as tasmota_parser
+from .sources.tasmota.config import TasmotaSourceConfig
 from .sources.zigbee2mqtt import parser as z2m_parser
 from .sources.zigbee2mqtt.config import Zigbee2MqttSourceConfig
 
@@ -131,6 +133,12 @@ def _duke_energy(config: DukeEnergySourceConfig, context: MqttContext) -> Source
     return DukeEnergySource(config, context)
 
 
+def _tasmota(config: TasmotaSourceConfig, context: MqttContext) -> Source[Any]:
+    from .sources.tasmota.source import TasmotaSource
+
+    return TasmotaSource(config, context.mqtt, _client_id(context, config.id))
+
+
 def _emu2(config: Emu2SourceConfig, context: MqttContext) -> Source[Any]:
     from .sources.emu2.source import Emu2Source
 
@@ -206,6 +214,13 @@ def _mqtt_raw() -> RawParser:
     return parse
 
 
+def _tasmota_raw() -> RawParser:
+    def parse(data: bytes) -> None:
+        _each(lambda: tasmota_parser.parse_config(data), lambda: tasmota_parser.energy_channels(data))
+
+    return parse
+
+
 def _green_button_raw() -> RawParser:
     return parse_espi
 
@@ -221,6 +236,7 @@ SOURCE_FAMILIES: tuple[SourceFamily, ...] = (
     SourceFamily(OpowerSourceConfig, _opower),
     SourceFamily(DukeEnergySourceConfig, _duke_energy),
     SourceFamily(Emu2SourceConfig, _emu2, _emu2_raw, "emu2/*.xml"),
+    SourceFamily(TasmotaSourceConfig, _tasmota, _tasmota_raw, "tasmota/*.config.json"),
 )
 
 

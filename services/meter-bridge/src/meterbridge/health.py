@@ -32,7 +32,8 @@ def health_report(stats: BridgeStats, now: datetime | None = None) -> dict[str, 
         age = (now - source.last_reading).total_seconds() if source.last_reading else None
         # A source that has not read yet is given its stale period from start-up.
         since = age if age is not None else (now - stats.started).total_seconds()
-        source_healthy = since <= source.stale_after_s
+        # a family looked for by default that has found nothing yet is not stale: the home may have none
+        source_healthy = since <= source.stale_after_s or (source.found_by_default and not source.meters)
         healthy = healthy and source_healthy
         sources[source_id] = {
             "type": source.source_type,
@@ -41,6 +42,7 @@ def health_report(stats: BridgeStats, now: datetime | None = None) -> dict[str, 
             "readings": source.readings,
             "errors": dict(source.errors),
             "meters": dict(source.meters),
+            "found_by_default": source.found_by_default,
         }
     sinks = {
         name: {
@@ -58,6 +60,7 @@ def health_report(stats: BridgeStats, now: datetime | None = None) -> dict[str, 
         "version": __version__,
         "uptime_s": round((now - stats.started).total_seconds(), 1),
         "sources": sources,
+        "roles": {meter_id: dict(role) for meter_id, role in stats.roles.items()},
         "sinks": sinks,
     }
 

@@ -22,6 +22,8 @@ class SourceStats:
     last_reading: datetime | None = None
     #: Meters of this source and whether each is available.
     meters: dict[str, bool] = field(default_factory=dict)
+    #: Looking for a family by default (discovery.py): healthy while it has found nothing.
+    found_by_default: bool = False
 
 
 @dataclass(slots=True)
@@ -45,3 +47,5 @@ class BridgeStats:
     started: datetime
     sources: dict[str, SourceStats] = field(default_factory=dict)
     sinks: dict[str, SinkStats] = field(default_factory=dict)
+    #: Every meter's role and name (roles.py), for `meter-bridge status`.
+    roles: dict[str, dict[str, str | None]] = field(default_factory=dict)

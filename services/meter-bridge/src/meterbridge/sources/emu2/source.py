@@ -48,6 +48,8 @@ POLL_AFTER_INTERVALS = 3
 #: A port silent this long (and at least `SILENCE_INTERVALS` demand intervals) is reopened.
 MIN_SILENCE_S = 30.0
 SILENCE_INTERVALS = 6
+#: How often a source found by default looks for an EMU-2 that is not plugged in yet (a sysfs scan).
+FIND_EVERY_S = 2.0
 #: Unknown fragment names remembered for "log once per name" (bounded: names come off the wire).
 _MAX_UNKNOWN_NAMES = 100
 
@@ -57,8 +59,11 @@ class Emu2Source(Source[Emu2SourceConfig]):
 
     source_type = "emu2"
 
-    def __init__(self, config: Emu2SourceConfig) -> None:
+    def __init__(self, config: Emu2SourceConfig, *, wait_for_device: bool = False) -> None:
         super().__init__(config)
+        #: Found by default (discovery.py): no meter exists, and nothing is logged, until an
+        #: EMU-2 or RAVEn is plugged in; from then on it is shown unavailable when unplugged.
+        self.wait_for_device = wait_for_device
         #: Zigbee link strength to the meter (0-100 %) from the last ConnectionStatus.
         self.link_strength_pct: int | None = None
         #: Times the port was opened, and demand polls sent (push did not arrive).
@@ -100,6 +105,8 @@ class Emu2Source(Source[Emu2SourceConfig]):
     async def run(self, ctx: SourceContext) -> None:
         """Read until cancelled, reopening the port with backoff whenever it goes away."""
         port = self.config.port or "the EMU-2 found by its USB ids"
+        if self.wait_for_device:
+            await self._wait_for_device()
         self._describe(ctx)
         backoff = Backoff(initial=0.5, maximum=30.0)
         failures = 0
@@ -128,6 +135,13 @@ class Emu2Source(Source[Emu2SourceConfig]):
                     _LOGGER.debug("EMU-2 %s attempt %d failed: %s", port, failures, err)
                 ctx.stats.errors["connection"] += 1
                 await asyncio.sleep(backoff.next_delay())
+
+    async def _wait_for_device(self) -> None:
+        """Return once an EMU-2 or RAVEn is plugged in (looked up every `FIND_EVERY_S`)."""
+        # polled: sysfs offers no event a process without udev could wait on
+        while find_usb_serial(EMU2_USB_IDS) is None:  # noqa: ASYNC110
+            await asyncio.sleep(FIND_EVERY_S)
+        _LOGGER.info("EMU-2 found on USB: reading it as meter %s", self.config.id)
 
     async def _session(self, ctx: SourceContext, transport: Emu2Transport) -> AsyncIterator[None]:
         """Yield once per chunk that held at least one fragment; raise `SourceConnectionError` when the port fails."""

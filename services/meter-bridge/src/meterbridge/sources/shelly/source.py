@@ -85,6 +85,8 @@ class ShellySource(Source[ShellySourceConfig]):
         self._client: MqttClient | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._relay_commands: dict[str, tuple[ShellyDevice, int]] = {}
+        #: Prefixes `discover` leaves alone (read by an explicit source: discovery.py).
+        self.excluded: frozenset[str] = frozenset()
 
     # -- devices and relays ---------------------------------------------------------------
 
@@ -205,7 +207,9 @@ class ShellySource(Source[ShellySourceConfig]):
     async def _on_online(self, ctx: SourceContext, client: MqttClient, prefix: str, payload: bytes) -> None:
         device = self.devices.get(prefix)
         if device is None:
-            if not (self.config.discover and DEVICE_ID.match(prefix.removeprefix(f"{TOPIC_ROOT}/"))):
+            if prefix in self.excluded or not (
+                self.config.discover and DEVICE_ID.match(prefix.removeprefix(f"{TOPIC_ROOT}/"))
+            ):
                 return
             device = self._add_device(ShellyDeviceConfig(prefix=prefix))
             _LOGGER.info("Shelly source %s: discovered %s", self.id, prefix)

@@ -44,6 +44,8 @@ class Zigbee2MqttSource(MqttSubscriptionSource[Zigbee2MqttSourceConfig]):
             manufacturer=device.vendor,
             model=model,
             sw_version=device.software_build_id,
+            # the IEEE address: the hems HA integration finds Zigbee2MQTT's own entities by it (roles.py)
+            serial=device.ieee_address,
         )
 
     async def on_connect(self, client: MqttClient, ctx: SourceContext) -> None:

@@ -1,0 +1,167 @@
+"""Energy preferences from the meters' roles: pure functions, no Home Assistant imports (unit-tested).
+
+`wanted_entries` turns the bridge's roles document (`hems/meters`) into Energy preference entries
+in the format of the pinned Home Assistant's `homeassistant/components/energy/data.py` (store 1.3:
+one unified grid source with `stat_energy_from`/`stat_energy_to`/`stat_rate`; `solar`, `battery`,
+`gas` sources; `device_consumption` items). `merge` puts them into the householder's preferences
+and touches only entries this integration added itself and nobody changed since: an entry the
+householder added or edited by hand is never removed or overwritten, and an entry of ours the
+householder edited becomes theirs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+Entry = dict[str, Any]
+#: Finds a sensor's entity id from its unique id (`hems_<site>_<meter>_<quantity>`), or None.
+Resolve = Callable[[str], str | None]
+
+DEVICE_ROLES = ("ev_charger", "heat_pump", "device")
+
+
+def _entity(resolve: Resolve, site: str, meter: Mapping[str, Any], quantity: str) -> str | None:
+    if quantity not in meter.get("quantities", ()):
+        return None
+    unique_id = f"hems_{site}_{meter['id']}_{quantity}"
+    return resolve(unique_id) or f"sensor.hems_{meter['id']}_{quantity}"
+
+
+def wanted_entries(document: Mapping[str, Any], resolve: Resolve) -> tuple[list[Entry], list[Entry]]:
+    """(energy sources, individual devices) the roles ask for."""
+    site = str(document.get("site", "home"))
+    sources: list[Entry] = []
+    devices: list[Entry] = []
+    for meter in document.get("meters", ()):
+        if not isinstance(meter, Mapping) or not isinstance(meter.get("id"), str):
+            continue
+        role, name = meter.get("role"), meter.get("name") or meter["id"]
+        imported = _entity(resolve, site, meter, "energy_import")
+        exported = _entity(resolve, site, meter, "energy_export")
+        power = _entity(resolve, site, meter, "power")
+        gas = _entity(resolve, site, meter, "gas_energy")
+        if gas is not None:
+            # a gas meter (a Glow CAD's) has no role to choose: it is the home's gas supply
+            sources.append(
+                {
+                    "type": "gas",
+                    "stat_energy_from": gas,
+                    "stat_cost": None,
+                    "entity_energy_price": None,
+                    "number_energy_price": None,
+                }
+            )
+        if role == "grid" and (imported or exported):
+            grid: Entry = {
+                "type": "grid",
+                "stat_energy_from": imported,
+                "stat_energy_to": exported,
+                "stat_cost": None,
+                "entity_energy_price": None,
+                "number_energy_price": None,
+                "stat_compensation": None,
+                "entity_energy_price_export": None,
+                "number_energy_price_export": None,
+                "cost_adjustment_day": 0.0,
+            }
+            if power is not None:
+                grid["stat_rate"] = power  # ours is HA's sign: positive importing
+            sources.append(grid)
+        elif role == "solar" and (exported or imported):
+            # an inverter's meter counts production as export (or, wired the other way, import)
+            sources.append(
+                {"type": "solar", "stat_energy_from": exported or imported, "config_entry_solar_forecast": None}
+            )
+        elif role == "battery" and imported and exported:
+            # into the battery is the meter's import (charging), out of it its export
+            sources.append({"type": "battery", "stat_energy_from": exported, "stat_energy_to": imported})
+        elif role in DEVICE_ROLES and imported:
+            device: Entry = {"stat_consumption": imported, "name": name}
+            if power is not None:
+                device["stat_rate"] = power
+            devices.append(device)
+    return sources, devices
+
+
+def key_of(entry: Mapping[str, Any]) -> str:
+    """What makes an entry the same one: its kind and its main statistic."""
+    kind = entry.get("type", "device")
+    stat = entry.get("stat_consumption") or entry.get("stat_energy_from") or entry.get("stat_energy_to")
+    return f"{kind}:{stat}"
+
+
+def _same(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def _merge_list(current: Iterable[Entry], wanted: list[Entry], owned: list[Entry]) -> tuple[list[Entry], list[Entry]]:
+    """(the new list, what of it is ours now)."""
+    ours = {key_of(entry): entry for entry in owned}
+    result: list[Entry] = []
+    kept_keys: set[str] = set()
+    for entry in current:
+        mine = ours.get(key_of(entry))
+        if mine is not None and _same(mine, entry):
+            continue  # ours, unchanged: replaced by what the roles want now (or dropped)
+        result.append(entry)  # the householder's (or ours edited by hand: theirs now)
+        kept_keys.add(key_of(entry))
+    now_ours: list[Entry] = []
+    for entry in wanted:
+        if key_of(entry) in kept_keys:
+            continue  # the householder already has this statistic: theirs wins
+        result.append(entry)
+        now_ours.append(entry)
+    return result, now_ours
+
+
+def merge(
+    prefs: Mapping[str, Any], document: Mapping[str, Any], owned: Mapping[str, Any], resolve: Resolve
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the Energy preferences update, what this integration owns afterwards)."""
+    sources, devices = wanted_entries(document, resolve)
+    new_sources, our_sources = _merge_list(
+        prefs.get("energy_sources", ()), sources, list(owned.get("energy_sources", ()))
+    )
+    new_devices, our_devices = _merge_list(
+        prefs.get("device_consumption", ()), devices, list(owned.get("device_consumption", ()))
+    )
+    update = {
+        "energy_sources": new_sources,
+        "device_consumption": new_devices,
+        # the 2026 Energy panel spins forever without it (KNOWLEDGE.md)
+        "device_consumption_water": list(prefs.get("device_consumption_water") or []),
+    }
+    return update, {"energy_sources": our_sources, "device_consumption": our_devices}
+
+
+#: Our quantity -> the Zigbee2MQTT property it is read from (meterbridge/sources/zigbee2mqtt/parser.py).
+Z2M_PROPERTIES = {
+    "power": "power",
+    "energy_import": "energy",
+    "energy_export": "produced_energy",
+    "voltage": "voltage",
+    "current": "current",
+    "temperature": "temperature",
+    "humidity": "humidity",
+    "co2": "co2",
+}
+
+
+def zigbee2mqtt_duplicates(document: Mapping[str, Any], base_topic: str = "zigbee2mqtt") -> list[str]:
+    """Unique ids of Zigbee2MQTT's own sensors for what the bridge already announces.
+
+    Zigbee2MQTT's unique ids are `<IEEE address>_<property>_<base topic>` (its homeassistant
+    extension, `${entity.options.ID}_${config.object_id}_${settings.mqtt.base_topic}`).
+    """
+    found: list[str] = []
+    for meter in document.get("meters", ()):
+        ieee = meter.get("zigbee_ieee") if isinstance(meter, Mapping) else None
+        if not isinstance(ieee, str):
+            continue
+        for quantity in meter.get("quantities", ()):
+            prop = Z2M_PROPERTIES.get(quantity)
+            if prop is not None:
+                found.append(f"{ieee}_{prop}_{base_topic}")
+    return found

@@ -1,0 +1,1 @@
+"""`type: tasmota`: Tasmota plugs and meters that announce themselves on `tasmota/discovery/#`."""

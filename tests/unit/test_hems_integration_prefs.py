@@ -1,0 +1,150 @@
+"""The `hems` HA integration's pure part (ha-config/custom_components/hems/energy_prefs.py), and its
+copy of what the release's seeding step used to write (it must stay equal to hems_seed.energy_prefs)."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+HEMS = REPO / "ha-config" / "custom_components" / "hems"
+sys.path.insert(0, str(REPO / "services" / "homeassistant"))
+
+import hems_seed  # noqa: E402
+
+
+def _load(name: str) -> Any:
+    spec = importlib.util.spec_from_file_location(f"hems_{name}", HEMS / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+prefs = _load("energy_prefs")
+dashboard = _load("dashboard")
+DOC = {
+    "site": "home",
+    "meters": [
+        {
+            "id": "emu2",
+            "name": "Smart meter",
+            "role": "grid",
+            "quantities": ["energy_export", "energy_import", "power"],
+        },
+        {"id": "plug", "name": "Heat pump", "role": "heat_pump", "quantities": ["energy_import", "power"]},
+        {"id": "pv", "name": "Inverter", "role": "solar", "quantities": ["energy_export", "power"]},
+        {"id": "room", "name": "Living room", "role": None, "quantities": ["temperature"]},
+        {"id": "tv", "name": "TV", "role": "ignore", "quantities": ["energy_import"]},
+    ],
+}
+
+
+def no_registry(_unique_id: str) -> None:
+    return None
+
+
+def test_roles_become_energy_entries() -> None:
+    sources, devices = prefs.wanted_entries(DOC, no_registry)
+    grid, solar = sources
+    assert (grid["type"], grid["stat_energy_from"], grid["stat_energy_to"], grid["stat_rate"]) == (
+        "grid",
+        "sensor.hems_emu2_energy_import",
+        "sensor.hems_emu2_energy_export",
+        "sensor.hems_emu2_power",
+    )
+    assert solar == {
+        "type": "solar",
+        "stat_energy_from": "sensor.hems_pv_energy_export",
+        "config_entry_solar_forecast": None,
+    }
+    assert devices == [
+        {
+            "stat_consumption": "sensor.hems_plug_energy_import",
+            "name": "Heat pump",
+            "stat_rate": "sensor.hems_plug_power",
+        }
+    ]
+
+
+def test_entities_are_found_by_unique_id_when_renamed() -> None:
+    renamed = {"hems_home_plug_energy_import": "sensor.heat_pump_energy"}
+    _, devices = prefs.wanted_entries(DOC, renamed.get)
+    assert devices[0]["stat_consumption"] == "sensor.heat_pump_energy"
+
+
+def test_merge_keeps_hand_made_and_hand_edited_entries() -> None:
+    update, owned = prefs.merge({}, DOC, {}, no_registry)
+    hand = {"stat_consumption": "sensor.kettle_energy"}
+    # the householder adds a device and gives our grid source a price
+    edited_grid = {**update["energy_sources"][0], "number_energy_price": 0.3}
+    current = {
+        "energy_sources": [edited_grid, update["energy_sources"][1]],
+        "device_consumption": [*update["device_consumption"], hand],
+    }
+    doc = {**DOC, "meters": [{**m, "role": "ignore"} if m["id"] in ("plug", "emu2") else m for m in DOC["meters"]]}
+    again, owned_again = prefs.merge(current, doc, owned, no_registry)
+    assert again["device_consumption"] == [hand], "our heat pump leaves; the hand-made device stays"
+    assert edited_grid in again["energy_sources"], "an entry edited by hand is the householder's now"
+    assert all(entry is not edited_grid for entry in owned_again["energy_sources"])
+    assert again["device_consumption_water"] == []
+
+
+def test_seeded_preferences_are_adopted() -> None:
+    tree = ast.parse((HEMS / "__init__.py").read_text())
+    values = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign | ast.AnnAssign):
+            target = node.targets[0] if isinstance(node, ast.Assign) else node.target
+            if isinstance(target, ast.Name) and target.id in ("_SEEDED_GRID", "SEEDED"):
+                values[target.id] = node.value
+    grid = ast.literal_eval(values["_SEEDED_GRID"])
+    seeded = hems_seed.energy_prefs()
+    assert seeded["energy_sources"][0] == grid  # type: ignore[index]
+    source = ast.unparse(values["SEEDED"]).replace("_SEEDED_GRID", repr(grid))
+    ours = ast.literal_eval(source)
+    assert ours["energy_sources"] == seeded["energy_sources"]
+    assert ours["device_consumption"] == seeded["device_consumption"]
+
+
+def test_zigbee2mqtt_duplicates_are_named_as_zigbee2mqtt_names_them() -> None:
+    doc = {
+        "meters": [
+            {"id": "z_plug", "zigbee_ieee": "0xa4c1", "quantities": ["energy_import", "power", "voltage"]},
+            {"id": "emu2", "quantities": ["power"]},
+        ]
+    }
+    assert prefs.zigbee2mqtt_duplicates(doc) == [
+        "0xa4c1_energy_zigbee2mqtt",
+        "0xa4c1_power_zigbee2mqtt",
+        "0xa4c1_voltage_zigbee2mqtt",
+    ]
+
+
+def _entities(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        own = [node["entity"]] if isinstance(node.get("entity"), str) else []
+        return own + [e for value in node.values() for e in _entities(value)]
+    if isinstance(node, list):
+        return [e for item in node for e in _entities(item)]
+    return []
+
+
+def test_the_dashboard_names_only_what_the_home_has() -> None:
+    def entity(meter: dict[str, Any], quantity: str) -> str:
+        return f"sensor.hems_{meter['id']}_{quantity}"
+
+    board = dashboard.hems_dashboard(DOC, entity, ["switch.hems_flex_heat_pump_allow", "select.hems_flex_mode"])
+    named = set(_entities(board))
+    assert "sensor.hems_room_temperature" in named
+    assert "sensor.hems_emu2_power" in named
+    assert not any("tv" in e for e in named), "an ignored meter is left out"
+    assert "switch.hems_flex_ev_allow" not in named, "no EV asset: no EV switch"
+    assert "switch.hems_flex_heat_pump_allow" in named
+    empty = dashboard.hems_dashboard({"meters": []}, entity, [])
+    assert _entities(empty) == []
+    assert empty["views"][0]["cards"][0]["type"] == "markdown"
