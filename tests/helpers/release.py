@@ -97,19 +97,17 @@ def image_environment(dockerfile: Path) -> dict[str, str]:
 
 
 def relocate(env: Mapping[str, str], service_mounts: Sequence[Mount], image_root: Path) -> dict[str, str]:
-    """`env` with every container path moved here: under a mount target, into that volume's
-    directory; any other absolute path, under `image_root` (the image's own files)."""
-    moved = {}
-    by_depth = sorted(service_mounts, key=lambda m: len(m.target), reverse=True)
-    for name, value in env.items():
-        if value.startswith("/"):
-            mount = next((m for m in by_depth if value == m.target or value.startswith(m.target + "/")), None)
-            if mount is not None:
-                value = str(mount.path) + value[len(mount.target) :]
-            else:
-                value = str(image_root / value.lstrip("/"))
-        moved[name] = value
-    return moved
+    """`env` with every absolute container path moved under `image_root`, the container's file
+    tree here: each mount target in it is a link to that volume's directory, so a path inside a
+    mount lands in the volume and the parents of nested mount points exist as in the container."""
+    for mount in service_mounts:
+        point = image_root / mount.target.lstrip("/")
+        if not point.is_symlink():
+            point.parent.mkdir(parents=True, exist_ok=True)
+            point.symlink_to(mount.path, target_is_directory=True)
+    return {
+        name: str(image_root / value.lstrip("/")) if value.startswith("/") else value for name, value in env.items()
+    }
 
 
 @dataclass
