@@ -228,8 +228,12 @@ class ReleaseBroker:
     def start(self) -> None:
         """Run the entrypoint and wait for the broker's port."""
         self.log = (self.root / "entrypoint.log").open("ab")
+        argv = [*self.interpreter, str(MOSQUITTO_DIR / "entrypoint.sh")]
+        if os.geteuid() == 0:
+            # compose mounts the Shelly identities into mqtt read-only
+            argv = read_only(argv, [self.identities])
         self.process = subprocess.Popen(
-            [*self.interpreter, str(MOSQUITTO_DIR / "entrypoint.sh")],
+            argv,
             env=self.environment(),
             stdout=self.log,
             stderr=self.log,

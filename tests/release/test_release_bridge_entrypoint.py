@@ -24,7 +24,7 @@ from helpers.emu2_sim import Emu2Simulator
 from helpers.homeassistant import HomeAssistant
 from helpers.influx_mgmt_double import InfluxMgmtDouble
 from helpers.net import free_port
-from helpers.release import REPO, ReleaseBroker, Volumes, image_environment
+from helpers.release import REPO, ReleaseBroker, Volumes, image_environment, read_only
 from helpers.usb_sysfs import EMU2, FakeSysfs, pty_numbers
 from release.test_release_influx_tokens import run_provision
 
@@ -76,7 +76,9 @@ async def test_bridge_connects_with_the_shared_password(volumes: Volumes, releas
         "127.0.0.1", release_broker.port, username="homeassistant", password=release_broker.password("homeassistant")
     ) as observer:
         await observer.subscribe(topic, qos=1)
-        process = subprocess.Popen(["sh", str(ENTRYPOINT), "run"], env=env, stdout=log, stderr=log)
+        # compose mounts mqtt-creds-bridge into the bridge read-only
+        argv = read_only(["sh", str(ENTRYPOINT), "run"], [creds])
+        process = subprocess.Popen(argv, env=env, stdout=log, stderr=log)
         try:
 
             async def online() -> None:
