@@ -78,8 +78,24 @@ check_ports || exit 1
 # the broker reads them from
 mkdir -p "$DEMO/logs" "$DEMO/ha" "$DEMO/nginx" "$DEMO/bridge" "$DEMO/mqtt/share/bridge" "$DEMO/mqtt/share/homeassistant" \
     "$DEMO/shelly-identities"
-chmod 700 "$DEMO"
 MQTT_SHARE=$DEMO/mqtt/share
+# Run as root, every entrypoint drops to its image's user, as on a device (scripts/image-users.tsv:
+# the same uids; Debian's own `mosquitto` has other ids, so the image's is named hems-mosquitto
+# here). Those users reach their own directories only: $DEMO can be passed through (0711), its
+# files (secrets, supervisord.conf, logs) stay root's. As another user nothing drops.
+image_user() { awk -v s="$1" '$1 == s { print $7 }' "$REPO/scripts/image-users.tsv"; }
+if [[ $(id -u) -eq 0 ]]; then
+    MOSQUITTO_USER=$(image_user mqtt) NGINX_USER=$(image_user nginx) BRIDGE_USER=$(image_user meter-bridge)
+    chmod 711 "$DEMO"
+    chmod 700 "$DEMO/logs" "$DEMO/ha"
+    # nginx's data volume as the engine makes it (root, 0755): its workers read the htpasswd there
+    mkdir -p "$DEMO/nginx/data"
+    # the bridge writes each provisioned Shelly's identity there (the broker's watcher reads it as root)
+    chown "$BRIDGE_USER:" "$DEMO/shelly-identities"
+else
+    MOSQUITTO_USER=root NGINX_USER=root BRIDGE_USER=root
+    chmod 700 "$DEMO"
+fi
 
 # Secrets: generated once, kept in $DEMO (0600) for the next run; never a default password.
 # The broker's users get theirs from Mosquitto's entrypoint (in $DEMO/mqtt), as in the release.
@@ -188,7 +204,7 @@ serverurl=unix://$DEMO/supervisor.sock
 
 [program:mosquitto]
 command=sh $REPO/services/mosquitto/entrypoint.sh
-environment=MOSQUITTO_CONFIG_DIR="$DEMO/mqtt/config",MOSQUITTO_DATA_DIR="$DEMO/mqtt/data",MQTT_SHARE_DIR="$MQTT_SHARE",MQTT_SHELLY_IDENTITIES_DIR="$DEMO/shelly-identities",MOSQUITTO_LISTEN_ADDRESS="127.0.0.1",MOSQUITTO_PORT="$MQTT_PORT",MOSQUITTO_RUN_USER="root",MOSQUITTO_BIN="$(command -v mosquitto || echo /usr/sbin/mosquitto)"
+environment=MOSQUITTO_CONFIG_DIR="$DEMO/mqtt/config",MOSQUITTO_DATA_DIR="$DEMO/mqtt/data",MQTT_SHARE_DIR="$MQTT_SHARE",MQTT_SHELLY_IDENTITIES_DIR="$DEMO/shelly-identities",MOSQUITTO_LISTEN_ADDRESS="127.0.0.1",MOSQUITTO_PORT="$MQTT_PORT",MOSQUITTO_RUN_USER="$MOSQUITTO_USER",MOSQUITTO_BIN="$(command -v mosquitto || echo /usr/sbin/mosquitto)"
 priority=10
 autorestart=true
 redirect_stderr=true
@@ -198,7 +214,7 @@ stdout_logfile=$DEMO/logs/mosquitto.log
 # while trying a release's config would replace the demo's
 [program:bridge]
 command=sh $REPO/services/meter-bridge/entrypoint.sh run
-environment=PATH="$VENV/bin:$PATH",BRIDGE_CONFIG="",BRIDGE_CONFIG_FILE="$DEMO/bridge/config.yaml",BRIDGE_RUN_USER="root",MQTT_PASSWORD_FILE="$MQTT_SHARE/bridge/password",SHELLY_IDENTITIES_DIR="$DEMO/shelly-identities",DEMO_MQTT_PORT="$MQTT_PORT",DEMO_HEALTH_PORT="$HEALTH_PORT",DEMO_STATE_DIR="$DEMO"
+environment=PATH="$VENV/bin:$PATH",BRIDGE_CONFIG="",BRIDGE_CONFIG_FILE="$DEMO/bridge/config.yaml",BRIDGE_RUN_USER="$BRIDGE_USER",MQTT_PASSWORD_FILE="$MQTT_SHARE/bridge/password",SHELLY_IDENTITIES_DIR="$DEMO/shelly-identities",DEMO_MQTT_PORT="$MQTT_PORT",DEMO_HEALTH_PORT="$HEALTH_PORT",DEMO_STATE_DIR="$DEMO/bridge"
 priority=20
 autorestart=true
 startsecs=2
@@ -224,7 +240,7 @@ stdout_logfile=$DEMO/logs/configurator.log
 
 [program:nginx]
 command=bash -c 'PROXY_ADMIN_PASSWORD=\$(cat $DEMO/proxy_password) exec sh $REPO/nginx/entrypoint.sh'
-environment=NGINX_TEMPLATE="$REPO/nginx/nginx.conf.template",NGINX_CONF_FILE="$DEMO/nginx/nginx.conf",NGINX_DATA_DIR="$DEMO/nginx/data",NGINX_RUN_DIR="$DEMO/nginx/run",NGINX_RUN_USER="root",NGINX_MIME_TYPES="/etc/nginx/mime.types",NGINX_LISTEN_ADDRESS="127.0.0.1",NGINX_HTTP_PORT="$HTTP_PORT",NGINX_HTTPS_PORT="$HTTPS_PORT",NGINX_BIN="$(command -v nginx || echo /usr/sbin/nginx)",NGINX_UPSTREAM_HOMEASSISTANT="127.0.0.1:$HA_PORT",NGINX_UPSTREAM_CONFIGURATOR="127.0.0.1:$CONFIGURATOR_PORT",TLS_HOSTNAME="localhost",PROXY_ADMIN_USER="admin"
+environment=NGINX_TEMPLATE="$REPO/nginx/nginx.conf.template",NGINX_CONF_FILE="$DEMO/nginx/nginx.conf",NGINX_DATA_DIR="$DEMO/nginx/data",NGINX_RUN_DIR="$DEMO/nginx/run",NGINX_RUN_USER="$NGINX_USER",NGINX_MIME_TYPES="/etc/nginx/mime.types",NGINX_LISTEN_ADDRESS="127.0.0.1",NGINX_HTTP_PORT="$HTTP_PORT",NGINX_HTTPS_PORT="$HTTPS_PORT",NGINX_BIN="$(command -v nginx || echo /usr/sbin/nginx)",NGINX_UPSTREAM_HOMEASSISTANT="127.0.0.1:$HA_PORT",NGINX_UPSTREAM_CONFIGURATOR="127.0.0.1:$CONFIGURATOR_PORT",TLS_HOSTNAME="localhost",PROXY_ADMIN_USER="admin"
 priority=50
 autorestart=true
 redirect_stderr=true

@@ -8,7 +8,9 @@ with `scripts/demo.sh stop` (supervisorctl shutdown).
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -56,11 +58,14 @@ class Stack:
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack() -> Iterator[Stack]:
     """The whole appliance, up and onboarded."""
     if not HASS.exists():
         pytest.skip("Home Assistant is not installed: run make setup-ha")
-    demo_dir = tmp_path_factory.mktemp("stack") / "demo"
+    # run as root, the demo's services drop to their images' users, which must reach their own
+    # directories in it: not under pytest's 0700 tmp_path
+    demo_dir = Path(tempfile.mkdtemp(prefix="hems-stack-")) / "demo"
+    demo_dir.parent.chmod(0o755)
     ports = {name: free_port() for name in ("mqtt", "health", "ha", "configurator", "https", "http")}
     env = {
         **os.environ,
@@ -80,3 +85,4 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield Stack(demo_dir, ports, ha, up_since - started, up_since)
     finally:
         subprocess.run(["bash", "scripts/demo.sh", "stop"], cwd=REPO, env=env, timeout=120, check=False)
+        shutil.rmtree(demo_dir.parent, ignore_errors=True)

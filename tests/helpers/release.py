@@ -4,22 +4,127 @@ image sets with ENV, servers on 127.0.0.1 with ports chosen at run time."""
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
+import re
 import shutil
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 
 from meterbridge.sources.shelly.identity import ShellyIdentityStore
 
+from .image_users import image_users
 from .net import free_port, stop_process, wait_for_port
 
 REPO = Path(__file__).resolve().parents[2]
 MOSQUITTO_DIR = REPO / "services" / "mosquitto"
 CONSUMERS = ("bridge", "homeassistant", "zigbee2mqtt")
+MOSQUITTO_USER = image_users()["mqtt"].test_name
+
+
+class Volumes:
+    """Named volumes as the engine makes them: each a fresh directory, root:root 0755 (what a
+    container sees at its mount point on first boot), under a directory every image user can
+    traverse (pytest's tmp_path is 0700 root). `volumes("influx-secrets")` makes or returns one."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.chmod(0o755)
+
+    def __call__(self, name: str) -> Path:
+        path = self.root / name
+        if not path.exists():
+            path.mkdir()
+            os.chown(path, 0, 0)
+            path.chmod(0o755)
+        return path
+
+    @classmethod
+    def temporary(cls) -> Iterator[Volumes]:
+        """A fresh set in /tmp, removed afterwards."""
+        root = Path(tempfile.mkdtemp(prefix="hems-volumes-"))
+        try:
+            yield cls(root)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def traversable(root: Path, name: str) -> Path:
+    """`root/name` as a link to a fresh root-owned 0755 directory that an image's user can reach
+    (pytest's tmp_path has 0700 parents); the directory itself, for the service's variables. Made
+    once per `root`, removed at exit."""
+    link = root / name
+    if not link.is_symlink():
+        root.mkdir(parents=True, exist_ok=True)
+        target = Path(tempfile.mkdtemp(prefix=f"hems-{name}-"))
+        target.chmod(0o755)
+        atexit.register(shutil.rmtree, target, True)
+        link.symlink_to(target, target_is_directory=True)
+    return link.resolve()
+
+
+@dataclass(frozen=True, slots=True)
+class Mount:
+    """One entry of a service's `volumes:` in docker-compose.yml, with the volume's directory here."""
+
+    volume: str
+    target: str
+    read_only: bool
+    path: Path
+
+
+def mounts(compose: Mapping[str, Any], service: str, volumes: Volumes) -> list[Mount]:
+    """The named volumes `service` mounts (compose's short syntax `name:/target[:ro]`)."""
+    found = []
+    for entry in compose["services"][service].get("volumes") or []:
+        volume, target, *options = str(entry).split(":")
+        found.append(Mount(volume, target, "ro" in options, volumes(volume)))
+    return found
+
+
+def read_only(argv: Sequence[str], paths: Sequence[Path]) -> list[str]:
+    """`argv` in a mount namespace of its own where each of `paths` is a read-only bind mount of
+    itself: compose's `:ro` as the container sees it (root gets EROFS too, which a chmod would not
+    give), for that process tree only (`unshare -m`, as root)."""
+    if not paths:
+        return list(argv)
+    script = (
+        'while [ "$1" != -- ]; do mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" "$1" || exit 1; '
+        'shift; done; shift; exec "$@"'
+    )
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
+            *map(str, paths), "--", *argv]  # fmt: skip
+
+
+def image_environment(dockerfile: Path) -> dict[str, str]:
+    """The ENV of the final stage of `dockerfile`, as written (container paths)."""
+    text = dockerfile.read_text().replace("\\\n", " ")
+    final = text[text.rindex("\nFROM ") :] if "\nFROM " in text else text
+    env: dict[str, str] = {}
+    for line in re.findall(r"^ENV\s+(.*)$", final, flags=re.MULTILINE):
+        env.update(re.findall(r"([A-Z][A-Z0-9_]*)=(\S+)", line))
+    return env
+
+
+def relocate(env: Mapping[str, str], service_mounts: Sequence[Mount], image_root: Path) -> dict[str, str]:
+    """`env` with every absolute container path moved under `image_root`, the container's file
+    tree here: each mount target in it is a link to that volume's directory, so a path inside a
+    mount lands in the volume and the parents of nested mount points exist as in the container."""
+    for mount in service_mounts:
+        point = image_root / mount.target.lstrip("/")
+        if not point.is_symlink():
+            point.parent.mkdir(parents=True, exist_ok=True)
+            point.symlink_to(mount.path, target_is_directory=True)
+    return {
+        name: str(image_root / value.lstrip("/")) if value.startswith("/") else value for name, value in env.items()
+    }
 
 
 @dataclass
@@ -37,6 +142,12 @@ class ReleaseBroker:
 
     def __post_init__(self) -> None:
         self.port = self.port or free_port()
+        # the broker drops to the image's user (1883): its volumes must be in a directory that user
+        # can traverse, which pytest's tmp_path (0700 parents) is not; the log stays in `root`
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.volumes = Path(tempfile.mkdtemp(prefix="hems-mqtt-"))
+        self.volumes.chmod(0o755)
+        atexit.register(shutil.rmtree, self.volumes, True)
         for consumer in CONSUMERS:
             (self.share / consumer).mkdir(parents=True, exist_ok=True)
         self.identities.mkdir(parents=True, exist_ok=True)
@@ -44,7 +155,7 @@ class ReleaseBroker:
     @property
     def identities(self) -> Path:
         """The Shelly identities volume (the bridge writes it, the broker reads it)."""
-        return self.root / "shelly-identities"
+        return self.volumes / "shelly-identities"
 
     def add_shelly(self, device_id: str, timeout: float = 10.0) -> str:
         """Give `device_id` an identity as provisioning does and wait until the broker takes it; its password."""
@@ -70,26 +181,32 @@ class ReleaseBroker:
         return (self.root / "entrypoint.log").read_text(errors="replace")
 
     @property
+    def config(self) -> Path:
+        """Where the entrypoint renders the broker's config, password file and ACL."""
+        return self.volumes / "config"
+
+    @property
     def share(self) -> Path:
         """Where each consumer's credentials volume is mounted (one directory per consumer)."""
-        return self.root / "share"
+        return self.volumes / "share"
 
     @property
     def data(self) -> Path:
         """The broker's data volume (persistence and generated secrets)."""
-        return self.root / "data"
+        return self.volumes / "data"
 
     def environment(self) -> dict[str, str]:
         """The variables the image sets, pointed at `root`, plus the test's own."""
         return {
             "PATH": os.environ["PATH"],
-            "MOSQUITTO_CONFIG_DIR": str(self.root / "config"),
+            "MOSQUITTO_CONFIG_DIR": str(self.config),
             "MOSQUITTO_DATA_DIR": str(self.data),
             "MQTT_SHARE_DIR": str(self.share),
             "MOSQUITTO_LISTEN_ADDRESS": "127.0.0.1",
             "MOSQUITTO_PORT": str(self.port),
-            # as root Mosquitto would drop to `mosquitto`; keep root so it reads our files
-            "MOSQUITTO_RUN_USER": "root",
+            # the image's user `mosquitto` (1883:1883), named so on test machines, where Debian's
+            # own mosquitto user has other ids (scripts/image-users.tsv)
+            "MOSQUITTO_RUN_USER": MOSQUITTO_USER,
             "MOSQUITTO_BIN": shutil.which("mosquitto") or "/usr/sbin/mosquitto",
             "MQTT_SHELLY_IDENTITIES_DIR": str(self.identities),
             # the release polls every 5 s; tests do not wait that long
@@ -111,8 +228,12 @@ class ReleaseBroker:
     def start(self) -> None:
         """Run the entrypoint and wait for the broker's port."""
         self.log = (self.root / "entrypoint.log").open("ab")
+        argv = [*self.interpreter, str(MOSQUITTO_DIR / "entrypoint.sh")]
+        if os.geteuid() == 0:
+            # compose mounts the Shelly identities into mqtt read-only
+            argv = read_only(argv, [self.identities])
         self.process = subprocess.Popen(
-            [*self.interpreter, str(MOSQUITTO_DIR / "entrypoint.sh")],
+            argv,
             env=self.environment(),
             stdout=self.log,
             stderr=self.log,
