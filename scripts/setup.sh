@@ -79,3 +79,28 @@ if command -v npm >/dev/null && [[ ! -f "$BALENA_COMPOSE_DIR/node_modules/@balen
     mkdir -p "$BALENA_COMPOSE_DIR"
     npm install --silent --no-audit --no-fund --ignore-scripts --prefix "$BALENA_COMPOSE_DIR" @balena/compose@7.4.1 >/dev/null
 fi
+
+# The images' own users (scripts/image-users.tsv): the release and end-to-end tests run every
+# entrypoint as root and let it drop to its image's user, with the image's uid and gid. Root only
+# (useradd); elsewhere the tests that need them skip and say so. Idempotent. A name the machine
+# already has with other numbers is an error, never changed: the test-name column avoids that for
+# Debian's own `mosquitto` user. A uid or gid the machine already uses under another name is shared
+# (--non-unique): nginx's 101 is a Debian system uid.
+if [[ $(id -u) -eq 0 ]]; then
+    while read -r service _ uid gid group extra name _; do
+        [[ -z $service || $service == \#* || $name == - ]] && continue
+        # the primary group: the user's own (named like the user here), or a shared one (dialout)
+        [[ $group == dialout ]] || group=$name
+        getent group "$group" >/dev/null || groupadd --non-unique --gid "$gid" "$group"
+        if ! getent passwd "$name" >/dev/null; then
+            echo "setup: adding user $name ($uid:$gid, the $service image's)"
+            useradd --non-unique --uid "$uid" --gid "$gid" --home-dir /nonexistent --no-create-home \
+                --shell /usr/sbin/nologin "$name"
+        fi
+        [[ $extra == - ]] || usermod --append --groups "$extra" "$name"
+        if [[ $(getent group "$group" | cut -d: -f3) != "$gid" || $(id -u "$name"):$(id -g "$name") != "$uid:$gid" ]]; then
+            echo "setup: $name is $(id -u "$name"):$(id -g "$name") (group $group) here, the $service image's is $uid:$gid" >&2
+            exit 1
+        fi
+    done < <(tr '\t' ' ' <scripts/image-users.tsv)
+fi

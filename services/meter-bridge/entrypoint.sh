@@ -83,9 +83,14 @@ if [ "$(id -u)" = 0 ] && [ -n "${DEV_DIR:-}" ]; then
 fi
 if [ "$(id -u)" = 0 ]; then
     chown -R "$run_user" "$(dirname "$config")" 2>/dev/null || true
-    # influx-provision writes the services' tokens there as `bridge`
-    if [ -n "${INFLUX_TOKENS_DIR:-}" ] && [ -d "$INFLUX_TOKENS_DIR" ]; then
-        chown "$run_user" "$INFLUX_TOKENS_DIR" 2>/dev/null || true
+    # influx-provision writes each consumer's token, as `bridge`, into that consumer's volume
+    # (INFLUX_TOKENS_DIR/<consumer>): a fresh volume is a root-owned 0755 mount point. 0700: only
+    # `bridge` (the meter-bridge container's reader) and root (Home Assistant's) look inside.
+    if [ -n "${INFLUX_TOKENS_DIR:-}" ]; then
+        for dir in "$INFLUX_TOKENS_DIR"/*/; do
+            [ -d "$dir" ] || continue
+            chown "$run_user:" "$dir" && chmod 0700 "$dir"
+        done
     fi
 fi
 

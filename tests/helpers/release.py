@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 
@@ -20,6 +24,90 @@ from .net import free_port, stop_process, wait_for_port
 REPO = Path(__file__).resolve().parents[2]
 MOSQUITTO_DIR = REPO / "services" / "mosquitto"
 CONSUMERS = ("bridge", "homeassistant", "zigbee2mqtt")
+
+
+class Volumes:
+    """Named volumes as the engine makes them: each a fresh directory, root:root 0755 (what a
+    container sees at its mount point on first boot), under a directory every image user can
+    traverse (pytest's tmp_path is 0700 root). `volumes("influx-secrets")` makes or returns one."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.chmod(0o755)
+
+    def __call__(self, name: str) -> Path:
+        path = self.root / name
+        if not path.exists():
+            path.mkdir()
+            os.chown(path, 0, 0)
+            path.chmod(0o755)
+        return path
+
+    @classmethod
+    def temporary(cls) -> Iterator[Volumes]:
+        """A fresh set in /tmp, removed afterwards."""
+        root = Path(tempfile.mkdtemp(prefix="hems-volumes-"))
+        try:
+            yield cls(root)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Mount:
+    """One entry of a service's `volumes:` in docker-compose.yml, with the volume's directory here."""
+
+    volume: str
+    target: str
+    read_only: bool
+    path: Path
+
+
+def mounts(compose: Mapping[str, Any], service: str, volumes: Volumes) -> list[Mount]:
+    """The named volumes `service` mounts (compose's short syntax `name:/target[:ro]`)."""
+    found = []
+    for entry in compose["services"][service].get("volumes") or []:
+        volume, target, *options = str(entry).split(":")
+        found.append(Mount(volume, target, "ro" in options, volumes(volume)))
+    return found
+
+
+def read_only(argv: Sequence[str], paths: Sequence[Path]) -> list[str]:
+    """`argv` in a mount namespace of its own where each of `paths` is a read-only bind mount of
+    itself: compose's `:ro` as the container sees it (root gets EROFS too, which a chmod would not
+    give), for that process tree only (`unshare -m`, as root)."""
+    if not paths:
+        return list(argv)
+    script = (
+        'while [ "$1" != -- ]; do mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" "$1" || exit 1; '
+        'shift; done; shift; exec "$@"'
+    )
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
+            *map(str, paths), "--", *argv]  # fmt: skip
+
+
+def image_environment(dockerfile: Path) -> dict[str, str]:
+    """The ENV of the final stage of `dockerfile`, as written (container paths)."""
+    text = dockerfile.read_text().replace("\\\n", " ")
+    final = text[text.rindex("\nFROM ") :] if "\nFROM " in text else text
+    env: dict[str, str] = {}
+    for line in re.findall(r"^ENV\s+(.*)$", final, flags=re.MULTILINE):
+        env.update(re.findall(r"([A-Z][A-Z0-9_]*)=(\S+)", line))
+    return env
+
+
+def relocate(env: Mapping[str, str], service_mounts: Sequence[Mount], image_root: Path) -> dict[str, str]:
+    """`env` with every absolute container path moved under `image_root`, the container's file
+    tree here: each mount target in it is a link to that volume's directory, so a path inside a
+    mount lands in the volume and the parents of nested mount points exist as in the container."""
+    for mount in service_mounts:
+        point = image_root / mount.target.lstrip("/")
+        if not point.is_symlink():
+            point.parent.mkdir(parents=True, exist_ok=True)
+            point.symlink_to(mount.path, target_is_directory=True)
+    return {
+        name: str(image_root / value.lstrip("/")) if value.startswith("/") else value for name, value in env.items()
+    }
 
 
 @dataclass

@@ -77,7 +77,7 @@ async def test_first_run_creates_second_changes_nothing(double: InfluxMgmtDouble
     dashboard = auths["hems:dashboard"]["permissions"]
     assert all(p["action"] == "read" for p in dashboard)
     for name in ("bridge", "homeassistant", "dashboard"):
-        path = tokens / f"{name}.token"
+        path = tokens / name / f"{name}.token"
         assert path.read_text().strip() == auths[f"hems:{name}"]["token"]
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert not double.remotes
@@ -92,7 +92,7 @@ async def test_first_run_creates_second_changes_nothing(double: InfluxMgmtDouble
 async def test_changed_retention_and_lost_token_file_are_reconciled(double: InfluxMgmtDouble, tmp_path: Path) -> None:
     tokens = tmp_path / "tokens"
     await run(env(double, tokens))
-    (tokens / "bridge.token").unlink()
+    (tokens / "bridge" / "bridge.token").unlink()
     report = await run(env(double, tokens, INFLUX_RETENTION="7d"))
     assert sorted(report.changes) == ["re-issued token bridge", "retention of bucket meters: 2592000 -> 604800 s"]
     assert len(double.authorizations) == 3
@@ -168,7 +168,7 @@ async def test_replication_health_reaches_home_assistant(
             # the bridge's own least-privilege token, as provisioned
             "influx": {
                 "url": double.url,
-                "token": (tokens / "bridge.token").read_text().strip(),
+                "token": (tokens / "bridge" / "bridge.token").read_text().strip(),
                 "replication_poll_s": 0.3,
             },
         }

@@ -3,12 +3,13 @@ entrypoint's broker (see helpers.release)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import yaml
 
-from helpers.release import REPO
+from helpers.release import REPO, Volumes
 
 
 @pytest.fixture(scope="session")
@@ -25,3 +26,9 @@ def balena_yml() -> dict[str, Any]:
     data = yaml.safe_load((REPO / "balena.yml").read_text())
     assert isinstance(data, dict)
     return data
+
+
+@pytest.fixture
+def volumes() -> Iterator[Volumes]:
+    """Fresh named volumes for one test (root:root 0755, as the engine makes them)."""
+    yield from Volumes.temporary()

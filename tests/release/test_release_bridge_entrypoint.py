@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import stat
 import subprocess
 import sys
@@ -18,16 +17,19 @@ from typing import Any
 import aiomqtt
 import pytest
 
+from helpers import image_users
 from helpers.emu2_sim import Emu2Simulator
 from helpers.homeassistant import HomeAssistant
 from helpers.influx_mgmt_double import InfluxMgmtDouble
 from helpers.net import free_port
-from helpers.release import REPO, ReleaseBroker
+from helpers.release import REPO, ReleaseBroker, Volumes, image_environment
 from helpers.usb_sysfs import EMU2, FakeSysfs, pty_numbers
+from release.test_release_influx_tokens import run_provision
 
 BRIDGE_DIR = REPO / "services" / "meter-bridge"
 ENTRYPOINT = BRIDGE_DIR / "entrypoint.sh"
 EMU2_BY_ID = "usb-Rainforest_Automation__Inc._RFA-Z105-2_HW2.7.3_EMU-2-if00"
+BRIDGE_GID = image_users.image_users()["meter-bridge"].gid
 
 
 def environment(root: Path, broker_port: int, **variables: str) -> dict[str, str]:
@@ -150,56 +152,31 @@ def test_only_the_documented_secrets_come_from_files(tmp_path: Path) -> None:
     assert (tmp_path / "data" / "config.yaml").read_text() == on_device
 
 
-def image_environment(root: Path) -> dict[str, str]:
-    """The meter-bridge image's ENV (its Dockerfile), every absolute path moved under `root`,
-    which holds what the image itself ships there (the default config)."""
-    text = (BRIDGE_DIR / "Dockerfile").read_text().replace("\\\n", " ")
-    env = {}
-    for line in re.findall(r"^ENV\s+(.*)$", text, flags=re.MULTILINE):
-        for name, value in re.findall(r"([A-Z][A-Z0-9_]*)=(\S+)", line):
-            env[name] = str(root / value.lstrip("/")) if value.startswith("/") else value
-    shipped = Path(env["BRIDGE_DEFAULT_CONFIG"])
-    shipped.parent.mkdir(parents=True)
-    shipped.write_text((BRIDGE_DIR / "default-config.yaml").read_text())
-    return env
-
-
-async def test_influx_provision_starts_without_waiting_for_the_broker(tmp_path: Path, compose: dict[str, Any]) -> None:
-    """influx-provision runs the bridge's image (its entrypoint, its ENV) with compose's command
-    and environment, and mounts no MQTT credentials: it does not use the broker, so it must not
-    wait MQTT_WAIT_S (120 s in the image) for a password file that never comes. InfluxDB 2's
-    management API is a CONTRACT DOUBLE (helpers.influx_mgmt_double: it cannot run here)."""
+async def test_influx_provision_starts_without_waiting_for_the_broker(
+    compose: dict[str, Any], volumes: Volumes
+) -> None:
+    """influx-provision runs the bridge's image (its entrypoint, its ENV, as `bridge`) with compose's
+    command, environment and volumes, and mounts no MQTT credentials: it does not use the broker, so
+    it must not wait MQTT_WAIT_S (120 s in the image) for a password file that never comes. InfluxDB
+    2's management API is a CONTRACT DOUBLE (helpers.influx_mgmt_double: it cannot run here)."""
+    image_users.require("meter-bridge")
     service = compose["services"]["influx-provision"]
     assert service["build"]["dockerfile"] == "meter-bridge/Dockerfile"
     assert not any("mqtt-creds" in volume for volume in service["volumes"]), "it mounts no MQTT password"
-    command = [arg for arg in service["command"] if arg not in ("--every", "3600")]  # one pass
-    assert command == ["influx", "provision"]
+    assert int(image_environment(BRIDGE_DIR / "Dockerfile")["MQTT_WAIT_S"]) > 0, "the image waits for the broker"
     double = InfluxMgmtDouble()
     await double.start()
     try:
-        env = image_environment(tmp_path)
-        assert int(env["MQTT_WAIT_S"]) > 0, "the image waits for the broker's password"
-        env.update({name: str(value) for name, value in service["environment"].items()})
-        (tmp_path / "influx-secrets").mkdir()
-        (tmp_path / "influx-secrets" / "admin.token").write_text(double.admin_token)
-        env.update(
-            PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-            BRIDGE_RUN_USER="root",  # no user `bridge` here
-            INFLUX_URL=double.url,
-            INFLUX_ADMIN_TOKEN_FILE=str(tmp_path / "influx-secrets" / "admin.token"),
-            INFLUX_TOKENS_DIR=str(tmp_path / "influx-tokens"),
-        )
-        (tmp_path / "influx-tokens").mkdir()
-        process = await asyncio.create_subprocess_exec(
-            "sh", str(ENTRYPOINT), *command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
-        # a hang bound only: the wait shows in the log line it starts with, not in a duration
-        out, err = await asyncio.wait_for(process.communicate(), 180)
+        secrets = volumes("influx-secrets")
+        (secrets / "admin.token").write_text(double.admin_token)  # as the influxdb entrypoint leaves it
+        os.chown(secrets / "admin.token", 0, BRIDGE_GID)
+        (secrets / "admin.token").chmod(0o640)
+        result = await run_provision(compose, volumes, double.url)
     finally:
         await double.stop()
-    assert process.returncode == 0, (out + err).decode()
-    assert "waiting for the MQTT password" not in err.decode()
-    assert (tmp_path / "influx-tokens" / "bridge.token").stat().st_size > 0
+    assert result.returncode == 0, (result.stdout + result.stderr).decode()
+    assert b"waiting for the MQTT password" not in result.stderr
+    assert (volumes("influx-tokens-bridge") / "bridge.token").stat().st_size > 0
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="making device nodes needs root (as in the container)")

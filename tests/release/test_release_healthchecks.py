@@ -172,7 +172,7 @@ def test_nginx(tmp_path: Path) -> None:
 def test_influx_provision(tmp_path: Path) -> None:
     # liveness of the provisioner: the token it wrote; meters play no part
     command = healthcheck("influx-provision")
-    assert command == ["CMD", "test", "-s", "/influx-tokens/bridge.token"]
+    assert command == ["CMD", "test", "-s", "/run/hems/influx-tokens/bridge/bridge.token"]
     (tmp_path / "bridge.token").write_text("token")
     assert run_check([*command[:3], str(tmp_path / "bridge.token")], {}).returncode == 0
 

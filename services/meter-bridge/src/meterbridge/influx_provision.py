@@ -7,7 +7,8 @@ reconciles what exists with what the variables ask for; a second run changes not
   `INFLUX_DOWNSAMPLED_RETENTION`, default forever) and `homeassistant` (HA's own);
 - task `hems_downsample_1h`: hourly means of every field of `meters` into `meters_1h`
   (running totals, gas and heat energy among them, take the hour's last value: a mean of a running total means nothing);
-- least-privilege tokens, each written to `<INFLUX_TOKENS_DIR>/<name>.token` (0600):
+- least-privilege tokens, each written to `<INFLUX_TOKENS_DIR>/<name>/<name>.token` (0600; on
+  a device each `<name>` directory is a volume that only that token's consumer also mounts):
   `bridge` (write `meters`, read replications for the uplink sensors, read the org),
   `homeassistant` (read/write `homeassistant`), `dashboard` (read the three buckets).
   A token is re-issued when its permissions differ or its file is missing/different;
@@ -87,7 +88,7 @@ class ProvisionSettings:
     downsampled_retention_s: int = 0
     ha_bucket: str = "homeassistant"
     ha_retention_s: int = 365 * 86400
-    tokens_dir: Path = Path("/influx-tokens")
+    tokens_dir: Path = Path("/run/hems/influx-tokens")
     cloud: CloudTarget | None = None
 
     @classmethod
@@ -126,11 +127,31 @@ class ProvisionSettings:
                 downsampled_bucket=env.get("INFLUX_DOWNSAMPLED_BUCKET", "meters_1h"),
                 downsampled_retention_s=parse_duration_s(env.get("INFLUX_DOWNSAMPLED_RETENTION", "0")),
                 ha_bucket=env.get("INFLUX_HA_BUCKET", "homeassistant"),
-                tokens_dir=Path(env.get("INFLUX_TOKENS_DIR", "/influx-tokens")),
+                tokens_dir=Path(env.get("INFLUX_TOKENS_DIR", "/run/hems/influx-tokens")),
                 cloud=cloud,
             )
         except ValueError as err:
             raise ProvisionError(str(err)) from err
+
+
+def token_path(tokens_dir: Path, name: str) -> Path:
+    """Where token `name` is handed over: its consumer's own directory (a volume on a device)."""
+    return tokens_dir / name / f"{name}.token"
+
+
+def write_token(path: Path, token: str) -> None:
+    """Write `token` to `path` as 0600 from the first byte, replacing any old file at once; raises
+    `ProvisionError` naming the path."""
+    temporary = path.with_name(f".{path.name}.new")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(token + "\n")
+        os.chmod(temporary, 0o600)  # O_CREAT's mode only applies to a new file
+        os.replace(temporary, path)
+    except OSError as err:
+        raise ProvisionError(f"cannot write the InfluxDB token {path}: {err}") from err
 
 
 def downsample_flux(settings: ProvisionSettings) -> str:
@@ -271,10 +292,9 @@ class Provisioner:
 
         api = self.client.authorizations_api()
         existing = {a.description: a for a in api.find_authorizations(org_id=org_id) if a.description}
-        self.settings.tokens_dir.mkdir(parents=True, exist_ok=True)
         for name, wanted in self._wanted_tokens(org_id, buckets).items():
             description = f"hems:{name}"
-            path = self.settings.tokens_dir / f"{name}.token"
+            path = token_path(self.settings.tokens_dir, name)
             current = existing.get(description)
             on_file = path.read_text().strip() if path.exists() else None
             if current is not None:
@@ -292,8 +312,7 @@ class Provisioner:
             created = api.create_authorization(
                 authorization=Authorization(org_id=org_id, description=description, permissions=permissions)
             )
-            path.write_text(str(created.token) + "\n")
-            path.chmod(0o600)
+            write_token(path, str(created.token))
             self.report.tokens[name] = path
             self.report.changes.append(f"{'re-issued' if current is not None else 'created'} token {name}")
 
