@@ -70,6 +70,8 @@ if [[ ! -s $tarball ]]; then
     "${sudo_cmd[@]}" tar -C "$root" -cf "$tarball.new" .
     mv "$tarball.new" "$tarball"
     rm -rf "$root"
+    # earlier stand-ins (this script changed since): ~200 MB each
+    find "$cache" -maxdepth 1 -name '*.tar' ! -name "${tarball##*/}" -delete
     trap - EXIT
 fi
 

@@ -73,14 +73,6 @@ def image_config(tag: str) -> dict[str, object]:
     return config
 
 
-def volume(root: Path, name: str) -> Path:
-    """A named volume as the engine makes it on first use: a fresh empty directory, root's, 0755."""
-    path = root / "volumes" / name
-    path.mkdir(parents=True)
-    path.chmod(0o755)
-    return path
-
-
 @dataclass
 class Container:
     """A container run as docker-compose.yml runs a service: `network_mode: host` and `privileged`

@@ -25,7 +25,7 @@ import asyncio
 import json
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,10 +47,9 @@ from helpers.podman import (
     build,
     image_config,
     podman,
-    volume,
     why_podman_cannot_run,
 )
-from helpers.release import REPO, ReleaseBroker
+from helpers.release import REPO, ReleaseBroker, Volumes, image_environment, mounts
 
 BRIDGE_DOCKERFILE = REPO / "services" / "meter-bridge" / "Dockerfile"
 CONFIGURATOR_DOCKERFILE = REPO / "services" / "hass-configurator" / "Dockerfile"
@@ -93,21 +92,25 @@ def configurator_image(podman_ready: None) -> Iterator[str]:
 
 
 def as_compose_runs(
-    compose: dict[str, Any], service: str, image: str, volumes: dict[str, Path], test_only: dict[str, str]
+    compose: dict[str, Any],
+    service: str,
+    image: str,
+    volumes: Volumes,
+    test_only: dict[str, str],
+    shared: Mapping[str, Path] | None = None,
 ) -> Container:
     """`service` of docker-compose.yml as a podman container: privileged, host network, named
-    volumes (each one a directory of `volumes`, by volume name), environment and command as the
-    file says; `test_only` variables on top (each one explained where it is made)."""
+    volumes (fresh directories of `volumes`, or the `shared` one of that name that a natively run
+    service fills), environment and command as the file says; `test_only` variables on top (each
+    one explained where it is made)."""
     spec = compose["services"][service]
-    mounts: dict[Path, str] = {}
-    for entry in spec.get("volumes", []):
-        name, target, *mode = entry.split(":")
-        assert name in volumes, f"{service} mounts volume {name}: the test must make it"
-        mounts[volumes[name]] = ":".join([target, *mode])
     return Container(
         image=image,
         name=f"hems-test-{os.getpid()}-{service}",
-        volumes=mounts,
+        volumes={
+            (shared or {}).get(mount.volume, mount.path): mount.target + (":ro" if mount.read_only else "")
+            for mount in mounts(compose, service, volumes)
+        },
         environment={**{k: str(v) for k, v in spec.get("environment", {}).items()}, **test_only},
         command=[str(arg) for arg in spec.get("command", [])],
         privileged=bool(spec.get("privileged", False)),
@@ -163,19 +166,14 @@ def running_bridge(
     root = tmp_path_factory.mktemp("bridge-container")
     broker = ReleaseBroker(root / "mqtt")
     broker.start()
-    tokens = volume(root, "influx-tokens")
+    volumes = Volumes(root)
+    tokens = volumes("influx-tokens-bridge")
     # as influx-provision leaves it (its own test is below): otherwise the bridge waits
     # INFLUX_WAIT_S (300 s) for the token before it starts
     (tokens / "bridge.token").write_text("token-from-influx-provision")
     default = (REPO / "services" / "meter-bridge" / "default-config.yaml").read_text()
     assert "sources: []" in default
     config = default.replace("sources: []", f"sources:\n  - {{type: simulated, id: {METER}, interval_s: 1}}")
-    volumes = {
-        "bridge-data": volume(root, "bridge-data"),
-        "mqtt-creds-bridge": broker.share / "bridge",
-        "shelly-identities": broker.identities,
-        "influx-tokens": tokens,
-    }
     container = as_compose_runs(
         compose,
         "meter-bridge",
@@ -188,6 +186,8 @@ def running_bridge(
             "BRIDGE_HEALTH_PORT": str(free_port()),
             "BRIDGE_CONFIG": config,
         },
+        # the volumes the broker's entrypoint writes and reads
+        shared={"mqtt-creds-bridge": broker.share / "bridge", "shelly-identities": broker.identities},
     )
     assert container.privileged, "as compose runs the bridge"
     assert container.host_network, "as compose runs the bridge"
@@ -195,7 +195,7 @@ def running_bridge(
     try:
         health = container.wait_healthy(timeout=120)  # a hang bound: the image's start period is 60 s
         assert health.returncode == 0, f"{health.stdout}{health.stderr}\n{container.logs()}"
-        yield RunningBridge(container, broker, volumes["bridge-data"])
+        yield RunningBridge(container, broker, volumes("bridge-data"))
     finally:
         container.remove()
         broker.stop()
@@ -275,30 +275,30 @@ def test_meter_bridge_status_as_an_operator_runs_it(running_bridge: RunningBridg
 
 async def test_influx_provision_issues_the_tokens(bridge_image: str, compose: dict[str, Any], tmp_path: Path) -> None:
     """influx-provision as the release runs it: the meter-bridge image, compose's command (one pass
-    instead of `--every 3600`), the admin token as influx/entrypoint-hems.sh leaves it in the
-    influx-secrets volume (root's, 0600, in a 0700 directory), influx-tokens a fresh root-owned
-    volume. InfluxDB 2 is a CONTRACT DOUBLE of its management API (helpers.influx_mgmt_double):
-    it cannot run here. Compose puts influx-provision on the default network and reaches
-    `http://influxdb:8086`; here it shares the host's network to reach the double on loopback."""
-    secrets = volume(tmp_path, "influx-secrets")
+    instead of `--every 3600`), the admin token as the influxdb service's entrypoint
+    (influx/entrypoint-hems.sh, run natively as root) leaves it in the influx-secrets volume,
+    mounted read-only, and the token volumes fresh and root-owned. InfluxDB 2 is a CONTRACT
+    DOUBLE of its management API (helpers.influx_mgmt_double): it cannot run here. Compose puts
+    influx-provision on the default network, where it reaches `http://influxdb:8086`; here it
+    shares the host's network to reach the double on loopback."""
+    volumes = Volumes(tmp_path)
+    secrets = volumes("influx-secrets")
+    # the influxdb service's entrypoint, with its image's ENV, writes the secrets; then it would exec
+    # the official image's /entrypoint.sh (InfluxDB itself: not here, `true` stands in)
+    influxdb_env = image_environment(REPO / "influx" / "Dockerfile")
     hems_entrypoint = subprocess.run(
         ["bash", str(REPO / "influx" / "entrypoint-hems.sh")],
-        env={"PATH": os.environ["PATH"], "INFLUX_SECRETS_DIR": str(secrets)},
+        env={**influxdb_env, "PATH": os.environ["PATH"], "INFLUX_SECRETS_DIR": str(secrets),
+             "INFLUXDB_ENTRYPOINT": "true"},
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
-    # it writes the secrets, then execs the official image's /entrypoint.sh, which is not here
-    assert "/entrypoint.sh" in hems_entrypoint.stderr, hems_entrypoint.stderr
+    assert hems_entrypoint.returncode == 0, hems_entrypoint.stderr
     admin_token = (secrets / "admin.token").read_text()
-    tokens = volume(tmp_path, "influx-tokens")
     double = InfluxMgmtDouble(admin_token=admin_token)
     await double.start()
     try:
         container = as_compose_runs(
-            compose,
-            "influx-provision",
-            bridge_image,
-            {"influx-secrets": secrets, "influx-tokens": tokens},
-            test_only={"INFLUX_URL": double.url},
+            compose, "influx-provision", bridge_image, volumes, test_only={"INFLUX_URL": double.url}
         )
         assert container.command[:2] == ["influx", "provision"]
         container.command = [arg for arg in container.command if arg not in ("--every", "3600")]
@@ -308,10 +308,12 @@ async def test_influx_provision_issues_the_tokens(bridge_image: str, compose: di
     finally:
         await double.stop()
     assert result.returncode == 0, result.stdout + result.stderr
-    issued = {auth["token"] for auth in double.authorizations.values()}
-    for name in ("bridge.token", "homeassistant.token"):
-        written = (tokens / name).read_text().strip()
-        assert written in issued, f"{name} is not a token InfluxDB issued"
+    issued = {auth["description"].removeprefix("hems:"): auth["token"] for auth in double.authorizations.values()}
+    # each consumer's token where that consumer's container finds it: in the volume it mounts at
+    # /influx-tokens (the bridge's INFLUX_TOKEN_FILE, Home Assistant's seeding step)
+    for service, token in (("meter-bridge", "bridge"), ("homeassistant", "homeassistant")):
+        mount = next(m for m in mounts(compose, service, volumes) if m.target == "/influx-tokens")
+        assert (mount.path / f"{token}.token").read_text().strip() == issued[token], service
 
 
 def test_hass_configurator_serves_and_edits_the_config_volume(
@@ -321,9 +323,10 @@ def test_hass_configurator_serves_and_edits_the_config_volume(
     passes and a save through its API lands in the volume, which belongs to root (the image runs
     as root: Home Assistant's /config is root's). It listens on the image's 127.0.0.1:3218, which
     its HEALTHCHECK names: a port this test cannot move."""
-    config = volume(tmp_path, "ha-config")
+    volumes = Volumes(tmp_path)
+    config = volumes("ha-config")
     (config / "configuration.yaml").write_text("default_config:\n")
-    container = as_compose_runs(compose, "hass-configurator", configurator_image, {"ha-config": config}, {})
+    container = as_compose_runs(compose, "hass-configurator", configurator_image, volumes, {})
     assert container.host_network
     assert not container.privileged
     container.start()
