@@ -28,8 +28,9 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# The one base both Python images name (tests/release/test_release_images.py checks they agree).
-bases=$(sed -n 's/^FROM \(python:[^ ]*\).*/\1/p' services/meter-bridge/Dockerfile services/hass-configurator/Dockerfile | sort -u)
+# The one base the release's Python images name (tests/release/test_release_images.py builds each).
+mapfile -t dockerfiles < <(find . -name Dockerfile -not -path './.*' -not -path './node_modules/*')
+bases=$(sed -n 's/^FROM \(python:[^ ]*\).*/\1/p' "${dockerfiles[@]}" | sort -u)
 if [[ $(wc -l <<<"$bases") -ne 1 ]]; then
     echo "setup: the Python images name different bases: $bases" >&2
     exit 1
@@ -46,7 +47,7 @@ if [[ ! -s $tarball ]]; then
     echo "setup: making the stand-in for $tag with debootstrap (the first time takes about a minute)"
     mkdir -p "$cache"
     root=$(mktemp -d "$cache/root.XXXXXX")
-    trap 'rm -rf "$root"' EXIT
+    trap '"${sudo_cmd[@]}" rm -rf "$root"' EXIT
     "${sudo_cmd[@]}" debootstrap --variant=minbase \
         --include=python3,python3-pip,python3-venv,ca-certificates,netbase,tzdata \
         "$suite" "$root" http://deb.debian.org/debian >"$cache/debootstrap.log" 2>&1 ||
@@ -69,7 +70,7 @@ if [[ ! -s $tarball ]]; then
     "${sudo_cmd[@]}" rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/archives/*.deb "$root"/var/log/*
     "${sudo_cmd[@]}" tar -C "$root" -cf "$tarball.new" .
     mv "$tarball.new" "$tarball"
-    rm -rf "$root"
+    "${sudo_cmd[@]}" rm -rf "$root"
     # earlier stand-ins (this script changed since): ~200 MB each
     find "$cache" -maxdepth 1 -name '*.tar' ! -name "${tarball##*/}" -delete
     trap - EXIT

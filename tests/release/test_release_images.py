@@ -118,6 +118,18 @@ def as_compose_runs(
     )
 
 
+def test_every_image_on_the_python_base_is_built_here() -> None:
+    """The images whose base the stand-in replaces are the ones these tests build (no podman needed)."""
+    on_python = {
+        path.relative_to(REPO).as_posix()
+        for path in REPO.glob("**/Dockerfile")
+        if not any(part.startswith(".") for part in path.relative_to(REPO).parts)
+        and base_image(path).startswith("python:")
+    }
+    assert on_python == {"services/meter-bridge/Dockerfile", "services/hass-configurator/Dockerfile"}
+    assert base_image(BRIDGE_DOCKERFILE) == base_image(CONFIGURATOR_DOCKERFILE), "one stand-in for both"
+
+
 def test_the_stand_in_is_not_the_real_base(bridge_image: str) -> None:
     """What the stand-in base is, so that nobody takes these tests for a run of the real image:
     Debian's Python (3.11.2, not python.org's 3.11.11) with packages in dist-packages."""
