@@ -4,6 +4,7 @@ image sets with ENV, servers on 127.0.0.1 with ports chosen at run time."""
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 import re
 import shutil
@@ -19,11 +20,13 @@ import aiomqtt
 
 from meterbridge.sources.shelly.identity import ShellyIdentityStore
 
+from .image_users import image_users
 from .net import free_port, stop_process, wait_for_port
 
 REPO = Path(__file__).resolve().parents[2]
 MOSQUITTO_DIR = REPO / "services" / "mosquitto"
 CONSUMERS = ("bridge", "homeassistant", "zigbee2mqtt")
+MOSQUITTO_USER = image_users()["mqtt"].test_name
 
 
 class Volumes:
@@ -51,6 +54,20 @@ class Volumes:
             yield cls(root)
         finally:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def traversable(root: Path, name: str) -> Path:
+    """`root/name` as a link to a fresh root-owned 0755 directory that an image's user can reach
+    (pytest's tmp_path has 0700 parents); the directory itself, for the service's variables. Made
+    once per `root`, removed at exit."""
+    link = root / name
+    if not link.is_symlink():
+        root.mkdir(parents=True, exist_ok=True)
+        target = Path(tempfile.mkdtemp(prefix=f"hems-{name}-"))
+        target.chmod(0o755)
+        atexit.register(shutil.rmtree, target, True)
+        link.symlink_to(target, target_is_directory=True)
+    return link.resolve()
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +142,12 @@ class ReleaseBroker:
 
     def __post_init__(self) -> None:
         self.port = self.port or free_port()
+        # the broker drops to the image's user (1883): its volumes must be in a directory that user
+        # can traverse, which pytest's tmp_path (0700 parents) is not; the log stays in `root`
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.volumes = Path(tempfile.mkdtemp(prefix="hems-mqtt-"))
+        self.volumes.chmod(0o755)
+        atexit.register(shutil.rmtree, self.volumes, True)
         for consumer in CONSUMERS:
             (self.share / consumer).mkdir(parents=True, exist_ok=True)
         self.identities.mkdir(parents=True, exist_ok=True)
@@ -132,7 +155,7 @@ class ReleaseBroker:
     @property
     def identities(self) -> Path:
         """The Shelly identities volume (the bridge writes it, the broker reads it)."""
-        return self.root / "shelly-identities"
+        return self.volumes / "shelly-identities"
 
     def add_shelly(self, device_id: str, timeout: float = 10.0) -> str:
         """Give `device_id` an identity as provisioning does and wait until the broker takes it; its password."""
@@ -158,26 +181,32 @@ class ReleaseBroker:
         return (self.root / "entrypoint.log").read_text(errors="replace")
 
     @property
+    def config(self) -> Path:
+        """Where the entrypoint renders the broker's config, password file and ACL."""
+        return self.volumes / "config"
+
+    @property
     def share(self) -> Path:
         """Where each consumer's credentials volume is mounted (one directory per consumer)."""
-        return self.root / "share"
+        return self.volumes / "share"
 
     @property
     def data(self) -> Path:
         """The broker's data volume (persistence and generated secrets)."""
-        return self.root / "data"
+        return self.volumes / "data"
 
     def environment(self) -> dict[str, str]:
         """The variables the image sets, pointed at `root`, plus the test's own."""
         return {
             "PATH": os.environ["PATH"],
-            "MOSQUITTO_CONFIG_DIR": str(self.root / "config"),
+            "MOSQUITTO_CONFIG_DIR": str(self.config),
             "MOSQUITTO_DATA_DIR": str(self.data),
             "MQTT_SHARE_DIR": str(self.share),
             "MOSQUITTO_LISTEN_ADDRESS": "127.0.0.1",
             "MOSQUITTO_PORT": str(self.port),
-            # as root Mosquitto would drop to `mosquitto`; keep root so it reads our files
-            "MOSQUITTO_RUN_USER": "root",
+            # the image's user `mosquitto` (1883:1883), named so on test machines, where Debian's
+            # own mosquitto user has other ids (scripts/image-users.tsv)
+            "MOSQUITTO_RUN_USER": MOSQUITTO_USER,
             "MOSQUITTO_BIN": shutil.which("mosquitto") or "/usr/sbin/mosquitto",
             "MQTT_SHELLY_IDENTITIES_DIR": str(self.identities),
             # the release polls every 5 s; tests do not wait that long

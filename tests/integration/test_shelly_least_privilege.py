@@ -222,7 +222,7 @@ async def test_provisioned_shellys_reach_the_bridge_and_cannot_touch_each_other(
             assert sim.reboots == before[sim.device_id][0]
             assert not {"MQTT.SetConfig", "Shelly.Reboot"} & set(sim.calls[before[sim.device_id][1] :])
         assert sorted(p.name for p in broker.identities.iterdir()) == sorted([heater.device_id, pump.device_id])
-        users = [line.split(":", 1)[0] for line in (broker.root / "config" / "passwd").read_text().splitlines()]
+        users = [line.split(":", 1)[0] for line in (broker.config / "passwd").read_text().splitlines()]
         assert sorted(users) == sorted(["bridge", "homeassistant", "zigbee2mqtt", "healthcheck", heater.device_id,
                                         pump.device_id])  # fmt: skip
     finally:

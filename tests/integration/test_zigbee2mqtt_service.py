@@ -21,6 +21,7 @@ import jsonschema
 import pytest
 import yaml
 
+from helpers import image_users
 from helpers.usb_sysfs import CP2102_GENERIC, EMU2, FTDI_CABLE, SONOFF_ZBDONGLE_E, FakeSysfs
 
 REPO = Path(__file__).resolve().parents[2]
@@ -200,12 +201,14 @@ def test_runs_zigbee2mqtt_without_root_or_capabilities(tmp_path: Path) -> None:
     adapter = tmp_path / "tty"
     adapter.touch()
     show = "import os; print('RUNAS', os.getuid(), open('/proc/self/status').read().split('CapEff:')[1].split()[0])"
-    env = _env(tmp_path / "data", str(adapter), Z2M_RUN_USER="nobody")
+    # the image's user (scripts/image-users.tsv: zigbee2mqtt, 8080, group dialout)
+    user = image_users.require("zigbee2mqtt")["zigbee2mqtt"]
+    env = _env(tmp_path / "data", str(adapter), Z2M_RUN_USER=user.test_name)
     result = subprocess.run(
         ["sh", str(SCRIPT), sys.executable, "-c", show], env=env, capture_output=True, text=True, timeout=20
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    uid = int(subprocess.run(["id", "-u", "nobody"], capture_output=True, text=True, check=True).stdout)
+    uid = user.uid
     assert f"RUNAS {uid} 0000000000000000" in result.stdout
     assert (tmp_path / "data" / "configuration.yaml").stat().st_uid == uid, "it owns its data"
 

@@ -5,8 +5,10 @@ first-boot config is written and checked, BRIDGE_CONFIG replaces it, serial node
 from __future__ import annotations
 
 import asyncio
+import grp
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -32,14 +34,22 @@ EMU2_BY_ID = "usb-Rainforest_Automation__Inc._RFA-Z105-2_HW2.7.3_EMU-2-if00"
 BRIDGE_GID = image_users.image_users()["meter-bridge"].gid
 
 
+def default_config(root: Path) -> str:
+    """The shipped default configuration with its spool in `root`'s data directory: in the image
+    /data is the bridge-data volume, here it would be the machine's own /data."""
+    shipped = (BRIDGE_DIR / "default-config.yaml").read_text()
+    assert "path: /data/spool/influx.sqlite" in shipped
+    return shipped.replace("path: /data/spool/", f"path: {root}/data/spool/")
+
+
 def environment(root: Path, broker_port: int, **variables: str) -> dict[str, str]:
-    """The image's ENV pointed at `root` (run as the current user, no privilege drop)."""
+    """The image's ENV pointed at `root`: run as root, the entrypoint drops to `bridge` (`root` must
+    be a directory `bridge` can traverse: a `volumes` root)."""
     return {
         # meter-bridge is on the image's PATH; here it is in the test's virtualenv
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
         "BRIDGE_CONFIG_FILE": str(root / "data" / "config.yaml"),
         "BRIDGE_DEFAULT_CONFIG": str(BRIDGE_DIR / "default-config.yaml"),
-        "BRIDGE_RUN_USER": "root",
         "BRIDGE_HEALTH_PORT": str(free_port()),
         "MQTT_HOST": "127.0.0.1",
         "MQTT_PORT": str(broker_port),
@@ -51,11 +61,16 @@ def environment(root: Path, broker_port: int, **variables: str) -> dict[str, str
     }
 
 
-async def test_bridge_connects_with_the_shared_password(tmp_path: Path, release_broker: ReleaseBroker) -> None:
+async def test_bridge_connects_with_the_shared_password(volumes: Volumes, release_broker: ReleaseBroker) -> None:
+    image_users.require("meter-bridge")
+    root = volumes.root
     # the bridge container mounts mqtt-creds-bridge read-only at /run/hems/mqtt
     creds = release_broker.share / "bridge"
-    env = environment(tmp_path, release_broker.port, MQTT_PASSWORD_FILE=str(creds / "password"))
-    log = (tmp_path / "bridge.log").open("wb")
+    env = environment(root, release_broker.port, MQTT_PASSWORD_FILE=str(creds / "password"))
+    # the configuration the operator keeps in the data volume (first boot: see the test below)
+    (root / "data").mkdir()
+    (root / "data" / "config.yaml").write_text(default_config(root))
+    log = (root / "bridge.log").open("wb")
     topic = "hems/bridge/availability"
     async with aiomqtt.Client(
         "127.0.0.1", release_broker.port, username="homeassistant", password=release_broker.password("homeassistant")
@@ -69,7 +84,10 @@ async def test_bridge_connects_with_the_shared_password(tmp_path: Path, release_
                     if message.payload == b"online":
                         return
 
-            await asyncio.wait_for(online(), 30)
+            try:
+                await asyncio.wait_for(online(), 30)
+            except TimeoutError:
+                raise AssertionError((root / "bridge.log").read_text()) from None
             status = subprocess.run(
                 ["sh", str(ENTRYPOINT), "status"], env=env, capture_output=True, text=True, timeout=60
             )
@@ -78,78 +96,91 @@ async def test_bridge_connects_with_the_shared_password(tmp_path: Path, release_
             process.terminate()
             process.wait(15)
             log.close()
-    config = (tmp_path / "data" / "config.yaml").read_text()
-    assert config == (BRIDGE_DIR / "default-config.yaml").read_text(), "first boot wrote the default"
-    assert release_broker.password("bridge") not in (tmp_path / "bridge.log").read_text()
+    assert release_broker.password("bridge") not in (root / "bridge.log").read_text()
 
 
-def test_bridge_config_variable_replaces_the_file(tmp_path: Path) -> None:
-    (tmp_path / "creds").mkdir()
-    (tmp_path / "creds" / "password").write_text("secret-from-volume")
+def test_bridge_config_variable_replaces_the_file(volumes: Volumes) -> None:
+    image_users.require("meter-bridge")
+    root = volumes.root
+    (root / "creds").mkdir()
+    (root / "creds" / "password").write_text("secret-from-volume")
     good = "mqtt: {host: 127.0.0.1, username: bridge, password: '${MQTT_PASSWORD}'}\nsources: []\n"
-    env = environment(tmp_path, 1883, BRIDGE_CONFIG=good)
+    env = environment(root, 1883, BRIDGE_CONFIG=good)
     result = subprocess.run(["sh", str(ENTRYPOINT), "check-config"], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert (tmp_path / "data" / "config.yaml").read_text().rstrip() == good.rstrip()
+    assert (root / "data" / "config.yaml").read_text().rstrip() == good.rstrip()
 
 
-def test_bad_config_stops_the_start_with_file_and_line(tmp_path: Path) -> None:
-    (tmp_path / "creds").mkdir()
-    (tmp_path / "creds" / "password").write_text("secret-from-volume")
+def test_bad_config_stops_the_start_with_file_and_line(volumes: Volumes) -> None:
+    image_users.require("meter-bridge")
+    root = volumes.root
+    (root / "creds").mkdir()
+    (root / "creds" / "password").write_text("secret-from-volume")
     bad = "mqtt: {username: bridge, password: '${MQTT_PASSWORD}'}\nsources:\n  - {type: nosuch, id: x}\n"
-    env = environment(tmp_path, 1883, BRIDGE_CONFIG=bad)
+    env = environment(root, 1883, BRIDGE_CONFIG=bad)
     result = subprocess.run(["sh", str(ENTRYPOINT), "run"], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "config.yaml:3:" in result.stderr
 
 
-def test_missing_password_is_a_config_error(tmp_path: Path) -> None:
-    env = environment(tmp_path, 1883)
+def test_missing_password_is_a_config_error(volumes: Volumes) -> None:
+    image_users.require("meter-bridge")
+    root = volumes.root
+    env = environment(root, 1883)
     result = subprocess.run(["sh", str(ENTRYPOINT), "run"], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "MQTT_PASSWORD" in result.stderr
     assert "waiting for the MQTT password" in result.stderr
+    config = (root / "data" / "config.yaml").read_text()
+    assert config == (BRIDGE_DIR / "default-config.yaml").read_text(), "first boot wrote the default"
+    assert (root / "data").stat().st_uid == image_users.image_users()["meter-bridge"].uid, "the data volume is bridge's"
 
 
-def test_only_the_documented_secrets_come_from_files(tmp_path: Path) -> None:
+def test_only_the_documented_secrets_come_from_files(volumes: Volumes) -> None:
     """MQTT_PASSWORD and INFLUX_TOKEN come from their *_FILE (docs/deploy.md); every other *_FILE
     variable names a file on purpose and is left alone: SSL_CERT_FILE must not become a 200 kB
     SSL_CERT, and BRIDGE_CONFIG_FILE must not turn the config on the device into BRIDGE_CONFIG
     (which the entrypoint would then take for the operator's variable). `meter-bridge` here is a
     stand-in that records the environment the entrypoint hands it."""
-    (tmp_path / "creds").mkdir()
-    (tmp_path / "creds" / "password").write_text("secret-from-volume\n")
-    (tmp_path / "bridge.token").write_text("token-from-provision\n")
-    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\nnot a secret\n-----END CERTIFICATE-----\n")
-    (tmp_path / "admin.token").write_text("influx-provision's, not the bridge's\n")
-    (tmp_path / "data").mkdir()
+    image_users.require("meter-bridge")
+    root = volumes.root
+    (root / "creds").mkdir()
+    (root / "creds" / "password").write_text("secret-from-volume\n")
+    (root / "bridge.token").write_text("token-from-provision\n")
+    (root / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\nnot a secret\n-----END CERTIFICATE-----\n")
+    (root / "admin.token").write_text("influx-provision's, not the bridge's\n")
+    (root / "data").mkdir()
     on_device = "site: {id: second_boot}\n"
-    (tmp_path / "data" / "config.yaml").write_text(on_device)
-    stand_in = tmp_path / "bin" / "meter-bridge"
+    (root / "data" / "config.yaml").write_text(on_device)
+    stand_in = root / "bin" / "meter-bridge"
     stand_in.parent.mkdir()
+    # the system's Python: the stand-in runs as `bridge`, which may not reach the test's own (a
+    # pyenv build under a 0700 /root on the CI machines)
     stand_in.write_text(
-        f"#!/bin/sh\nexec {sys.executable} -c "
+        f"#!/bin/sh\nexec {shutil.which('python3', path='/usr/bin') or sys.executable} -c "
         '\'import json, os, sys; json.dump(dict(os.environ), open(sys.argv[1], "w"))\' "$ENV_DUMP"\n'
     )
     stand_in.chmod(0o755)
+    (root / "env.json").touch(mode=0o666)
+    (root / "env.json").chmod(0o666)
     env = environment(
-        tmp_path,
+        root,
         1883,
         PATH=f"{stand_in.parent}:{os.environ['PATH']}",
-        ENV_DUMP=str(tmp_path / "env.json"),
-        INFLUX_TOKEN_FILE=str(tmp_path / "bridge.token"),
-        SSL_CERT_FILE=str(tmp_path / "ca.pem"),
-        INFLUX_ADMIN_TOKEN_FILE=str(tmp_path / "admin.token"),
+        ENV_DUMP=str(root / "env.json"),
+        INFLUX_TOKEN_FILE=str(root / "bridge.token"),
+        SSL_CERT_FILE=str(root / "ca.pem"),
+        INFLUX_ADMIN_TOKEN_FILE=str(root / "admin.token"),
     )
     result = subprocess.run(["sh", str(ENTRYPOINT), "status"], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    seen = json.loads((tmp_path / "env.json").read_text())
+    seen = json.loads((root / "env.json").read_text())
     assert seen["MQTT_PASSWORD"] == "secret-from-volume"
     assert seen["INFLUX_TOKEN"] == "token-from-provision"
     assert {"SSL_CERT", "BRIDGE_CONFIG", "INFLUX_ADMIN_TOKEN"}.isdisjoint(seen), sorted(seen)
-    assert seen["SSL_CERT_FILE"] == str(tmp_path / "ca.pem")
+    assert seen["SSL_CERT_FILE"] == str(root / "ca.pem")
     assert "BRIDGE_CONFIG variable" not in result.stderr
-    assert (tmp_path / "data" / "config.yaml").read_text() == on_device
+    assert (root / "data" / "config.yaml").read_text() == on_device
 
 
 async def test_influx_provision_starts_without_waiting_for_the_broker(
@@ -180,36 +211,40 @@ async def test_influx_provision_starts_without_waiting_for_the_broker(
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="making device nodes needs root (as in the container)")
-def test_serial_device_nodes_for_present_adapters(tmp_path: Path) -> None:
+def test_serial_device_nodes_for_present_adapters(volumes: Volumes) -> None:
+    image_users.require("meter-bridge")
+    root = volumes.root
     for name, numbers in (("ttyACM0", "166:0"), ("ttyUSB1", "188:1")):
-        (tmp_path / "sys" / name).mkdir(parents=True)
-        (tmp_path / "sys" / name / "dev").write_text(numbers + "\n")
-    (tmp_path / "sys" / "ttyS0").mkdir()  # not a USB adapter: ignored
-    (tmp_path / "sys" / "ttyS0" / "dev").write_text("4:64\n")
-    (tmp_path / "dev").mkdir()
-    (tmp_path / "creds").mkdir()
-    (tmp_path / "creds" / "password").write_text("secret-from-volume")
-    env = environment(tmp_path, 1883)
+        (root / "sys" / name).mkdir(parents=True)
+        (root / "sys" / name / "dev").write_text(numbers + "\n")
+    (root / "sys" / "ttyS0").mkdir()  # not a USB adapter: ignored
+    (root / "sys" / "ttyS0" / "dev").write_text("4:64\n")
+    (root / "dev").mkdir()
+    (root / "creds").mkdir()
+    (root / "creds" / "password").write_text("secret-from-volume")
+    env = environment(root, 1883)
     result = subprocess.run(["sh", str(ENTRYPOINT), "check-config"], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    acm = (tmp_path / "dev" / "ttyACM0").stat()
+    acm = (root / "dev" / "ttyACM0").stat()
     assert stat.S_ISCHR(acm.st_mode)
     assert (os.major(acm.st_rdev), os.minor(acm.st_rdev)) == (166, 0)
-    usb = (tmp_path / "dev" / "ttyUSB1").stat()
+    usb = (root / "dev" / "ttyUSB1").stat()
     assert (os.major(usb.st_rdev), os.minor(usb.st_rdev)) == (188, 1)
-    assert not (tmp_path / "dev" / "ttyS0").exists()
+    assert not (root / "dev" / "ttyS0").exists()
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the entrypoint keeps device nodes only as root (as in the container)")
 @pytest.mark.parametrize("by", ["by-id", "usb-ids"])
 async def test_emu2_reaches_the_broker_through_the_entrypoint_and_survives_a_replug(
-    tmp_path: Path, release_broker: ReleaseBroker, by: str, homeassistant_factory: Callable[..., HomeAssistant]
+    volumes: Volumes, release_broker: ReleaseBroker, by: str, homeassistant_factory: Callable[..., HomeAssistant]
 ) -> None:
     """The EMU-2 is a simulator on a pseudo-terminal, listed in a fake sysfs as the kernel lists a
     Rainforest stick; the entrypoint's usb-serial sync gives it its udev by-id name. The bridge
     reads it by that name, or finds it by its USB ids, and reads it again after a replug that
     moves it from ttyACM0 to ttyACM1. By name, the pinned Home Assistant (user `homeassistant`
     on the release broker) shows the reading before and after the replug."""
+    image_users.require("meter-bridge")
+    root = volumes.root
     home = homeassistant_factory(mqtt=release_broker, mqtt_user="homeassistant") if by == "by-id" else None
 
     async def in_home_assistant(expected: float) -> None:
@@ -223,9 +258,9 @@ async def test_emu2_reaches_the_broker_through_the_entrypoint_and_survives_a_rep
             await asyncio.sleep(0.5)
         raise AssertionError(f"sensor.hems_grid_power is {state}, not {expected}")
 
-    sysfs, dev = FakeSysfs(tmp_path / "sys"), tmp_path / "dev"
+    sysfs, dev = FakeSysfs(root / "sys"), root / "dev"
     dev.mkdir()
-    sim = Emu2Simulator(tmp_path / "emu2").start()
+    sim = Emu2Simulator(root / "emu2").start()
 
     def plug(tty: str) -> None:
         # the node: a pseudo-terminal opens only through devpts, so it stands in for the node the
@@ -233,25 +268,26 @@ async def test_emu2_reaches_the_broker_through_the_entrypoint_and_survives_a_rep
         # node first, then sysfs: the sync loop leaves a symlink alone, and never sees the stick
         # without its node (it would make a real node, which cannot open a pseudo-terminal)
         slave = os.readlink(sim.port)
+        # what the kernel and udev give a ttyACM node: root:dialout 0660 (`bridge` is in dialout)
+        os.chown(slave, 0, grp.getgrnam("dialout").gr_gid)
+        os.chmod(slave, 0o660)
         (dev / tty).symlink_to(slave)
         sysfs.plug(EMU2, tty, pty_numbers(slave))
 
     plug("ttyACM0")
     port = f"\n    port: {dev}/serial/by-id/{EMU2_BY_ID}" if by == "by-id" else ""
-    config = (
-        (BRIDGE_DIR / "default-config.yaml")
-        .read_text()
-        .replace("sources: []", f"sources:\n  - type: emu2\n    id: grid{port}\n    demand_interval_s: 1")
+    config = default_config(root).replace(
+        "sources: []", f"sources:\n  - type: emu2\n    id: grid{port}\n    demand_interval_s: 1"
     )
     env = environment(
-        tmp_path,
+        root,
         release_broker.port,
         MQTT_PASSWORD_FILE=str(release_broker.share / "bridge" / "password"),
         SYSFS_TTY_DIR=str(sysfs.tty_dir),
         BRIDGE_CONFIG=config,
         USB_SCAN_S="0.3",
     )
-    log = (tmp_path / "bridge.log").open("wb")
+    log = (root / "bridge.log").open("wb")
     async with aiomqtt.Client(
         "127.0.0.1", release_broker.port, username="homeassistant", password=release_broker.password("homeassistant")
     ) as observer:

@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 import yaml
 
+from helpers import image_users
 from helpers.net import free_port, stop_process, wait_for_port
-from helpers.release import REPO, ReleaseBroker
+from helpers.release import REPO, ReleaseBroker, Volumes
 from release.test_release_compose import dockerfile_of
 from release.test_release_dockerfile_builder import instructions
 
@@ -64,26 +65,29 @@ def test_every_service_declares_one() -> None:
 @pytest.mark.skipif(
     os.geteuid() != 0, reason="the bridge's entrypoint keeps device nodes as root (as in the container)"
 )
-def test_meter_bridge_with_its_emu2_unplugged(tmp_path: Path, release_broker: ReleaseBroker) -> None:
+def test_meter_bridge_with_its_emu2_unplugged(volumes: Volumes, release_broker: ReleaseBroker) -> None:
+    # as the image runs it: root dropping to `bridge`, in a directory `bridge` can traverse
+    image_users.require("meter-bridge")
+    root = volumes.root
     bridge_dir = REPO / "services" / "meter-bridge"
-    config = (bridge_dir / "default-config.yaml").read_text()
+    # in the image /data is the bridge-data volume; here the spool goes into the test's own
+    config = (bridge_dir / "default-config.yaml").read_text().replace("path: /data/", f"path: {root}/data/")
     # the EMU-2 is looked for by its USB ids and is not plugged in; stale after 1 s
     config = config.replace("sources: []", "sources:\n  - {type: emu2, id: grid, stale_after_s: 1}")
     health_port = free_port()
     env = {
         "PATH": f"{BIN}:{os.environ['PATH']}",
-        "BRIDGE_CONFIG_FILE": str(tmp_path / "data" / "config.yaml"),
+        "BRIDGE_CONFIG_FILE": str(root / "data" / "config.yaml"),
         "BRIDGE_DEFAULT_CONFIG": str(bridge_dir / "default-config.yaml"),
         "BRIDGE_CONFIG": config,
-        "BRIDGE_RUN_USER": "root",
         "BRIDGE_HEALTH_PORT": str(health_port),
         "MQTT_HOST": "127.0.0.1",
         "MQTT_PORT": str(release_broker.port),
         "MQTT_PASSWORD_FILE": str(release_broker.share / "bridge" / "password"),
-        "SYSFS_TTY_DIR": str(tmp_path / "sys"),
-        "DEV_DIR": str(tmp_path / "dev"),
+        "SYSFS_TTY_DIR": str(root / "sys"),
+        "DEV_DIR": str(root / "dev"),
     }
-    log = (tmp_path / "bridge.log").open("wb")
+    log = (root / "bridge.log").open("wb")
     process = subprocess.Popen(["sh", str(bridge_dir / "entrypoint.sh"), "run"], env=env, stdout=log, stderr=log)
     try:
         wait_for_port(health_port, timeout=30)
@@ -124,6 +128,7 @@ def test_zigbee2mqtt_without_a_coordinator(tmp_path: Path) -> None:
         "ZIGBEE_RECHECK_S": "0.2",
         "MQTT_ZIGBEE2MQTT_PASSWORD": "pw",
         "PATH": os.environ["PATH"],
+        "Z2M_RUN_USER": image_users.image_users()["zigbee2mqtt"].test_name,
     }
     script = REPO / "services" / "zigbee2mqtt" / "hems-entrypoint.sh"
     process = subprocess.Popen(["sh", str(script), "true"], env=env, stdout=subprocess.DEVNULL)

@@ -14,6 +14,7 @@ from typing import Any
 import aiomqtt
 import pytest
 
+from helpers import image_users
 from helpers.release import MOSQUITTO_DIR, ReleaseBroker
 from meterbridge.sources.shelly.identity import DEFAULT_IDENTITIES_DIR
 
@@ -95,10 +96,10 @@ def test_each_consumer_gets_only_its_own_credentials(release_broker: ReleaseBrok
 
 
 def test_rendered_config_is_secure(release_broker: ReleaseBroker) -> None:
-    config = (release_broker.root / "config" / "mosquitto.conf").read_text()
+    config = (release_broker.config / "mosquitto.conf").read_text()
     assert "allow_anonymous false" in config
     assert "persistence true" in config
-    passwd = (release_broker.root / "config" / "passwd").read_text()
+    passwd = (release_broker.config / "passwd").read_text()
     for user in USERS:
         assert release_broker.password(user) not in passwd, "passwords are stored hashed"
 
@@ -144,7 +145,7 @@ def test_unusable_password_variable_is_refused(tmp_path: Path, bad: str) -> None
     assert result.returncode == 2
     assert b"zigbee2mqtt" in result.stderr
     assert bad.encode() not in result.stderr, "the refused secret is not echoed to the log"
-    assert not (tmp_path / "config" / "mosquitto.conf").exists()
+    assert not (broker.config / "mosquitto.conf").exists()
 
 
 # -- Shelly identities ------------------------------------------------------------------------------
@@ -169,7 +170,7 @@ async def test_shelly_identity_taken_in_while_running_and_kept_over_restart(tmp_
                 message = await anext(aiter(bridge.messages))
             assert (str(message.topic), message.payload) == (f"shelly/{DEVICE_A}/online", b"true")
         assert "Shelly identities changed: 1 device user(s); reloading" in broker.log_text()
-        passwd = (tmp_path / "config" / "passwd").read_text()
+        passwd = (broker.config / "passwd").read_text()
         assert password not in passwd, "stored hashed"
     finally:
         broker.stop()
@@ -215,13 +216,13 @@ def test_identity_files_that_are_not_shelly_devices_are_ignored(tmp_path: Path) 
         for user in ("bridge", "healthcheck", "shelly", DEVICE_B, DEVICE_A):
             assert not broker.accepts(user, planted)
         assert not broker.accepts(DEVICE_B, "short")
-        assert broker.accepts("bridge", (tmp_path / "data" / "secrets" / "bridge").read_text())
+        assert broker.accepts("bridge", (broker.data / "secrets" / "bridge").read_text())
         log = broker.log_text()
         assert "ignoring" in log
         assert "not a Shelly device id" in log
         assert "the password is not 16-128 characters" in log
         assert planted not in log, "a refused secret is not echoed to the log"
-        acl = (tmp_path / "config" / "acl").read_text()
+        acl = (broker.config / "acl").read_text()
         assert "shelly/shelly/" not in acl
         assert "user shelly\n" not in acl
     finally:
@@ -229,10 +230,9 @@ def test_identity_files_that_are_not_shelly_devices_are_ignored(tmp_path: Path) 
 
 
 def test_shared_shelly_password_variable_is_retired_with_a_note(tmp_path: Path) -> None:
-    stale = tmp_path / "share" / "bridge" / "shelly"
-    stale.parent.mkdir(parents=True)
-    stale.write_text("old-shared-password-123")
     broker = ReleaseBroker(tmp_path, env={"MQTT_SHELLY_PASSWORD": "old-shared-password-123"})
+    stale = broker.share / "bridge" / "shelly"
+    stale.write_text("old-shared-password-123")
     broker.start()
     try:
         assert not broker.accepts("shelly", "old-shared-password-123")
@@ -323,4 +323,18 @@ async def test_generic_devices_user_when_its_password_is_set(
 def test_no_devices_user_without_its_password(release_broker: ReleaseBroker) -> None:
     """Secure by default: no variable, no such user (a generated password would reach nobody)."""
     assert not release_broker.accepts("devices", DEVICES_PASSWORD)
-    assert "user devices" not in (release_broker.root / "config" / "acl").read_text()
+    assert "user devices" not in (release_broker.config / "acl").read_text()
+
+
+def test_the_broker_runs_as_the_images_mosquitto_user(release_broker: ReleaseBroker) -> None:
+    """Started as root, the entrypoint hands the broker's files to the image's `mosquitto` (1883:1883,
+    scripts/image-users.tsv) and Mosquitto drops to it: what a device runs."""
+    user = image_users.require("mqtt")["mqtt"]
+    assert release_broker.process is not None
+    status = Path(f"/proc/{release_broker.process.pid}/status").read_text()
+    uids = next(line.split()[1:] for line in status.splitlines() if line.startswith("Uid:"))
+    gids = next(line.split()[1:] for line in status.splitlines() if line.startswith("Gid:"))
+    assert set(uids) == {str(user.uid)}, status
+    assert set(gids) == {str(user.gid)}, status
+    for path in (release_broker.config, release_broker.data, release_broker.config / "passwd"):
+        assert path.stat().st_uid == user.uid, path

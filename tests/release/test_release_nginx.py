@@ -21,11 +21,14 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from helpers.image_users import image_users
 from helpers.net import free_port, stop_process, wait_for_port
-from helpers.release import REPO
+from helpers.release import REPO, traversable
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 ENTRYPOINT = REPO / "nginx" / "entrypoint.sh"
+#: the image's `nginx` user as test machines name it (scripts/image-users.tsv)
+NGINX_USER = image_users()["nginx"].test_name
 pytestmark = pytest.mark.skipif(not Path(NGINX).exists(), reason="nginx not installed (make setup installs it)")
 
 
@@ -35,9 +38,10 @@ def environment(root: Path, **variables: str) -> dict[str, str]:
         "PATH": os.environ["PATH"],
         "NGINX_TEMPLATE": str(REPO / "nginx" / "nginx.conf.template"),
         "NGINX_CONF_FILE": str(root / "nginx.conf"),
-        "NGINX_DATA_DIR": str(root / "data"),
-        "NGINX_RUN_DIR": str(root / "run"),
-        "NGINX_RUN_USER": "root",
+        # what the workers (the image's `nginx`, 101:101) read must be reachable by them
+        "NGINX_DATA_DIR": str(traversable(root, "data")),
+        "NGINX_RUN_DIR": str(traversable(root, "run")),
+        "NGINX_RUN_USER": NGINX_USER,
         "NGINX_MIME_TYPES": "/etc/nginx/mime.types",
         "NGINX_LISTEN_ADDRESS": "127.0.0.1",
         "NGINX_HTTP_PORT": variables.pop("http_port", str(free_port())),
@@ -199,6 +203,19 @@ async def upstream() -> AsyncIterator[tuple[int, list[dict[str, str]]]]:
     await runner.cleanup()
 
 
+def workers_uids(master: int) -> set[int]:
+    """The real uids of `master`'s child processes (from /proc)."""
+    uids = set()
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields["PPid"]) == master:
+            uids.add(int(fields["Uid"].split()[0]))
+    return uids
+
+
 @contextlib.contextmanager
 def proxy_in_front_of(tmp_path: Path, upstream_port: int) -> Iterator[tuple[int, int]]:
     """Real nginx through its entrypoint, every upstream at `upstream_port`: (http, https) ports."""
@@ -218,6 +235,9 @@ def proxy_in_front_of(tmp_path: Path, upstream_port: int) -> Iterator[tuple[int,
         try:
             wait_for_port(https_port)
             wait_for_port(http_port)
+            if os.geteuid() == 0:
+                # the master stays root (ports, the key); the workers are the image's `nginx`
+                assert workers_uids(process.pid) == {image_users()["nginx"].uid}, (tmp_path / "nginx.log").read_text()
             yield http_port, https_port
         finally:
             stop_process(process)

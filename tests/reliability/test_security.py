@@ -21,6 +21,7 @@ import pytest
 
 from helpers.bridgeproc import BridgeProcess
 from helpers.figures import record as record_figure
+from helpers.image_users import image_users
 from helpers.release import REPO, ReleaseBroker
 
 
@@ -105,14 +106,15 @@ def test_no_default_or_empty_password_in_rendered_configs(
         "NGINX_CONF_FILE": str(nginx_root / "nginx.conf"),
         "NGINX_DATA_DIR": str(nginx_root / "data"),
         "NGINX_RUN_DIR": str(nginx_root / "run"),
-        "NGINX_RUN_USER": "root",
+        # the image's `nginx` as test machines name it (scripts/image-users.tsv)
+        "NGINX_RUN_USER": image_users()["nginx"].test_name,
         "NGINX_MIME_TYPES": "/etc/nginx/mime.types",
     }
     result = subprocess.run(
         ["sh", str(REPO / "nginx" / "entrypoint.sh"), "--render-only"], env=env, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
-    rendered = [p for p in [*nginx_root.rglob("*"), *(release_broker.root / "config").rglob("*")] if p.is_file()]
+    rendered = [p for p in [*nginx_root.rglob("*"), *release_broker.config.rglob("*")] if p.is_file()]
     problems = []
     for path in rendered:
         text = path.read_text(errors="replace")
