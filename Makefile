@@ -7,7 +7,7 @@ PIP    := $(VENV)/bin/pip
 SRC    := services/meter-bridge/src
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup setup-ha setup-ha-previous demo demo-stop test unit lint typecheck bench readme reliability clean
+.PHONY: setup setup-ha setup-ha-previous demo demo-stop test unit lint typecheck bench readme lock reliability clean
 
 setup:
 	@bash scripts/setup.sh
@@ -42,6 +42,10 @@ unit: setup
 
 readme: setup
 	$(PY) scripts/readme_config.py
+
+# services/meter-bridge/requirements.lock from the ranges in its pyproject.toml (scripts/lock.sh)
+lock: setup
+	@bash scripts/lock.sh
 
 # Long chaos/fuzz/security runs (bounded to 30 min), then docs/reliability.md from their figures.
 reliability: setup setup-ha setup-ha-previous

@@ -34,16 +34,27 @@ if ((${#missing[@]})); then
 fi
 
 stamp="$VENV/.installed"
-inputs=(services/meter-bridge/pyproject.toml)
+lock=services/meter-bridge/requirements.lock
+inputs=(services/meter-bridge/pyproject.toml "$lock")
 if [[ ! -x "$VENV/bin/python" ]]; then
     python3 -m venv "$VENV"
 fi
 if [[ ! -f "$stamp" ]] || [[ -n "$(find "${inputs[@]}" -newer "$stamp" 2>/dev/null)" ]]; then
     echo "setup: installing the bridge and dev tools into $VENV"
     "$VENV/bin/pip" install -q --upgrade pip
-    "$VENV/bin/pip" install -q -e "services/meter-bridge[dev]"
+    # The bridge's runtime dependencies exactly as its image installs them (the lock; `make lock`
+    # regenerates it), then the bridge itself without dependencies, then the dev tools held to the
+    # lock's versions (a constraints file may not carry hashes: the pins alone).
+    "$VENV/bin/pip" install -q --require-hashes --only-binary=:all: -r "$lock"
+    "$VENV/bin/pip" install -q --no-deps -e services/meter-bridge
+    sed -n 's/^\([A-Za-z0-9._-]*==[^ ;]*\).*/\1/p' "$lock" >"$VENV/lock-constraints.txt"
+    "$VENV/bin/pip" install -q -c "$VENV/lock-constraints.txt" -e "services/meter-bridge[dev]"
     touch "$stamp"
 fi
+# The wheels the lock installs on a Raspberry Pi 4 and on x86_64, for tests/release/test_release_lock.py.
+bash scripts/lock-wheels.sh "$lock"
+# podman and the stand-in base image of the container tests (tests/release/test_release_images.py).
+bash scripts/setup-containers.sh
 
 # The settings schema of the Zigbee2MQTT release the zigbee2mqtt service pins.
 z2m_version=$(sed -n 's|^FROM koenkk/zigbee2mqtt:\([0-9.]*\).*|\1|p' services/zigbee2mqtt/Dockerfile)
