@@ -7,10 +7,17 @@ PIP    := $(VENV)/bin/pip
 SRC    := services/meter-bridge/src
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup setup-ha setup-ha-previous demo demo-stop test unit lint typecheck bench readme lock reliability clean
+.PHONY: setup setup-containers setup-ha setup-ha-previous demo demo-stop test unit lint typecheck bench readme lock reliability clean
 
 setup:
 	@bash scripts/setup.sh
+
+# What only the tests need: the wheels the lock installs on a Raspberry Pi 4 and on x86_64
+# (tests/release/test_release_lock.py), podman and the stand-in base image of the container tests
+# (tests/release/test_release_images.py). `make demo` does without.
+setup-containers: setup
+	@bash scripts/lock-wheels.sh services/meter-bridge/requirements.lock
+	@bash scripts/setup-containers.sh
 
 # The Home Assistant services/homeassistant/Dockerfile pins (.cache/ha/bin/hass) for `make demo` and the
 # tests that run a real HA; 2024.3.3 (.cache/ha-2024.3.3) for the upgrade test only.
@@ -33,7 +40,7 @@ lint: setup
 typecheck: setup
 	$(VENV)/bin/mypy
 
-test: setup setup-ha setup-ha-previous
+test: setup setup-containers setup-ha setup-ha-previous
 	$(MAKE) --no-print-directory lint typecheck
 	$(VENV)/bin/pytest
 

@@ -10,7 +10,10 @@ VENV=${VENV:-.venv}
 # chromium: the browser test drives Debian's headless Chromium over the DevTools protocol.
 # busybox: the mqtt entrypoint is also run with busybox's shell and tools only, as in its
 # Alpine-based image.
-APT_PACKAGES=(mosquitto mosquitto-clients nginx openssl victoria-metrics chromium busybox)
+# python3-venv: the .venv is made from the distribution's Python 3.11, the one a user's fresh Debian
+# has (not a pyenv build a development machine may carry, which also lives where the images' users
+# the tests drop to cannot read it).
+APT_PACKAGES=(python3-venv mosquitto mosquitto-clients nginx openssl victoria-metrics chromium busybox)
 # npm: the release tests' @balena/compose parser and the Zigbee2MQTT settings schema come
 # from the npm registry; Debian's npm only if the machine has none.
 command -v npm >/dev/null || APT_PACKAGES+=(npm)
@@ -37,7 +40,9 @@ stamp="$VENV/.installed"
 lock=services/meter-bridge/requirements.lock
 inputs=(services/meter-bridge/pyproject.toml "$lock")
 if [[ ! -x "$VENV/bin/python" ]]; then
-    python3 -m venv "$VENV"
+    python=/usr/bin/python3
+    [[ -x $python ]] || python=$(command -v python3)
+    "$python" -m venv "$VENV"
 fi
 if [[ ! -f "$stamp" ]] || [[ -n "$(find "${inputs[@]}" -newer "$stamp" 2>/dev/null)" ]]; then
     echo "setup: installing the bridge and dev tools into $VENV"
@@ -51,10 +56,6 @@ if [[ ! -f "$stamp" ]] || [[ -n "$(find "${inputs[@]}" -newer "$stamp" 2>/dev/nu
     "$VENV/bin/pip" install -q -c "$VENV/lock-constraints.txt" -e "services/meter-bridge[dev]"
     touch "$stamp"
 fi
-# The wheels the lock installs on a Raspberry Pi 4 and on x86_64, for tests/release/test_release_lock.py.
-bash scripts/lock-wheels.sh "$lock"
-# podman and the stand-in base image of the container tests (tests/release/test_release_images.py).
-bash scripts/setup-containers.sh
 
 # The settings schema of the Zigbee2MQTT release the zigbee2mqtt service pins.
 z2m_version=$(sed -n 's|^FROM koenkk/zigbee2mqtt:\([0-9.]*\).*|\1|p' services/zigbee2mqtt/Dockerfile)

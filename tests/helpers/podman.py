@@ -1,6 +1,6 @@
 """The release's images built and run with podman, as docker-compose.yml runs them.
 
-`make setup` installs podman and imports a stand-in for the Python images' base
+`make setup-containers` installs podman and imports a stand-in for the Python images' base
 (scripts/setup-containers.sh); podman reads its settings from scripts/podman/containers.conf
 (runc, cgroupfs, events to a file: KNOWLEDGE.md says why). Images are built from the release's
 Dockerfiles as they are, with `--format docker` (the OCI format drops HEALTHCHECK) and never pulled.
@@ -42,7 +42,7 @@ def podman(*args: str, timeout: float = 120, check: bool = True) -> subprocess.C
 def why_podman_cannot_run() -> str | None:
     """None where podman can run containers here; else the reason (only ever a skip outside CI)."""
     if shutil.which("podman") is None:
-        return "podman is not installed (make setup installs it on Debian/Ubuntu)"
+        return "podman is not installed (make setup-containers installs it on Debian/Ubuntu)"
     if os.geteuid() != 0:
         return "the container tests run podman as root (privileged containers, root-owned volumes)"
     info = podman("info", "--format", "{{.Host.OCIRuntime.Name}}", check=False, timeout=60)

@@ -3,7 +3,7 @@ run as docker-compose.yml runs them, with podman: meter-bridge (which influx-pro
 and hass-configurator.
 
 Their base, python:3.11.11-slim-bookworm, cannot be pulled here (no container registry): `make
-setup` makes a stand-in with debootstrap and tags it with that name (scripts/setup-containers.sh).
+setup-containers` makes a stand-in with debootstrap and tags it with that name (scripts/setup-containers.sh).
 It differs from the real image: Debian's Python 3.11.2 in /usr/bin, packages in dist-packages,
 Debian's pip (test_the_stand_in_is_not_the_real_base pins this). The other images (Mosquitto,
 Home Assistant, InfluxDB, nginx, Zigbee2MQTT, the WiFi repeater) start from Alpine or vendor
@@ -70,7 +70,7 @@ def podman_ready() -> None:
     for dockerfile in (BRIDGE_DOCKERFILE, CONFIGURATOR_DOCKERFILE):
         base = base_image(dockerfile)
         found = podman("image", "exists", base, check=False)
-        assert found.returncode == 0, f"no {base} in podman's store: `make setup` makes the stand-in"
+        assert found.returncode == 0, f"no {base} in podman's store: `make setup-containers` makes the stand-in"
 
 
 @pytest.fixture(scope="module")

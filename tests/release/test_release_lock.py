@@ -5,7 +5,7 @@ install (hashes required, wheels only, the bridge itself without dependencies).
 
 The dependency graph is read from the packages' own metadata as installed in this virtualenv
 (`make setup` installs the lock there); the wheels are the ones pip fetched for each platform
-(scripts/lock-wheels.sh, run by `make setup`), hashes required."""
+(scripts/lock-wheels.sh, run by `make setup-containers`, which `make test` runs), hashes required."""
 
 from __future__ import annotations
 
@@ -186,7 +186,9 @@ def test_every_pin_has_a_cp311_wheel_with_a_locked_hash(machine: str) -> None:
     wheels = REPO / ".cache" / "lock-wheels" / machine
     stamp = hashlib.sha256(LOCK.read_bytes()).hexdigest()[:16]
     fetched = (wheels / ".stamp").read_text().strip() if (wheels / ".stamp").is_file() else None
-    assert fetched == stamp, f"no wheels fetched for this lock in {wheels}: `make setup` (scripts/lock-wheels.sh) does"
+    assert fetched == stamp, (
+        f"no wheels fetched for this lock in {wheels}: `make setup-containers` (scripts/lock-wheels.sh) does"
+    )
     assert wheel_problems(read_lock(), wheels, machine) == []
 
 
