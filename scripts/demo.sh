@@ -84,9 +84,24 @@ MQTT_SHARE=$DEMO/mqtt/share
 # here). Those users reach their own directories only: $DEMO can be passed through (0711), its
 # files (secrets, supervisord.conf, logs) stay root's. As another user nothing drops.
 image_user() { awk -v s="$1" '$1 == s { print $7 }' "$REPO/scripts/image-users.tsv"; }
+# can_run_as USER: whether USER exists and can reach $DEMO and run the bridge's Python in $VENV
+# (`make setup` run as root creates the users and opens the way to this checkout).
+can_run_as() {
+    id -u "$1" >/dev/null 2>&1 &&
+        setpriv --reuid="$1" --regid="$(id -g "$1")" --clear-groups sh -c 'test -x "$1" && "$2" -c ""' - "$DEMO" \
+            "$VENV/bin/python" 2>/dev/null
+}
 if [[ $(id -u) -eq 0 ]]; then
     MOSQUITTO_USER=$(image_user mqtt) NGINX_USER=$(image_user nginx) BRIDGE_USER=$(image_user meter-bridge)
     chmod 711 "$DEMO"
+    for user in "$MOSQUITTO_USER" "$NGINX_USER" "$BRIDGE_USER"; do
+        if ! can_run_as "$user"; then
+            echo "demo: user $user cannot reach $DEMO or run $VENV/bin/python (run \`make setup\` as root first," \
+                "or set DEMO_DIR to a directory other users can pass); the services run as root this time" >&2
+            MOSQUITTO_USER=root NGINX_USER=root BRIDGE_USER=root
+            break
+        fi
+    done
     chmod 700 "$DEMO/logs" "$DEMO/ha"
     # nginx's data volume as the engine makes it (root, 0755): its workers read the htpasswd there
     mkdir -p "$DEMO/nginx/data"

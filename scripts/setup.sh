@@ -136,4 +136,27 @@ if [[ $(id -u) -eq 0 ]]; then
             exit 1
         fi
     done < <(tr '\t' ' ' <scripts/image-users.tsv)
+
+    # Those users run this checkout's code and reach its directories (the bridge runs from $VENV,
+    # the services' state lives under it in the demo), as on a device they reach their image's
+    # files. A checkout under a private home (/root is 0700) would stop them at its first directory:
+    # give each image uid search access (x only: no listing, no reading) to every directory above
+    # the checkout that it cannot pass, with an ACL, and say so.
+    repo=$(pwd -P)
+    uids=$(awk '!/^#/ && NF { print $3 }' scripts/image-users.tsv | sort -u)
+    blocked=()
+    dir=$repo
+    while [[ $dir != / ]]; do
+        for uid in $uids; do
+            setpriv --reuid="$uid" --regid="$uid" --clear-groups test -x "$dir" || { blocked+=("$dir"); break; }
+        done
+        dir=$(dirname "$dir")
+    done
+    if ((${#blocked[@]})); then
+        command -v setfacl >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends acl >/dev/null
+        for dir in "${blocked[@]}"; do
+            echo "setup: giving the images' users (uids $(echo $uids)) search access to $dir (ACL), so tests and the demo can run services as their images' users"
+            for uid in $uids; do setfacl -m "u:$uid:x" "$dir"; done
+        done
+    fi
 fi
