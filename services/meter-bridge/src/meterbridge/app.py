@@ -29,6 +29,7 @@ from .sinks.kasa.sink import KasaSink
 from .sources import Source, SourceContext
 from .sources.registry import build_source
 from .sources.shelly.firmware import firmware_entities
+from .sources.totals import ReadingRules
 from .stats import BridgeStats, SourceStats
 
 _LOGGER = logging.getLogger(__name__)
@@ -131,6 +132,10 @@ class Bridge:
             self.stats.sinks[sink.name] = sink.stats
         self.hub = Hub(self.sinks, config.hub.queue_size)
         self.sources: list[Source[Any]] = [build_source(source, config.mqtt_context) for source in config.sources]
+        #: The one rule every source's readings pass (`sources.totals`), its state on the data volume.
+        self.rules = ReadingRules.from_file(
+            config.totals.path, config.totals.save_interval_s, config.totals.max_power_kw
+        )
         self.health: HealthServer | None = None
         self._source_tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
@@ -172,7 +177,7 @@ class Bridge:
         for source in self.sources:
             stats = SourceStats(source_type=source.source_type, stale_after_s=source.config.stale_after_s)
             self.stats.sources[source.id] = stats
-            ctx = SourceContext(source.id, stats, self.hub.publish, self.catalog)
+            ctx = SourceContext(source.id, stats, self.hub.publish, self.catalog, self.rules, source.historical)
             self._source_tasks.append(asyncio.create_task(self._run_source(source, ctx), name=f"source-{source.id}"))
         firmware = firmware_entities(self.config, self.catalog)  # Shelly update entities in HA (issue 21)
         if firmware is not None:
@@ -197,6 +202,7 @@ class Bridge:
         for task in self._source_tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        self.rules.close()
         # Half the time to hand queued events to the sinks, the rest to flush them.
         if not await self.hub.drain(timeout / 2):
             _LOGGER.warning("Shutdown: some queued events were not handed to sinks in time")
