@@ -10,7 +10,8 @@ VENV=${VENV:-.venv}
 # chromium: the browser test drives Debian's headless Chromium over the DevTools protocol.
 # busybox: the mqtt entrypoint is also run with busybox's shell and tools only, as in its
 # Alpine-based image.
-APT_PACKAGES=(mosquitto mosquitto-clients nginx openssl victoria-metrics chromium busybox)
+# faketime: the fidelity test runs the bridge with a wall clock that starts wrong and jumps.
+APT_PACKAGES=(mosquitto mosquitto-clients nginx openssl victoria-metrics chromium busybox faketime)
 # npm: the release tests' @balena/compose parser and the Zigbee2MQTT settings schema come
 # from the npm registry; Debian's npm only if the machine has none.
 command -v npm >/dev/null || APT_PACKAGES+=(npm)

@@ -884,6 +884,24 @@ def report_lines(result: RunResult, reports: dict[str, MeterReport]) -> Iterator
             f"| {rep.decreases} | {rep.ha_decreases} | {missing} |"
         )
     yield ""
+    yield "Events (device time):"
+    yield ""
+    for event in sorted(s.events, key=lambda e: e.at_s):
+        at = s.start + timedelta(seconds=event.at_s)
+        what = {
+            "reboot": "Shelly reboot: its counter restarts at 0",
+            "replace": f"meter replaced: the new counter reads {event.counter_kwh:,.0f} kWh",
+            "glitch_zero": "one frame reports a total of 0",
+            "glitch_step_back": "one frame reports a total 0.5 Wh lower",
+            "glitch_spike": "one frame reports a total 900 kWh higher",
+            "broker_restart": "Mosquitto restarts; then the last frames are sent again, twice (QoS 1)",
+            "kill9": "`kill -9` of the bridge",
+            "power_cut": "power cut: bridge and broker killed (-9), database stopped",
+            "influx_down": "InfluxDB (VictoriaMetrics) down",
+        }[event.kind]
+        down = f", {event.duration_s / 3600:g} h down" if event.duration_s else ""
+        yield f"- {at:%Y-%m-%d %H:%M} UTC {event.meter or 'all'}: {what}{down}"
+    yield ""
     for rep in reports.values():
         for label, stored, truth, why in rep.shifted_hours:
             yield f"- {rep.name}, hour from {label} UTC: InfluxDB {stored} Wh, truth {truth} Wh: {why}"
