@@ -149,10 +149,13 @@ class TotalsConfig(StrictModel):
         ),
     )
     save_interval_s: float = Field(
-        default=60.0,
+        default=900.0,
         gt=0,
-        le=3600,
-        description="Longest time a changed counter is kept only in memory (an offset is saved at once).",
+        le=86400,
+        description=(
+            "Longest time a changed counter is kept only in memory (an offset is saved at once); each save "
+            "costs the SD card a few journal blocks."
+        ),
     )
     max_power_kw: float = Field(
         default=100.0,

@@ -29,6 +29,7 @@ from ...mqtt import MqttClient, endpoint
 from ...mqttsession import MqttSession
 from ...sections import MqttContext
 from .. import Source, SourceContext
+from ..totals import CLOCK_FLOOR
 from .config import ShellyDeviceConfig, ShellySourceConfig
 from .identity import DEVICE_ID, TOPIC_ROOT
 from .parser import (
@@ -257,6 +258,8 @@ class ShellySource(Source[ShellySourceConfig]):
         if kind == "delta" and not device.parser.has_full:
             self._request_status(ctx, device)  # a delta alone is not the whole picture
         stamped = status_time(params)
+        if stamped is not None and stamped < CLOCK_FLOOR:
+            stamped = None  # its clock is not set yet (a reboot before SNTP): go on from the last one
         if stamped is not None and device.device_time is not None and stamped < device.device_time[0]:
             # Sent again after newer ones (QoS 1 redelivery): merging it would put old values
             # back into the status that later deltas build on. The readings rule drops it anyway.
