@@ -654,6 +654,7 @@ class Run:
         self.broker.start()
         self.victoria.start()
         self.emu2.sim_now = int(self.s.start.timestamp())  # its first replies carry the simulated time
+        self.emu2.meter.delivered_kwh = 0.0  # ... and the counter the run starts at
         self.emu2.start()
         self.watch.start()
         self.shelly.connect()

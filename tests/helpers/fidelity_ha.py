@@ -20,7 +20,9 @@ meter could use, and the growth of `sum` over the window must equal the truth's.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
+import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -184,6 +186,7 @@ class WindowRun:
         self.broker.start()
         self.victoria.start()
         self.emu2.sim_now = int(time.time())
+        self.emu2.meter.delivered_kwh = 0.0  # what it answers before the first frame: the counter the run starts at
         self.emu2.start()
         try:
             self.ha.start()
@@ -202,6 +205,8 @@ class WindowRun:
             self.broker.stop()
             self.victoria.stop()
         self.result.minutes = (time.monotonic() - began) / 60
+        # the raw result, to analyse again without another half hour of real time
+        (self.workdir / "window-result.json").write_text(json.dumps(dataclasses.asdict(self.result)))
         return self.result
 
     def _loop(self) -> None:
@@ -210,6 +215,8 @@ class WindowRun:
         # end just after a 5-minute boundary, so the last period is compiled with everything
         end = (end // FIVE_MIN_S + 1) * FIVE_MIN_S + 20
         self.result.started, self.result.ended = start, end
+        # HA's first compiled period is where its `sum` starts: events come after it
+        first = (start // FIVE_MIN_S + 1) * FIVE_MIN_S + 15
         events = sorted(WINDOW_EVENTS, key=lambda e: e.at)
         ts = start
         while ts <= end:
@@ -225,7 +232,7 @@ class WindowRun:
                 # the bridge continues the old total from the new meter's first frame
                 self.offset[name] = self.offset[name] + self.last_counter[name] - (new + unknown)
             self._send(ts)
-            while events and start + events[0].at * (end - start) <= ts:
+            while events and first + events[0].at * (end - FIVE_MIN_S - first) <= ts:
                 self._event(events.pop(0), ts)
             ts += STEP_S
         # HA compiles the last 5-minute period about 10 s after its end
@@ -274,6 +281,9 @@ class WindowReport:
     truth_kwh: float = 0.0
     unknown_kwh: float = 0.0
     ha_decreases: int = 0
+    #: hourly rows whose `sum` was compared with the 5-minute row that ends the same hour
+    hours_checked: int = 0
+    hours_differing: list[tuple[int, float, float]] = field(default_factory=list)
     bars: list[tuple[str, float, float]] = field(default_factory=list)
 
 
@@ -308,6 +318,13 @@ def analyse_window(result: WindowResult) -> dict[str, WindowReport]:
             if a is not None and b is not None:
                 rep.unknown_kwh = sum(u for ts, u in result.unknown.get(meter.name, []) if a[0] < ts <= b[0]) / 10_000
                 rep.truth_kwh = (b[1] - a[1]) / 10_000
+        by_start = {row["start"]: row for row in rows}
+        for hour in result.hourly.get(meter.name, []):
+            last_five = by_start.get(hour["start"] + 3600_000 - FIVE_MIN_S * 1000)
+            if last_five is not None and hour.get("sum") is not None:
+                rep.hours_checked += 1
+                if abs(hour["sum"] - last_five["sum"]) > 1e-9:
+                    rep.hours_differing.append((hour["start"], hour["sum"], last_five["sum"]))
         totals = result.ha_totals.get(meter.meter_id, [])
         rep.ha_decreases = sum(1 for x, y in itertools.pairwise(totals) if y < x - 1e-9)
         reports[meter.name] = rep
@@ -323,13 +340,14 @@ def window_lines(result: WindowResult, reports: dict[str, WindowReport]) -> Iter
     )
     yield ""
     yield (
-        "| meter | 5-minute rows | hourly rows | sum growth kWh | truth kWh (less unknown) | negative bars "
-        "| spike bars | states no meter counted | HA state decreases |"
+        "| meter | 5-minute rows | hourly rows (= 5-minute sum) | sum growth kWh | truth kWh (less unknown) "
+        "| negative bars | spike bars | states no meter counted | HA state decreases |"
     )
     yield "|---|---|---|---|---|---|---|---|---|"
     for rep in reports.values():
         yield (
-            f"| {rep.name} | {rep.rows} | {rep.hourly_rows} | {rep.sum_growth_kwh:.4f} "
+            f"| {rep.name} | {rep.rows} | {rep.hourly_rows} ({rep.hours_checked - len(rep.hours_differing)} of "
+            f"{rep.hours_checked}) | {rep.sum_growth_kwh:.4f} "
             f"| {rep.truth_kwh - rep.unknown_kwh:.4f} (unknown {rep.unknown_kwh:.4f}) | {rep.negative} | {rep.spikes} "
             f"| {len(rep.states_not_counted)} | {rep.ha_decreases} |"
         )
