@@ -298,22 +298,20 @@ class SimClockEmu2(Emu2Simulator):
         """No pushes on the simulator's own (real-time) schedule: the run pushes on the simulated one."""
 
     def push(self, data: bytes, timeout: float = 60.0) -> None:
-        """Write all of `data`, waiting while the pty is full (the bridge reads at its own pace)."""
+        """Write all of `data`, waiting while the pty is full (the bridge reads at its own pace).
+
+        The simulator's lock is held throughout, so a reply to one of the bridge's commands is
+        never written into the middle of it (a real device finishes one fragment first)."""
         deadline = time.monotonic() + timeout
-        while data:
-            with self._lock:
-                master = self._master
-                if master is None:
-                    return
+        with self._lock:
+            master = self._master
+            while data and master is not None:
                 try:
-                    written = os.write(master, data)
-                    data = data[written:]
-                    continue
+                    data = data[os.write(master, data) :]
                 except BlockingIOError:
-                    pass
-            if time.monotonic() > deadline:
-                raise TimeoutError("the bridge stopped reading the EMU-2")
-            select.select([], [master], [], 0.05)
+                    if time.monotonic() > deadline:
+                        raise TimeoutError("the bridge stopped reading the EMU-2") from None
+                    select.select([], [master], [], 0.05)
 
 
 # -- the run ------------------------------------------------------------------------------------------
