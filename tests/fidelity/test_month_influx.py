@@ -43,6 +43,10 @@ def _check(result: RunResult, reports: dict[str, MeterReport]) -> list[str]:
             problems.append(f"{name}: the stored total fell {rep.decreases} times")
         if rep.ha_decreases:
             problems.append(f"{name}: the total sent to Home Assistant fell {rep.ha_decreases} times")
+        if rep.influx_down_stored != rep.influx_down_sent or not rep.influx_down_sent:
+            problems.append(
+                f"{name}: {rep.influx_down_stored} of {rep.influx_down_sent} frames sent while InfluxDB was down stored"
+            )
         if rep.stored_glitches:
             problems.append(f"{name}: glitch frames stored at {rep.stored_glitches}")
         if rep.unexplained_missing:

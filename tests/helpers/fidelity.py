@@ -741,6 +741,9 @@ class MeterReport:
     decreases: int = 0
     ha_decreases: int = 0
     local_days: list[tuple[str, int, float, float]] = field(default_factory=list)
+    #: frames sent while InfluxDB was down, and how many of them are stored (spooled, replayed)
+    influx_down_sent: int = 0
+    influx_down_stored: int = 0
 
     @property
     def error_pct(self) -> float:
@@ -788,6 +791,11 @@ def analyse(result: RunResult) -> dict[str, MeterReport]:
                     rep.unexplained_missing.append(frame.ts)
                     cause = "unexplained"
                 rep.missing[cause] = rep.missing.get(cause, 0) + 1
+        for outage in result.outages:
+            if outage.kind == "influx_down":
+                during = [f for f in frames if outage.start <= f.ts <= outage.end]
+                rep.influx_down_sent += len(during)
+                rep.influx_down_stored += sum(1 for f in during if f.ts * 1000 in stored_ts)
         rep.stored_glitches = [ts for m, ts in result.glitches if m == meter.name and ts * 1000 in stored_ts]
         # the energy no one can know: from a replaced meter's last frame to the new one's first
         unknown = 0
@@ -871,16 +879,17 @@ def report_lines(result: RunResult, reports: dict[str, MeterReport]) -> Iterator
     yield ""
     yield (
         "| meter | truth kWh | InfluxDB kWh | difference | unknown (replaced) kWh | hours | exact hours "
-        "| negative hours | spike hours | decreasing points | HA decreases | frames missing (cause) |"
+        "| negative hours | spike hours | decreasing points | HA decreases | frames missing (cause) "
+        "| sent while InfluxDB was down: stored |"
     )
-    yield "|---|---|---|---|---|---|---|---|---|---|---|---|"
+    yield "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     for rep in reports.values():
         missing = ", ".join(f"{n} {k}" for k, n in sorted(rep.missing.items())) or "none"
         diff_wh = (rep.stored_kwh - rep.truth_kwh) * 1000
         yield (
             f"| {rep.name} | {rep.truth_kwh:.4f} | {rep.stored_kwh:.4f} | {diff_wh:+.1f} Wh ({rep.error_pct:+.4f} %) "
             f"| {rep.unknown_kwh:.4f} | {rep.hours} | {rep.exact_hours} | {rep.negative_hours} | {rep.spike_hours} "
-            f"| {rep.decreases} | {rep.ha_decreases} | {missing} |"
+            f"| {rep.decreases} | {rep.ha_decreases} | {missing} | {rep.influx_down_stored} of {rep.influx_down_sent} |"
         )
     yield ""
     yield "Events (device time):"
