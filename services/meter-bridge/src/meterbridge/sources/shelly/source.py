@@ -261,16 +261,18 @@ class ShellySource(Source[ShellySourceConfig]):
         if stamped is not None and stamped < CLOCK_FLOOR:
             stamped = None  # its clock is not set yet (a reboot before SNTP): go on from the last one
         if stamped is not None and device.device_time is not None and stamped < device.device_time[0]:
-            # Sent again after newer ones (QoS 1 redelivery): merging it would put old values
-            # back into the status that later deltas build on. The readings rule drops it anyway.
-            ctx.error(
-                "stale_frame",
-                "Shelly %s: a status from %s came after a newer one: ignored",
-                device.prefix,
-                stamped.isoformat(),
-                level=logging.DEBUG,
-            )
-            return
+            if "ts" in params:
+                # A notification sent again after newer ones (QoS 1 redelivery): merging it would put
+                # old values back into the status later deltas build on. The readings rule drops it too.
+                ctx.error(
+                    "stale_frame",
+                    "Shelly %s: a status from %s came after a newer one: ignored",
+                    device.prefix,
+                    stamped.isoformat(),
+                    level=logging.DEBUG,
+                )
+                return
+            stamped = device.device_time[0]  # `Shelly.GetStatus` has whole seconds (`sys.unixtime`) only
         ts = device.clock(stamped)
         readings, issues = device.parser.full(params, ts) if kind == "full" else device.parser.delta(params, ts)
         for issue in issues:
