@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 from datetime import UTC, datetime, timedelta
@@ -278,3 +279,32 @@ def test_historical_readings_skip_the_clock_check() -> None:
     old = Reading.of("bill", Quantity.ENERGY_IMPORT, 5.0, datetime(2019, 1, 1, 1, tzinfo=UTC))
     SourceContext("utility", SourceStats("opower", 60.0), events.append, historical=True).readings([old])
     assert events == [old]
+
+
+async def test_the_bridge_keeps_the_state_in_totals_path_across_a_restart(tmp_path: Path) -> None:
+    from meterbridge.app import Bridge
+    from meterbridge.config import BridgeConfig
+
+    path = tmp_path / "data" / "totals.json"
+    config = BridgeConfig.model_validate(
+        {
+            "mqtt": {"host": "127.0.0.1", "port": 9, "username": "u", "password": "p"},
+            "health": {"enabled": False},
+            "totals": {"path": str(path)},
+            "sources": [{"type": "simulated", "id": "grid", "interval_s": 0.05}],
+        }
+    )
+    async with Bridge(config) as bridge, asyncio.timeout(60):  # a hang bound
+        while bridge.stats.sources["grid"].readings < 20:
+            await asyncio.sleep(0.05)
+        before = bridge.rules.guard.last("grid", Quantity.ENERGY_IMPORT)
+    saved = json.loads(path.read_text())
+    assert saved["meters"]["grid"]["energy_import"]["raw"] >= (before or 0) > 0
+    # the next start continues from the file: the simulated counter starts again, so it is a restart
+    async with Bridge(config) as bridge, asyncio.timeout(60):
+        while bridge.stats.sources["grid"].errors["total_reset"] < 1:
+            await asyncio.sleep(0.05)
+        after = bridge.rules.guard.last("grid", Quantity.ENERGY_IMPORT)
+    assert after is not None
+    assert before is not None
+    assert after > before

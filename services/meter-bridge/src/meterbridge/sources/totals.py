@@ -544,5 +544,6 @@ class ReadingRules:
         return outcome
 
     def close(self) -> None:
-        """Save the state (at shutdown)."""
-        self.store.save()
+        """Save the state if it changed since the last save (at shutdown)."""
+        if self.guard.dirty:
+            self.store.save()
