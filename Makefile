@@ -7,7 +7,7 @@ PIP    := $(VENV)/bin/pip
 SRC    := services/meter-bridge/src
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup setup-containers setup-ha setup-ha-previous demo demo-stop test unit lint typecheck bench readme lock reliability clean
+.PHONY: setup setup-containers setup-ha setup-ha-previous demo demo-stop test unit lint typecheck bench readme lock reliability fidelity clean
 
 setup:
 	@bash scripts/setup.sh
@@ -59,6 +59,11 @@ reliability: setup setup-ha setup-ha-previous
 	rm -f .cache/reliability/figures-full.json
 	HEMS_RELIABILITY=full timeout 1800 $(VENV)/bin/pytest tests/reliability --timeout=1200 -q || true
 	$(PY) scripts/reliability_report.py --mode full
+
+# A month in a home through the real bridge, broker and database (a few minutes), then a 25-minute
+# real-time window through the pinned Home Assistant; figures in .cache/fidelity/ (docs/fidelity.md).
+fidelity: setup setup-ha
+	HEMS_FIDELITY=full $(VENV)/bin/pytest tests/fidelity --timeout=3600 -q -s
 
 bench: setup
 	$(PY) tests/bench/run.py

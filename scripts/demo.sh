@@ -130,10 +130,10 @@ new_secret ha_password && ha_password_is_new=yes
 # One simulated household (same seed): the grid meter reads house + heat pump + EV - solar at
 # every instant. The heat pump is a metered relay on the appliance (a Shelly); a Shelly simulator
 # can replace its `simulated` source here later (type: shelly, host: 127.0.0.1:PORT) without
-# anything else changing: the entity ids stay sensor.hems_heat_pump_*. Totals start at 0 on every
-# start of the bridge, like a new meter: HA's recorder takes the drop as a meter reset and its
-# sums carry on (a restart at a plausible reading like 6613 kWh would be a dip HA does not see
-# as a reset, and the sums would go backwards).
+# anything else changing: the entity ids stay sensor.hems_heat_pump_*. The simulated counters start
+# at 0 on every start of the bridge, like a meter whose counter restarted: the bridge's totals rule
+# (`totals`, its state in the demo's folder as on the appliance's data volume) continues each total
+# from where it was, so HA sees one counter that never falls.
 cat >"$DEMO/bridge/config.yaml" <<'CONF'
 site: {id: demo, name: Demo home, currency: GBP}
 mqtt:
@@ -144,6 +144,7 @@ mqtt:
 health:
   port: ${DEMO_HEALTH_PORT}
 homeassistant: {min_interval_s: 2}
+totals: {path: "${DEMO_STATE_DIR}/bridge/totals.json"}
 sources:
   - {type: simulated, id: grid, name: Grid, profile: grid, seed: 1, interval_s: 2,
      pv_peak_w: 3500, heat_pump_w: 2500, ev_w: 7200}

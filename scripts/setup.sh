@@ -13,7 +13,8 @@ VENV=${VENV:-.venv}
 # python3-venv: the .venv is made from the distribution's Python 3.11, the one a user's fresh Debian
 # has (not a pyenv build a development machine may carry, which also lives where the images' users
 # the tests drop to cannot read it).
-APT_PACKAGES=(python3-venv mosquitto mosquitto-clients nginx openssl victoria-metrics chromium busybox)
+# faketime: the fidelity test runs the bridge with a wall clock that starts wrong and jumps.
+APT_PACKAGES=(python3-venv mosquitto mosquitto-clients nginx openssl victoria-metrics chromium busybox faketime)
 # npm: the release tests' @balena/compose parser and the Zigbee2MQTT settings schema come
 # from the npm registry; Debian's npm only if the machine has none.
 command -v npm >/dev/null || APT_PACKAGES+=(npm)

@@ -380,13 +380,13 @@ class ShellySim:
         """Change the status and send only what changed (`NotifyStatus`), as a device does."""
         for key, value in delta.items():
             self.status[key] = _merge(self.status.get(key, {}), value)
-        await self.notify("NotifyStatus", {"ts": 1700000000.0, **delta})
+        await self.notify("NotifyStatus", {"ts": round(time.time(), 2), **delta})
 
     def full_status(self) -> dict[str, Any]:
         """What `Shelly.GetStatus` answers."""
         return {
             **copy.deepcopy(self.status),
-            "sys": {"mac": self.mac, "restart_required": self.pending_mqtt is not None, "unixtime": 1700000000},
+            "sys": {"mac": self.mac, "restart_required": self.pending_mqtt is not None, "unixtime": int(time.time())},
             "mqtt": {"connected": self._client is not None},
             "cloud": {"connected": False},
             "wifi": {"sta_ip": "127.0.0.1", "status": "got ip", "rssi": -60},

@@ -393,3 +393,32 @@ async def test_provision_cli_prints_table_without_secrets(release_broker: Releas
         assert f"{fleet}:1: expected `HOST`" in err.decode()
     finally:
         await sim.stop()
+
+
+async def test_a_frame_delivered_again_after_newer_ones_never_lowers_a_total(
+    shelly_broker: Mosquitto, base_topic: str, plus1pm: ShellySim
+) -> None:
+    """Issue 25: QoS 1 delivered a Plus 1PM's older frame again after a reconnect; stamped with the
+    time it arrived, its lower total (73.4647 -> 73.4644 kWh there) went to HA and InfluxDB as new."""
+    source = _source(shelly_broker, base_topic, [{"prefix": plus1pm.prefix, "id": "heater"}], reemit_s=3600)
+    events = Events("shelly")
+
+    def frame(ts: float, wh: float, power: float) -> bytes:
+        status = {"switch:0": {"id": 0, "apower": power, "aenergy": {"total": wh}}}
+        return json.dumps({"src": plus1pm.device_id, "method": "NotifyStatus", "params": {"ts": ts, **status}}).encode()
+
+    async for _ in _running(source, events):
+        await events.wait_for(lambda _: events.values("shelly_heater", Quantity.ENERGY_IMPORT))
+        now = time.time()
+        await plus1pm.publish_raw("events/rpc", frame(now + 1, 12346.0, 50.0))
+        await plus1pm.publish_raw("events/rpc", frame(now + 2, 12346.3, 60.0))
+        await plus1pm.publish_raw("events/rpc", frame(now + 1, 12346.0, 50.0))  # delivered again
+        await plus1pm.publish_raw("events/rpc", frame(now + 3, 12346.5, 70.0))
+        await events.wait_for(lambda _: 70.0 in events.values("shelly_heater", Quantity.POWER))
+        energies = events.values("shelly_heater", Quantity.ENERGY_IMPORT)
+        assert energies[-3:] == [pytest.approx(12.346), pytest.approx(12.3463), pytest.approx(12.3465)]
+        assert energies == sorted(energies)
+        assert events.values("shelly_heater", Quantity.POWER)[-3:] == [50.0, 60.0, 70.0]
+        readings = [e for e in events.items if isinstance(e, Reading) and e.quantity is Quantity.POWER]
+        assert [r.ts.timestamp() for r in readings[-3:]] == pytest.approx([now + 1, now + 2, now + 3])
+        assert events.ctx.stats.errors["stale_frame"] == 1

@@ -1,66 +1,110 @@
-"""The rule for totals that go backwards (`TotalGuard`)."""
+"""The one rule every reading passes (`sources.totals`): time, totals, restarts, replaced meters, clocks."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from meterbridge.model import Quantity, Reading
-from meterbridge.sources.totals import TotalGuard, TotalVerdict
+from meterbridge.model import Event, Quantity, Reading
+from meterbridge.sources import SourceContext
+from meterbridge.sources.totals import (
+    CLOCK_FLOOR,
+    ClockGate,
+    ReadingRules,
+    TotalGuard,
+    TotalsStore,
+    TotalVerdict,
+)
+from meterbridge.stats import SourceStats
 
 T0 = datetime(2026, 11, 21, tzinfo=UTC)
+STEP_S = 30
 
 
-def _r(value: float, quantity: Quantity = Quantity.ENERGY_IMPORT, meter: str = "m", i: int = 0) -> Reading:
-    return Reading.of(meter, quantity, value, T0 + timedelta(seconds=i))
+def _r(value: float, i: int = 0, quantity: Quantity = Quantity.ENERGY_IMPORT, meter: str = "m") -> Reading:
+    return Reading.of(meter, quantity, value, T0 + timedelta(seconds=STEP_S * i))
 
 
-def _verdicts(values: list[float], **kwargs: float) -> list[TotalVerdict]:
-    guard = TotalGuard(**kwargs)  # type: ignore[arg-type]
-    return [guard.check(_r(v, i=i)) for i, v in enumerate(values)]
+def _run(values: list[float], guard: TotalGuard | None = None) -> tuple[list[float], list[TotalVerdict]]:
+    """Feed one total at steps of 30 s; what passed and every verdict but ACCEPTED."""
+    guard = TotalGuard() if guard is None else guard
+    out = guard.filter(_r(v, i) for i, v in enumerate(values))
+    return [r.value for r in out.readings], [v for _, v in out.notes]
 
 
-A, S, P, R = TotalVerdict.ACCEPTED, TotalVerdict.STEP_BACK, TotalVerdict.RESET_PENDING, TotalVerdict.RESET
+A, S, P, G = TotalVerdict.ACCEPTED, TotalVerdict.STEP_BACK, TotalVerdict.RESET_PENDING, TotalVerdict.GLITCH
+R, X = TotalVerdict.RESET, TotalVerdict.REPLACED
 
 
 @pytest.mark.parametrize(
-    ("values", "expected"),
+    ("values", "passed", "notes"),
     [
-        ([10.0, 10.5, 10.5, 11.0], [A, A, A, A]),
-        ([100.0, 99.99, 100.0, 100.2], [A, S, A, A]),  # a small step back is ignored
-        ([100.0, 95.0, 99.0, 101.0], [A, S, S, A]),  # ... until the meter climbs past the old total
-        ([100.0, 0.0, 100.1], [A, P, A]),  # a lone drop to 0 was a glitch: no reset
-        ([100.0, 0.0, 95.0, 101.0], [A, P, S, A]),  # back near the old total: a glitch too
-        ([100.0, 0.0, 0.01, 0.02], [A, P, R, A]),  # a real reset counts up from its low: accepted
-        ([100.0, 5.0, 3.0, 3.1], [A, P, P, R]),  # a candidate lower than the last restarts the count
-        ([0.0, 0.0, 0.001], [A, A, A]),
+        ([10.0, 10.5, 10.5, 11.0], [10.0, 10.5, 10.5, 11.0], []),
+        ([100.0, 99.99, 100.0, 100.2], [100.0, 100.0, 100.2], [S]),  # a small step back is ignored
+        ([100.0, 95.0, 99.0, 101.0], [100.0, 101.0], [S, S]),  # ... until the meter climbs past it
+        # a Shelly reboot restarts its counter: the total continues, nothing counted twice
+        ([100.0, 100.5, 0.01, 0.02, 0.03], [100.0, 100.5, 100.51, 100.52, 100.53], [P, R]),
+        # a lone 0 (or a lone spike) is a glitch: nothing of it passes
+        ([100.0, 0.0, 100.1], [100.0, 100.1], [P, G]),
+        ([100.0, 99_999.0, 100.1], [100.0, 100.1], [P, G]),
+        ([100.0, 0.0, 95.0, 101.0], [100.0, 101.0], [P, G, S]),
+        # a replaced meter, its counter far below or far above the old one: no spike, no dip
+        ([73_000.0, 5_000.0, 5_000.1, 5_000.3], [73_000.0, 73_000.0, 73_000.1, 73_000.3], [P, X]),
+        ([100.0, 50_000.0, 50_000.1], [100.0, 100.0, 100.1], [P, X]),
+        # a candidate lower than the one before starts the count again
+        ([100.0, 5.0, 3.0, 3.1], [100.0, 100.0, 100.1], [P, G, P, X]),
+        ([0.0, 0.0, 0.001], [0.0, 0.0, 0.001], []),
     ],
 )
-def test_rule(values: list[float], expected: list[TotalVerdict]) -> None:
-    assert _verdicts(values) == expected
+def test_rule(values: list[float], passed: list[float], notes: list[TotalVerdict]) -> None:
+    got, verdicts = _run(values)
+    assert got == pytest.approx(passed)
+    assert verdicts == notes
 
 
-def test_non_totals_pass_and_meters_are_separate() -> None:
+def test_a_frame_sent_again_after_newer_ones_never_lowers_the_total() -> None:
+    """Issue 25: QoS 1 redelivered an older frame (73.4644 after 73.4647); it used to pass."""
     guard = TotalGuard()
-    assert guard.check(_r(500.0, Quantity.POWER)) is A
-    assert guard.check(_r(-500.0, Quantity.POWER)) is A
-    assert guard.check(_r(10.0, meter="a")) is A
-    assert guard.check(_r(1.0, meter="b")) is A
-    assert guard.check(_r(10.0, Quantity.ENERGY_EXPORT, meter="b")) is A
-    assert guard.check(_r(9.99, meter="a")) is S
-    guard.forget("a")
-    assert guard.check(_r(9.99, meter="a")) is A
+    first = guard.filter([_r(73.4644, 1), _r(73.4647, 2), _r(7.0, 2, Quantity.POWER)])
+    again = guard.filter([_r(73.4644, 1), _r(73.4647, 2), _r(5.0, 1, Quantity.POWER)])
+    assert [r.value for r in first.readings] == [73.4644, 73.4647, 7.0]
+    assert again.readings == []
+    assert [v for _, v in again.notes] == [TotalVerdict.STALE, TotalVerdict.DUPLICATE, TotalVerdict.STALE]
+    assert guard.last("m", Quantity.ENERGY_IMPORT) == 73.4647
 
 
-def test_filter_keeps_accepted_and_resets() -> None:
-    guard = TotalGuard(confirmations=1)
-    out = guard.filter([_r(10.0), _r(1.0, Quantity.POWER), _r(9.95, i=1), _r(0.5, i=2)])
-    assert [r.value for r in out.readings] == [10.0, 1.0, 0.5]
-    assert [v for _, v in out.notes] == [S, R]
+def test_power_older_than_applied_is_dropped_and_meters_are_separate() -> None:
+    guard = TotalGuard()
+    out = guard.filter(
+        [
+            _r(500.0, 2, Quantity.POWER),
+            _r(-500.0, 1, Quantity.POWER),  # older: would show as the current power
+            _r(10.0, meter="a"),
+            _r(1.0, meter="b"),
+            _r(10.0, 0, Quantity.ENERGY_EXPORT, meter="b"),
+            _r(9.99, 1, meter="a"),
+        ]
+    )
+    assert [(r.meter_id, r.quantity.value, r.value) for r in out.readings] == [
+        ("m", "power", 500.0),
+        ("a", "energy_import", 10.0),
+        ("b", "energy_import", 1.0),
+        ("b", "energy_export", 10.0),
+    ]
+    assert [v for _, v in out.notes] == [TotalVerdict.STALE, TotalVerdict.STEP_BACK]
+
+
+def test_confirmations_of_one_accept_a_restart_at_once() -> None:
+    got, verdicts = _run([10.0, 0.5], TotalGuard(confirmations=1))
+    assert got == [10.0, 10.5]
+    assert verdicts == [R]
 
 
 def test_bad_parameters() -> None:
@@ -68,17 +112,199 @@ def test_bad_parameters() -> None:
         TotalGuard(reset_fraction=1.0)
     with pytest.raises(ValueError, match="confirmations"):
         TotalGuard(confirmations=0)
+    with pytest.raises(ValueError, match="max_power_kw"):
+        TotalGuard(max_power_kw=0)
 
 
-@given(st.lists(st.floats(min_value=0, max_value=1e7, allow_nan=False), min_size=1, max_size=40))
-def test_what_passes_never_shows_ha_a_bogus_drop(values: list[float]) -> None:
-    """Home Assistant sees a total fall only when it fell below 90 % and a second reading confirmed it."""
+@given(
+    st.lists(
+        st.tuples(st.floats(min_value=0, max_value=1e6, allow_nan=False), st.integers(min_value=-3, max_value=400)),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_what_passes_never_falls_and_never_jumps(steps: list[tuple[float, int]]) -> None:
+    """Whatever the counter does (late frames, restarts, glitches, other meters' counters), what the
+    sinks see never falls and never rises faster than `max_power_kw` allows."""
     guard = TotalGuard()
-    passed: list[float] = []
-    for i, value in enumerate(values):
-        out = guard.filter([_r(value, i=i)])
-        passed.extend(r.value for r in out.readings)
+    passed: list[Reading] = []
+    t = 0
+    for value, dt in steps:
+        t += dt
+        passed.extend(
+            guard.filter([Reading.of("m", Quantity.ENERGY_IMPORT, value, T0 + timedelta(seconds=t))]).readings
+        )
     for before, after in itertools.pairwise(passed):
-        assert after >= before or after < 0.9 * before
+        assert after.ts >= before.ts
+        assert after.value >= before.value
+        dt_s = (after.ts - before.ts).total_seconds()
+        assert after.value - before.value <= guard.max_power_kw * max(dt_s, guard.grace_s) / 3600 + 1e-9
     if passed:
-        assert guard.last("m", Quantity.ENERGY_IMPORT) == passed[-1]
+        assert guard.last("m", Quantity.ENERGY_IMPORT) == pytest.approx(passed[-1].value)
+
+
+# -- the state across restarts ---------------------------------------------------------------------
+
+
+def test_state_survives_a_restart_and_a_restart_of_the_counter_meanwhile(tmp_path: Path) -> None:
+    path = tmp_path / "totals.json"
+    guard = TotalGuard()
+    store = TotalsStore(path, guard, save_interval_s=3600)
+    guard.filter([_r(100.0, 0), _r(0.2, 1), _r(0.3, 2)])  # restarted: offset 100 saved at once
+    store.maybe_save()
+    assert json.loads(path.read_text())["meters"]["m"]["energy_import"]["offset"] == 100.0
+    guard.filter([_r(0.4, 3)])
+    store.maybe_save()  # a counter update alone waits for the interval: the file still has 0.3
+    assert json.loads(path.read_text())["meters"]["m"]["energy_import"]["raw"] == 0.3
+
+    # kill -9 here; the bridge starts again from the file
+    again = TotalGuard()
+    TotalsStore(path, again).load()
+    got = again.filter([_r(0.4, 3), _r(0.5, 4)])  # the frame it had not saved, then a new one
+    assert [r.value for r in got.readings] == pytest.approx([100.4, 100.5])
+
+
+def test_a_broken_state_file_is_named_and_skipped(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "totals.json"
+    path.write_text("{not json")
+    guard = TotalGuard()
+    TotalsStore(path, guard).load()
+    assert str(path) in caplog.text
+    path.write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "saved_at": 0,
+                "meters": {"m": {"energy_import": {"raw": 1, "ts": 0, "offset": 2}, "power": {"raw": 1}}, "n": 5},
+            }
+        )
+    )
+    TotalsStore(path, guard).load()
+    assert guard.last("m", Quantity.ENERGY_IMPORT) == 3.0
+    assert "m.power" in caplog.text
+    assert "n: not an object" in caplog.text
+
+
+# -- a wrong clock ---------------------------------------------------------------------------------
+
+
+class _Clocks:
+    """A wall clock the test sets, and a monotonic one it moves."""
+
+    def __init__(self, wall: float) -> None:
+        self.wall_s = wall
+        self.mono_s = 1000.0
+
+    def wall(self) -> float:
+        return self.wall_s
+
+    def mono(self) -> float:
+        return self.mono_s
+
+    def tick(self, seconds: float) -> None:
+        self.wall_s += seconds
+        self.mono_s += seconds
+
+
+def _at(seconds: float, value: float = 1.0, quantity: Quantity = Quantity.POWER) -> Reading:
+    return Reading.of("m", quantity, value, datetime.fromtimestamp(seconds, UTC))
+
+
+def test_a_pi_booting_in_the_past_holds_readings_and_stamps_them_right_when_ntp_answers() -> None:
+    real = T0.timestamp()
+    booted_at = datetime(2025, 3, 1, tzinfo=UTC).timestamp()  # before CLOCK_FLOOR: the OS image's build time
+    clocks = _Clocks(booted_at)
+    gate = ClockGate(monotonic=clocks.mono, wall=clocks.wall)
+    assert gate.admit([_at(clocks.wall_s, 5.0)]) == []  # stamped by the wrong clock: held
+    clocks.tick(10)
+    assert gate.admit([_at(clocks.wall_s, 6.0)]) == []
+    assert gate.held == 2
+    clocks.tick(10)
+    clocks.wall_s = real  # NTP answers: the clock jumps forward
+    out = gate.admit([_at(clocks.wall_s, 7.0)])
+    assert [(r.value, r.ts.timestamp()) for r in out] == [(5.0, real - 20), (6.0, real - 10), (7.0, real)]
+    assert all(r.ts.year == T0.year for r in out)
+
+
+def test_a_clock_behind_the_last_save_is_wrong_too_and_a_set_device_clock_tells_the_time() -> None:
+    real = T0.timestamp()
+    clocks = _Clocks(real - 3 * 3600)  # fake-hwclock restored a time from before the power cut
+    gate = ClockGate(floor_s=real - 600, monotonic=clocks.mono, wall=clocks.wall)
+    assert gate.admit([_at(clocks.wall_s)]) == []
+    clocks.tick(5)
+    # an EMU-2 reports with the utility meter's time: that passes, and now the time is known
+    device = _at(real, 2.0, Quantity.ENERGY_IMPORT)
+    out = gate.admit([device])
+    assert [(r.value, r.ts.timestamp()) for r in out] == [(1.0, real - 5), (2.0, real)]
+    clocks.tick(1)
+    (own,) = gate.admit([_at(clocks.wall_s, 3.0)])  # the bridge's own stamp, moved to the known time
+    assert own.ts.timestamp() == real + 1
+
+
+def test_a_device_clock_that_was_never_set_is_replaced_by_the_arrival_time() -> None:
+    clocks = _Clocks(T0.timestamp())
+    gate = ClockGate(monotonic=clocks.mono, wall=clocks.wall)
+    (out,) = gate.admit([_at(3600.0)])  # a Shelly before SNTP: 1970
+    assert out.ts == T0
+    assert gate.admit([_at(CLOCK_FLOOR.timestamp() + 1)])[0].ts.timestamp() == CLOCK_FLOOR.timestamp() + 1
+
+
+def test_held_readings_are_bounded() -> None:
+    clocks = _Clocks(0.0)
+    gate = ClockGate(max_held=3, monotonic=clocks.mono, wall=clocks.wall)
+    gate.admit([_at(float(i)) for i in range(5)])
+    assert (gate.held, gate.dropped) == (3, 2)
+
+
+# -- the shared path -------------------------------------------------------------------------------
+
+
+def test_every_source_shares_the_rule_and_counts_what_it_held() -> None:
+    events: list[Event] = []
+    rules = ReadingRules()
+    one = SourceContext("one", SourceStats("shelly", 60.0), events.append, rules=rules)
+    two = SourceContext("two", SourceStats("emu2", 60.0), events.append, rules=rules)
+    one.readings([_r(10.0, 0), _r(10.5, 1)])
+    one.readings([_r(10.4, 1)])  # the same frame again, a lower total: a late duplicate
+    two.readings([_r(0.1, 2), _r(0.2, 3)])  # the same meter id through another source: one rule
+    assert [r.value for r in events if isinstance(r, Reading)] == pytest.approx([10.0, 10.5, 10.6, 10.7])
+    assert one.stats.errors["stale_reading"] == 0
+    assert one.stats.errors["total_step_back"] == 1
+    assert two.stats.errors["total_reset"] == 1
+    assert two.stats.readings == 2
+
+
+def test_historical_readings_skip_the_clock_check() -> None:
+    events: list[Event] = []
+    old = Reading.of("bill", Quantity.ENERGY_IMPORT, 5.0, datetime(2019, 1, 1, 1, tzinfo=UTC))
+    SourceContext("utility", SourceStats("opower", 60.0), events.append, historical=True).readings([old])
+    assert events == [old]
+
+
+async def test_the_bridge_keeps_the_state_in_totals_path_across_a_restart(tmp_path: Path) -> None:
+    from meterbridge.app import Bridge
+    from meterbridge.config import BridgeConfig
+
+    path = tmp_path / "data" / "totals.json"
+    config = BridgeConfig.model_validate(
+        {
+            "mqtt": {"host": "127.0.0.1", "port": 9, "username": "u", "password": "p"},
+            "health": {"enabled": False},
+            "totals": {"path": str(path)},
+            "sources": [{"type": "simulated", "id": "grid", "interval_s": 0.05}],
+        }
+    )
+    async with Bridge(config) as bridge, asyncio.timeout(60):  # a hang bound
+        while bridge.stats.sources["grid"].readings < 20:
+            await asyncio.sleep(0.05)
+        before = bridge.rules.guard.last("grid", Quantity.ENERGY_IMPORT)
+    saved = json.loads(path.read_text())
+    assert saved["meters"]["grid"]["energy_import"]["raw"] >= (before or 0) > 0
+    # the next start continues from the file: the simulated counter starts again, so it is a restart
+    async with Bridge(config) as bridge, asyncio.timeout(60):
+        while bridge.stats.sources["grid"].errors["total_reset"] < 1:
+            await asyncio.sleep(0.05)
+        after = bridge.rules.guard.last("grid", Quantity.ENERGY_IMPORT)
+    assert after is not None
+    assert before is not None
+    assert after > before

@@ -31,6 +31,7 @@ from .sinks.kasa.sink import KasaSink
 from .sources import Source, SourceContext
 from .sources.registry import build_source
 from .sources.shelly.firmware import firmware_entities
+from .sources.totals import ReadingRules
 from .stats import BridgeStats, SourceStats
 
 _LOGGER = logging.getLogger(__name__)
@@ -144,6 +145,10 @@ class Bridge:
             if isinstance(sink, FlexController):
                 sink.publish = self.hub.publish  # delivery points go to InfluxDB with the meters (issue 27)
         self.sources: list[Source[Any]] = [build_source(source, config.mqtt_context) for source in config.sources]
+        #: The one rule every source's readings pass (`sources.totals`), its state on the data volume.
+        self.rules = ReadingRules.from_file(
+            config.totals.path, config.totals.save_interval_s, config.totals.max_power_kw
+        )
         # what the home has beyond what the config names (issue 26): found by default
         found = discovered_sources(config.found_by_default, config.sources, config.mqtt_context)
         self._found_by_default = {source.id for source in found}
@@ -194,7 +199,7 @@ class Bridge:
             stats = SourceStats(source_type=source.source_type, stale_after_s=source.config.stale_after_s)
             stats.found_by_default = source.id in self._found_by_default
             self.stats.sources[source.id] = stats
-            ctx = SourceContext(source.id, stats, self.hub.publish, self.catalog)
+            ctx = SourceContext(source.id, stats, self.hub.publish, self.catalog, self.rules, source.historical)
             self._source_tasks.append(asyncio.create_task(self._run_source(source, ctx), name=f"source-{source.id}"))
         firmware = firmware_entities(self.config, self.catalog)  # Shelly update entities in HA (issue 21)
         if firmware is not None:
@@ -219,6 +224,7 @@ class Bridge:
         for task in self._source_tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        self.rules.close()
         # Half the time to hand queued events to the sinks, the rest to flush them.
         if not await self.hub.drain(timeout / 2):
             _LOGGER.warning("Shutdown: some queued events were not handed to sinks in time")

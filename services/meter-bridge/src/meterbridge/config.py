@@ -32,6 +32,7 @@ from .sections import (
     MqttContext,
     SiteConfig,
     SpoolConfig,
+    TotalsConfig,
 )
 from .sinks.kasa.config import KasaConfig
 from .yamlsource import KeyPath, LoadedYaml, Problem, format_path, load_yaml
@@ -64,6 +65,7 @@ class BridgeConfig(StrictModel):
     hub: HubConfig = Field(default_factory=HubConfig, description="Fan-out hub.")
     influx: InfluxConfig | None = Field(default=None, description="InfluxDB 2 (off when absent).")
     spool: SpoolConfig = Field(default_factory=SpoolConfig, description="Durable spool of the InfluxDB sink.")
+    totals: TotalsConfig = Field(default_factory=TotalsConfig, description="Totals and clock rules of every reading.")
     sources: list[SourceConfig] = Field(default_factory=list, description="Meter sources, each with `type` and `id`.")
     discovery: DiscoveryConfig | None = Field(
         default=None,

@@ -138,6 +138,32 @@ class SpoolConfig(StrictModel):
     )
 
 
+class TotalsConfig(StrictModel):
+    """The one rule every reading passes (`sources.totals`): its state file and its limits."""
+
+    path: Path | None = Field(
+        default=None,
+        description=(
+            "File keeping each total's last counter and offset across restarts; the release sets "
+            "`/data/totals.json` (unset: kept in memory only, for tests and one-off runs)."
+        ),
+    )
+    save_interval_s: float = Field(
+        default=900.0,
+        gt=0,
+        le=86400,
+        description=(
+            "Longest time a changed counter is kept only in memory (an offset is saved at once); each save "
+            "costs the SD card a few journal blocks."
+        ),
+    )
+    max_power_kw: float = Field(
+        default=100.0,
+        gt=0,
+        description="Most power any one meter can draw: a total rising faster is held as a possible new counter.",
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class MqttContext:
     """What a component that talks to the broker and announces to Home Assistant needs of the bridge.

@@ -17,6 +17,7 @@ from ..ha_entities import EntityCatalog, EntityDescription
 from ..logutil import RateLimitedLog
 from ..model import Event, MeterAvailability, MeterDescription, Reading
 from ..stats import SourceStats
+from .totals import VERDICT_LOG, ReadingRules
 
 ConfigT = TypeVar("ConfigT", bound=SourceConfigBase)
 
@@ -27,6 +28,10 @@ class SourceContext:
     `emit` never blocks: the hub queues per sink and drops (and counts) when a sink
     is stuck. Entities a source offers Home Assistant besides its meters' sensors go to
     `catalog` (the bridge's, which the HA sink announces from).
+
+    Every reading passes `rules` (the bridge's one `ReadingRules`: a wrong clock, time that
+    goes back, totals that fall, restart or jump; see `sources.totals`) on its way to the
+    sinks; `historical` sources (utility data) skip only its clock check.
     """
 
     def __init__(
@@ -35,17 +40,25 @@ class SourceContext:
         stats: SourceStats,
         emit: Callable[[Event], None],
         catalog: EntityCatalog | None = None,
+        rules: ReadingRules | None = None,
+        historical: bool = False,
     ) -> None:
         self.source_id = source_id
         self.stats = stats
         self._emit = emit
+        self.rules = ReadingRules() if rules is None else rules
+        self.historical = historical
         self.catalog = EntityCatalog() if catalog is None else catalog
         self.log = RateLimitedLog(logging.getLogger(f"meterbridge.sources.{source_id}"))
         self._sent_availability: dict[str, bool] = {}
 
     def readings(self, readings: Iterable[Reading]) -> None:
-        """Hand readings on to every sink."""
-        for reading in readings:
+        """Hand readings on to every sink, through the bridge's rules (held, dropped or continued)."""
+        outcome = self.rules.apply(readings, self.historical)
+        for reading, verdict in outcome.notes:
+            kind, level, message = VERDICT_LOG[verdict]
+            self.error(kind, message, reading.meter_id, reading.quantity.value, reading.ts.isoformat(), level=level)
+        for reading in outcome.readings:
             self.stats.readings += 1
             if self.stats.last_reading is None or reading.ts > self.stats.last_reading:
                 self.stats.last_reading = reading.ts
@@ -82,6 +95,9 @@ class Source(ABC, Generic[ConfigT]):
 
     #: The config `type` this class implements.
     source_type: str = ""
+    #: Whether its readings are history from elsewhere (utility data, stamped by the utility):
+    #: they skip the bridge's clock check (`sources.totals.ClockGate`), not the totals rule.
+    historical: bool = False
 
     def __init__(self, config: ConfigT) -> None:
         self.config = config

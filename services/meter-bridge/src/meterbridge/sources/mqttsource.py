@@ -14,12 +14,10 @@ from typing import TypeVar
 
 from ..configbase import SourceConfigBase
 from ..errors import AuthError, BridgeError
-from ..model import Reading
 from ..mqtt import MqttClient
 from ..mqttsession import MqttSession
 from ..sections import MqttConfig
 from . import Source, SourceContext
-from .totals import TotalVerdict
 
 ConfigT = TypeVar("ConfigT", bound=SourceConfigBase)
 
@@ -62,19 +60,3 @@ class MqttSubscriptionSource(Source[ConfigT]):
 
     async def on_disconnect(self, ctx: SourceContext) -> None:
         """Called after the connection was lost; nothing by default."""
-
-
-def report_totals(ctx: SourceContext, label: str, notes: list[tuple[Reading, TotalVerdict]]) -> None:
-    """Count and log what a `TotalGuard` held back or accepted as a reset (`label` names the meter)."""
-    for reading, verdict in notes:
-        quantity, value = reading.quantity.value, reading.value
-        if verdict is TotalVerdict.RESET:
-            ctx.error("total_reset", "%s: %s fell to %s: accepted as a meter reset", label, quantity, value)
-        elif verdict is TotalVerdict.RESET_PENDING:
-            ctx.error(
-                "total_drop", "%s: %s fell to %s: held until confirmed", label, quantity, value, level=logging.INFO
-            )
-        else:
-            ctx.error(
-                "total_step_back", "%s: %s stepped back to %s: ignored", label, quantity, value, level=logging.DEBUG
-            )

@@ -180,6 +180,7 @@ class UtilityPollSource(Source[ConfigT]):
     """Polls a `UsageClient` on a schedule (policy in the module docstring)."""
 
     manufacturer = "Utility"
+    historical = True  # hourly totals stamped by the utility
 
     def __init__(self, config: ConfigT, bridge: MqttContext | None = None) -> None:
         super().__init__(config)

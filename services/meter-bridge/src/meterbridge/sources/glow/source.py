@@ -17,8 +17,7 @@ from ...model import MeterDescription, utc_now
 from ...mqtt import MqttClient
 from ...sections import MqttConfig
 from .. import SourceContext
-from ..mqttsource import MqttSubscriptionSource, report_totals
-from ..totals import TotalGuard
+from ..mqttsource import MqttSubscriptionSource
 from .config import GlowSourceConfig
 from .parser import MeterKind, parse_meter, parse_state, parse_topic
 
@@ -38,7 +37,6 @@ class GlowSource(MqttSubscriptionSource[GlowSourceConfig]):
         if config.gas:
             self.meter_ids["gasmeter"] = f"{config.id}_gas"
         self.device = config.device
-        self.guard = TotalGuard()
         self._heard: dict[str, float] = {}  # meter id -> monotonic time of its last message
         self._described: set[str] = set()
         self._software: str | None = None
@@ -111,11 +109,9 @@ class GlowSource(MqttSubscriptionSource[GlowSourceConfig]):
             self._described.add(meter_id)
             ctx.describe(self.describe(kind))
         self._heard[meter_id] = time.monotonic()
-        guarded = self.guard.filter(outcome.readings)
-        report_totals(ctx, meter_id, guarded.notes)
         if outcome.readings:
             ctx.availability(meter_id, True)
-        ctx.readings(guarded.readings)
+        ctx.readings(outcome.readings)
 
     def _on_state(self, payload: bytes, ctx: SourceContext) -> None:
         try:

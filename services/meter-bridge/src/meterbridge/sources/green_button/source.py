@@ -29,6 +29,7 @@ class GreenButtonSource(Source[GreenButtonSourceConfig]):
     """Imports Green Button data on a schedule (see module docstring)."""
 
     source_type = "green_button"
+    historical = True  # hourly totals stamped by the utility
 
     def __init__(self, config: GreenButtonSourceConfig) -> None:
         super().__init__(config)

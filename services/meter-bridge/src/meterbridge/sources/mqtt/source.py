@@ -2,8 +2,8 @@
 
 Parsing is `parser.MeterParser`; availability is `parser.Tracker` (availability topic, first
 reading, `timeout_s`), checked on every message and by a watchdog task so that a device that
-goes silent is marked unavailable without any message arriving. Totals pass through a
-`TotalGuard` like the other MQTT families.
+goes silent is marked unavailable without any message arriving. Totals, like every
+source's, pass the bridge's one rule in `SourceContext.readings` (`sources.totals`).
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ from ...model import MeterDescription, utc_now
 from ...mqtt import MqttClient
 from ...sections import MqttConfig
 from .. import SourceContext
-from ..mqttsource import MqttSubscriptionSource, report_totals
-from ..totals import TotalGuard
+from ..mqttsource import MqttSubscriptionSource
 from .config import MqttMeterConfig, MqttSourceConfig
 from .parser import MeterParser, Tracker
 
@@ -50,7 +49,6 @@ class MqttSource(MqttSubscriptionSource[MqttSourceConfig]):
         for meter in self.meters:
             for topic in meter.parser.plan.subscriptions:
                 self.routes.setdefault(topic, []).append(meter)
-        self.guard = TotalGuard()
         timeouts = [m.tracker.timeout_s for m in self.meters if m.tracker.timeout_s is not None]
         self.check_s = min([_MAX_CHECK_S, *(t / 4 for t in timeouts)])
 
@@ -124,7 +122,5 @@ class MqttSource(MqttSubscriptionSource[MqttSourceConfig]):
             ctx.error("dropped", "%s: value dropped: %s", meter_id, reason, level=logging.INFO)
         if not outcome.readings:
             return
-        guarded = self.guard.filter(outcome.readings)
-        report_totals(ctx, meter_id, guarded.notes)
         ctx.availability(meter_id, meter.tracker.reading(now))
-        ctx.readings(guarded.readings)
+        ctx.readings(outcome.readings)

@@ -23,7 +23,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal, TypedDict
 
 from ...errors import ParseError
@@ -139,6 +139,25 @@ def decode_frame(payload: bytes) -> Frame:
     if "result" not in data:
         raise ParseError("reply has neither `result` nor `error`")
     return Frame("reply", src, request_id=request_id, result=data["result"])
+
+
+def status_time(params: Mapping[str, Any]) -> datetime | None:
+    """The device's own time of a status: a notification's `ts` (Unix s, fractional), else
+    `sys.unixtime` of a `Shelly.GetStatus` result; None when it has neither (no clock yet).
+
+    Readings are stamped with it, not with the time they arrive: a frame the broker delivers
+    again after a reconnect (QoS 1) then carries its old time and cannot pass for a new one.
+    """
+    ts = params.get("ts")
+    if not isinstance(ts, int | float) or isinstance(ts, bool):
+        sys_status = params.get("sys")
+        ts = sys_status.get("unixtime") if isinstance(sys_status, Mapping) else None
+    if not isinstance(ts, int | float) or isinstance(ts, bool) or not math.isfinite(ts) or ts <= 0:
+        return None
+    try:
+        return datetime.fromtimestamp(ts, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 def parse_online(payload: bytes) -> bool:

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from ...errors import BridgeError, ParseError, SourceConnectionError
@@ -27,6 +29,7 @@ from ...mqtt import MqttClient, endpoint
 from ...mqttsession import MqttSession
 from ...sections import MqttContext
 from .. import Source, SourceContext
+from ..totals import CLOCK_FLOOR
 from .config import ShellyDeviceConfig, ShellySourceConfig
 from .identity import DEVICE_ID, TOPIC_ROOT
 from .parser import (
@@ -40,6 +43,7 @@ from .parser import (
     parse_device_info,
     parse_online,
     relay_outputs,
+    status_time,
 )
 from .relay import ShellyMqttRpc, ShellyRelay
 
@@ -63,6 +67,20 @@ class ShellyDevice:
     relay_published: dict[int, bool] = field(default_factory=dict)
     refreshing: bool = False
     refresh_wanted: bool = False
+    #: The device's own time of its last status, and the monotonic time it arrived (for `reemit`).
+    device_time: tuple[datetime, float] | None = None
+
+    def clock(self, stamped: datetime | None) -> datetime:
+        """The time to stamp a status with: the device's own (`stamped`) when it sent one,
+        else its last one moved on by the monotonic time since, else the time of receipt."""
+        now = time.monotonic()
+        if stamped is not None:
+            self.device_time = (stamped, now)
+            return stamped
+        if self.device_time is not None:
+            last, at = self.device_time
+            return last + timedelta(seconds=now - at)
+        return utc_now()
 
     def __post_init__(self) -> None:
         self.parser = ShellyDeviceParser(self.naming)
@@ -175,10 +193,9 @@ class ShellySource(Source[ShellySourceConfig]):
         # Shelly sends only changes: a steady load would otherwise look stale.
         while True:
             await asyncio.sleep(self.config.reemit_s)
-            now = utc_now()
             for device in self.devices.values():
                 if device.online is not False and device.parser.has_full:
-                    ctx.readings(device.parser.current(now))
+                    ctx.readings(device.parser.current(device.clock(None)))
 
     # -- incoming messages ------------------------------------------------------------------
 
@@ -244,7 +261,23 @@ class ShellySource(Source[ShellySourceConfig]):
     ) -> None:
         if kind == "delta" and not device.parser.has_full:
             self._request_status(ctx, device)  # a delta alone is not the whole picture
-        ts = utc_now()
+        stamped = status_time(params)
+        if stamped is not None and stamped < CLOCK_FLOOR:
+            stamped = None  # its clock is not set yet (a reboot before SNTP): go on from the last one
+        if stamped is not None and device.device_time is not None and stamped < device.device_time[0]:
+            if "ts" in params:
+                # A notification sent again after newer ones (QoS 1 redelivery): merging it would put
+                # old values back into the status later deltas build on. The readings rule drops it too.
+                ctx.error(
+                    "stale_frame",
+                    "Shelly %s: a status from %s came after a newer one: ignored",
+                    device.prefix,
+                    stamped.isoformat(),
+                    level=logging.DEBUG,
+                )
+                return
+            stamped = device.device_time[0]  # `Shelly.GetStatus` has whole seconds (`sys.unixtime`) only
+        ts = device.clock(stamped)
         readings, issues = device.parser.full(params, ts) if kind == "full" else device.parser.delta(params, ts)
         for issue in issues:
             kind_name = "unknown_component" if issue.startswith("unknown component") else "bad_field"

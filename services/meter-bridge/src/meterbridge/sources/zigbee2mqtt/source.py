@@ -2,7 +2,8 @@
 
 The device list is retained, so it arrives on every (re)connect; when Zigbee2MQTT
 publishes a new one (a device joined, was renamed or removed) the subscriptions follow.
-Totals pass through a `TotalGuard` so Home Assistant never sees a bogus drop.
+Totals, like every source's, pass the bridge's one rule in `SourceContext.readings`
+(`sources.totals`), so Home Assistant never sees a bogus drop.
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ from ...model import MeterDescription, utc_now
 from ...mqtt import MqttClient
 from ...sections import MqttConfig
 from .. import SourceContext
-from ..mqttsource import MqttSubscriptionSource, report_totals
-from ..totals import TotalGuard
+from ..mqttsource import MqttSubscriptionSource
 from .config import Zigbee2MqttSourceConfig
 from .parser import DeviceTable, Z2mDevice, parse_availability, parse_devices, parse_state
 
@@ -29,7 +29,6 @@ class Zigbee2MqttSource(MqttSubscriptionSource[Zigbee2MqttSourceConfig]):
         super().__init__(config, mqtt, client_id)
         cfg = self.config
         self.table = DeviceTable(cfg.id, cfg.base_topic, cfg.devices, cfg.meter_ids)
-        self.guard = TotalGuard()
         self._reported: set[str] = set()
 
     def describe(self, device: Z2mDevice) -> MeterDescription:
@@ -80,15 +79,13 @@ class Zigbee2MqttSource(MqttSubscriptionSource[Zigbee2MqttSourceConfig]):
             return
         for reason in outcome.dropped:
             ctx.error("dropped", "%s: value dropped: %s", device.friendly_name, reason, level=logging.INFO)
-        guarded = self.guard.filter(outcome.readings)
-        report_totals(ctx, device.friendly_name, guarded.notes)
         if outcome.readings and meter_id not in self._reported:
             # A meter that reports is there (as the HA sink assumes too), unless Zigbee2MQTT's
             # availability topic has spoken: then that decides. Marked once, so a retained
             # state cannot undo an `offline`.
             self._reported.add(meter_id)
             ctx.availability(meter_id, True)
-        ctx.readings(guarded.readings)
+        ctx.readings(outcome.readings)
 
     async def _on_devices(self, client: MqttClient, payload: bytes, ctx: SourceContext) -> None:
         try:
@@ -111,7 +108,6 @@ class Zigbee2MqttSource(MqttSubscriptionSource[Zigbee2MqttSourceConfig]):
             meter_id = self.table.meter_id(device)
             ctx.log.log(logging.INFO, "removed", "Zigbee device %s is no longer read", device.friendly_name)
             ctx.availability(meter_id, False)
-            self.guard.forget(meter_id)
             self._reported.discard(meter_id)
         for old, new in change.renamed:
             ctx.log.log(logging.INFO, "renamed", "Zigbee device %s renamed to %s", old.friendly_name, new.friendly_name)
