@@ -20,8 +20,7 @@ from ...sections import MqttConfig
 from .. import SourceContext
 from ..mqtt.config import TASMOTA_TIMEOUT_S, MqttMeterConfig, MqttValueConfig
 from ..mqtt.parser import MeterParser, Tracker
-from ..mqttsource import MqttSubscriptionSource, report_totals
-from ..totals import TotalGuard
+from ..mqttsource import MqttSubscriptionSource
 from .config import TasmotaSourceConfig
 from .parser import TasmotaDevice, energy_channels, parse_config
 
@@ -56,7 +55,6 @@ class TasmotaSource(MqttSubscriptionSource[TasmotaSourceConfig]):
         self.channels: dict[str, int] = {}
         self.meters: dict[str, _Meter] = {}
         self.routes: dict[str, list[_Meter]] = {}
-        self.guard = TotalGuard()
         wanted = config.devices
         self._wanted = None if wanted is None else {name.upper() for name in wanted} | set(wanted)
 
@@ -190,7 +188,6 @@ class TasmotaSource(MqttSubscriptionSource[TasmotaSourceConfig]):
             ctx.error("dropped", "%s: value dropped: %s", meter_id, reason, level=logging.DEBUG)
         if not outcome.readings:
             return
-        guarded = self.guard.filter(outcome.readings)
-        report_totals(ctx, meter_id, guarded.notes)
         ctx.availability(meter_id, meter.tracker.reading(now))
-        ctx.readings(guarded.readings)
+        # totals pass the bridge's one rule in SourceContext.readings, like every source's
+        ctx.readings(outcome.readings)
