@@ -92,11 +92,16 @@ class EntityDescription:
         return f"hems_{self.key}"
 
 
+def unique_id(entity: EntityDescription, site_id: str) -> str:
+    """The entity's unique id in Home Assistant (`hems_<site>_<key>`)."""
+    return f"hems_{site_id}_{entity.unique_key or entity.key}"
+
+
 def discovery_config(entity: EntityDescription, topics: Topics, site_id: str) -> tuple[str, dict[str, Any]]:
     """Topic and payload of `entity`'s discovery config: the one contract every entity follows."""
     payload: dict[str, Any] = {
         "name": entity.name,
-        "unique_id": f"hems_{site_id}_{entity.unique_key or entity.key}",
+        "unique_id": unique_id(entity, site_id),
         **entity_id_keys(entity.component, entity.object_id),
     }
     if entity.state_topic is not None:
