@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,14 +37,24 @@ def demo_env(demo_dir: Path, **extra: str) -> dict[str, str]:
     }
 
 
+@pytest.fixture
+def demo_dir() -> Iterator[Path]:
+    """Where the demo keeps its state: run as root, the demo's services drop to their images' users,
+    which must reach their own directories in it, so not under pytest's 0700 tmp_path (as
+    tests/e2e/conftest.py)."""
+    parent = Path(tempfile.mkdtemp(prefix="hems-demo-"))
+    parent.chmod(0o755)
+    yield parent / "demo"
+    shutil.rmtree(parent, ignore_errors=True)
+
+
 def demo_processes(demo_dir: Path) -> list[str]:
     """The running processes whose command line names `demo_dir` (supervisord and its programs)."""
     processes = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True, check=True).stdout
     return [line for line in processes.splitlines() if str(demo_dir) in line]
 
 
-def test_demo_shows_simulated_readings_within_10_s(tmp_path: Path) -> None:
-    demo_dir = tmp_path / "demo"
+def test_demo_shows_simulated_readings_within_10_s(demo_dir: Path) -> None:
     env = demo_env(demo_dir, DEMO_SECONDS="8")
     result = subprocess.run(
         ["bash", "scripts/demo.sh"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=False
@@ -86,8 +99,7 @@ def test_demo_shows_simulated_readings_within_10_s(tmp_path: Path) -> None:
     assert f"hass --config {demo_dir}" not in processes
 
 
-def test_demo_refuses_a_taken_port_and_names_its_holder(tmp_path: Path) -> None:
-    demo_dir = tmp_path / "demo"
+def test_demo_refuses_a_taken_port_and_names_its_holder(demo_dir: Path) -> None:
     env = demo_env(demo_dir, DEMO_SECONDS="5")  # were the check missing, the demo would end by itself
     port = int(env["DEMO_MQTT_PORT"])
     # another program listening on the broker's port (the issue: Mosquitto crash-looped on it)
@@ -122,8 +134,7 @@ def test_demo_refuses_a_taken_port_and_names_its_holder(tmp_path: Path) -> None:
 @pytest.mark.homeassistant
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_demo_live_view_says_when_the_broker_and_home_assistant_are_down_and_back(tmp_path: Path) -> None:
-    demo_dir = tmp_path / "demo"
+def test_demo_live_view_says_when_the_broker_and_home_assistant_are_down_and_back(demo_dir: Path) -> None:
     env = demo_env(demo_dir)
     broker = re.escape(f"broker 127.0.0.1:{env['DEMO_MQTT_PORT']}")
     home_assistant = re.escape(f"Home Assistant http://127.0.0.1:{env['DEMO_HA_PORT']}")
