@@ -205,7 +205,7 @@ def disable_zigbee2mqtt_duplicates(registry: er.EntityRegistry, document: dict[s
     Returns the unique ids disabled now.
     """
     disabled: list[str] = []
-    for unique_id in zigbee2mqtt_duplicates(document):
+    for unique_id in zigbee2mqtt_duplicates(document, str(document.get("zigbee2mqtt_base_topic", "zigbee2mqtt"))):
         if unique_id in done:
             continue
         entity_id = registry.async_get_entity_id("sensor", "mqtt", unique_id)
