@@ -142,7 +142,25 @@ class EntityCatalog:
     def __init__(self) -> None:
         self._owners: dict[str, tuple[EntityDescription, ...]] = {}
         self._states: dict[str, bytes] = {}
+        self._device_names: dict[str, str] = {}
         self._listeners: list[Callable[[], None]] = []
+
+    def name_device(self, key: str, name: str | None) -> None:
+        """The name the householder gave the device `key` (a meter's id) in HA (None: its own name).
+
+        The HA sink announces the meter's sensors with it: HA renames a device when discovery
+        says so (a name the householder set on the device page itself still wins there)."""
+        if self._device_names.get(key) == name:
+            return
+        if name is None:
+            del self._device_names[key]
+        else:
+            self._device_names[key] = name
+        self._changed()
+
+    def device_name(self, key: str) -> str | None:
+        """The name given to device `key` with `name_device`, if any."""
+        return self._device_names.get(key)
 
     def set_state(self, topic: str, payload: bytes) -> None:
         """The retained state some described entities read (their `state_topic`), for owners with

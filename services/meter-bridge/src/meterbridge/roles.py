@@ -317,6 +317,9 @@ class RolesSink(Sink):
                 if meter.description is not None
                 else Device(meter_id, meter.name or meter_id)
             )
+            # the Name entity names the meter's HA device too (the HA sink announces every entity of
+            # the device with it)
+            self.catalog.name_device(meter_id, meter.chosen_name)
             entities += [
                 EntityDescription(
                     "select",
