@@ -1,6 +1,6 @@
 """The whole appliance on one machine (`make demo`'s stack under supervisord, every service
 through the release's own entrypoint), end to end: the bridge's sensors in Home Assistant, the
-pre-wired Energy dashboard with a week of history from the first minute, nginx in front,
+Energy dashboard wired from the meters' roles, with a week of history from the first minute, nginx in front,
 supervisord restarting a killed bridge while HA sees it go and come back, and, past HA's
 5-minute HTTP trial window, the backfilled history joined by what the recorder compiles and HA
 still served through nginx only."""
