@@ -189,6 +189,25 @@ async def test_a_new_home_with_an_emu2_has_clean_dashboards(
             assert await problems(ha) == []
             named = await dashboard_names_what_exists(ha, "sensor.hems_emu2_power")
             assert not any(e.startswith(("switch.hems_flex", "select.hems_flex")) for e in named), named
+
+            # as a battery (import: charging): HA's battery power is positive discharging, so the
+            # meter's power goes in inverted; HA makes that sensor and validates it
+            choice = {"entity_id": "select.hems_emu2_role", "option": "Battery"}
+            await ha.rest("POST", "/api/services/select/select_option", choice)
+
+            async def battery() -> tuple[bool, Any]:
+                async with ha.websocket() as ws:
+                    sources = (await ws.call("energy/get_prefs"))["energy_sources"]
+                return [s["type"] for s in sources] == ["battery"], sources
+
+            (source,) = await until(battery, "the EMU-2 as a battery", ha)
+            assert source["stat_energy_from"] == "sensor.hems_emu2_energy_export"
+            assert source["stat_energy_to"] == "sensor.hems_emu2_energy_import"
+            assert source["power_config"] == {"stat_rate_inverted": "sensor.hems_emu2_power"}
+            assert source["stat_rate"] == "sensor.hems_emu2_power_inverted"
+            assert await problems(ha) == []
+            states = {s["entity_id"]: s["state"] for s in await ha.rest("GET", "/api/states")}
+            assert float(states["sensor.hems_emu2_power_inverted"]) == -float(states["sensor.hems_emu2_power"])
     finally:
         ha.stop()
 
