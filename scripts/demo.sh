@@ -5,7 +5,8 @@
 #   the bridge through services/meter-bridge/entrypoint.sh (simulated meters of one household:
 #   grid, solar, heat pump, EV), Home Assistant (the version services/homeassistant/Dockerfile
 #   pins, .cache/ha/bin/hass, onboarded with a generated owner) after the release's seeding step
-#   (services/homeassistant/hems_seed.py: HEMS packages, MQTT, HTTP settings, Energy dashboard),
+#   (services/homeassistant/hems_seed.py: HEMS packages and integration, MQTT, HTTP settings; the
+#   integration wires the Energy dashboard from the meters' roles),
 #   nginx through nginx/entrypoint.sh on https://127.0.0.1:8443 (generated certificate) and
 #   hass-configurator behind it.
 # Once Home Assistant is up, a week of the simulated household is written into its long-term
@@ -151,6 +152,22 @@ sources:
   - {type: simulated, id: solar, name: Solar, profile: solar, seed: 1, interval_s: 2, rated_w: 3500}
   - {type: simulated, id: heat_pump, name: Heat pump, profile: heat_pump, seed: 1, interval_s: 2, rated_w: 2500}
   - {type: simulated, id: ev, name: EV charger, profile: ev, seed: 1, interval_s: 2, rated_w: 7200}
+# Roles (issue 26): each meter's role and name are entities on its HA device, and the release's hems
+# integration wires the Energy dashboard and writes the HEMS dashboard from them, as in a release
+# home. Simulated meters say nothing of what they measure: the operator's role rules propose it.
+# Nothing is looked for (a workstation has no meters to find).
+discovery:
+  emu2: false
+  zigbee2mqtt: false
+  shelly: false
+  tasmota: false
+  glow: false
+  roles_path: ${DEMO_STATE_DIR}/meters.json
+  role_rules:
+    - {meter: grid, role: grid}
+    - {meter: solar, role: solar}
+    - {meter: heat_pump, role: heat_pump}
+    - {meter: ev, role: ev_charger}
 # Demand response: the "HEMS Flex" controls in HA. The heat pump's relay is switched over an
 # MQTT command topic here (on the appliance: a Shelly channel, `type: shelly`), under the
 # bridge's own hems/ prefix: the release's ACL lets the bridge write nowhere else.
@@ -173,8 +190,9 @@ CONF
 # default_config, whose discovery, cloud and alert integrations reach the network; here only
 # what the appliance's pages need. No `http:`: the release's seeding step (hems_seed.py, run at
 # every start of the homeassistant program below, as the image's entrypoint does) writes HA's
-# stored HTTP settings (127.0.0.1 only, nginx trusted), installs the HEMS package and dashboard,
-# and pre-seeds the MQTT integration and the Energy dashboard. InfluxDB is not part of the demo.
+# stored HTTP settings (127.0.0.1 only, nginx trusted), installs the HEMS package, dashboard and
+# integration, and pre-seeds the MQTT integration; the hems integration wires the Energy dashboard
+# from the meters' roles. InfluxDB is not part of the demo.
 cat >"$DEMO/ha/configuration.yaml" <<CONF
 # Written by scripts/demo.sh on every run; edit ha-config/ instead.
 homeassistant:

@@ -13,7 +13,8 @@ Then HA's stored settings that the appliance manages, written while HA is not ru
 - the InfluxDB integration as a config entry (HA imports YAML only once, and not at all when
   InfluxDB is down at that boot): created once, its token updated when influx-provision's changes;
   HA retries the entry by itself until InfluxDB answers;
-- the Energy dashboard's preferences wired to the bridge's entities, when the householder has none.
+Not the Energy dashboard's preferences: the release's `hems` integration wires them from the meters
+the home has (their roles), and it alone owns what it adds (ha-config/custom_components/hems).
 
 `--wait S` waits up to S seconds for the MQTT password before seeding (the broker's container may
 start later on first boot); `--watch PID` then polls the secret files and sends SIGTERM to PID when
@@ -266,61 +267,6 @@ def seed_influxdb_entry(config: Path, token: str) -> str:
     return seed_entry(config, "influxdb", f"{data['bucket']} ({data['url']})", data, owned=("token",))
 
 
-#: The bridge's entities the Energy dashboard starts with (ids: sensor.hems_<meter>_<quantity>;
-#: tests/integration/test_ha_release_config.py checks each exists in the pinned HA).
-GRID_IMPORT = "sensor.hems_grid_energy_import"
-GRID_EXPORT = "sensor.hems_grid_energy_export"
-GRID_POWER = "sensor.hems_grid_power"
-SOLAR = "sensor.hems_solar_energy_export"
-DEVICES = (
-    ("sensor.hems_heat_pump_energy_import", "sensor.hems_heat_pump_power"),
-    ("sensor.hems_ev_energy_import", "sensor.hems_ev_power"),
-)
-
-#: The Energy preferences store as the pinned HA writes it (energy/data.py STORAGE_VERSION 1,
-#: STORAGE_MINOR_VERSION 3: one "unified" grid source instead of flow_from/flow_to lists).
-ENERGY_STORE = {"version": 1, "minor_version": 3, "key": "energy"}
-
-
-def energy_prefs() -> dict[str, object]:
-    """The Energy dashboard preferences: grid import/export and power, solar, two devices.
-
-    No tariff is known at first boot, so every price is null. The grid's `stat_rate` is the
-    bridge's grid power, whose sign is HA's: positive importing, negative exporting.
-    """
-    grid = {
-        "type": "grid",
-        "stat_energy_from": GRID_IMPORT,
-        "stat_energy_to": GRID_EXPORT,
-        "stat_cost": None,
-        "entity_energy_price": None,
-        "number_energy_price": None,
-        "stat_compensation": None,
-        "entity_energy_price_export": None,
-        "number_energy_price_export": None,
-        "stat_rate": GRID_POWER,
-        "cost_adjustment_day": 0.0,
-    }
-    solar = {"type": "solar", "stat_energy_from": SOLAR, "config_entry_solar_forecast": None}
-    return {
-        "energy_sources": [grid, solar],
-        "device_consumption": [{"stat_consumption": energy, "stat_rate": power} for energy, power in DEVICES],
-        # optional in HA's schema, but the 2026.10 Energy panel maps over it and spins forever
-        # without it (TypeError in getReferencedStatisticIdsPower)
-        "device_consumption_water": [],
-    }
-
-
-def seed_energy_prefs(config: Path) -> bool:
-    """Write the Energy dashboard preferences when there are none; False when HA already has them."""
-    path = config / ".storage" / "energy"
-    if path.exists():
-        return False
-    document = {**ENERGY_STORE, "data": energy_prefs()}
-    atomic_write(path, (json.dumps(document, indent=2) + "\n").encode(), 0o600)
-    return True
-
-
 SEEDED_SECRETS = ".hems/secrets.json"
 
 
@@ -339,7 +285,7 @@ def wait_for_mqtt_password(wait_s: float, poll_s: float = 1.0) -> None:
 
 
 def seed(source: Path, config: Path) -> int:
-    """Seed files, HTTP settings, integrations and Energy preferences; 1 when nothing is shipped."""
+    """Seed files, HTTP settings and integrations; 1 when nothing is shipped."""
     if not source.is_dir():
         log(f"no shipped configuration at {source}")
         return 1
@@ -354,8 +300,6 @@ def seed(source: Path, config: Path) -> int:
     # Created without a token too: HA then retries the entry (not ready) instead of importing the
     # YAML once and giving up; --watch restarts HA when influx-provision writes the token.
     log(f"InfluxDB integration: {seed_influxdb_entry(config, influxdb_token() or '')}")
-    if seed_energy_prefs(config):
-        log("pre-wired the Energy dashboard to the bridge's grid, solar and device meters")
     atomic_write(config / SEEDED_SECRETS, (json.dumps(secret_fingerprints()) + "\n").encode(), 0o600)
     return 0
 

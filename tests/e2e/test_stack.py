@@ -1,6 +1,6 @@
 """The whole appliance on one machine (`make demo`'s stack under supervisord, every service
 through the release's own entrypoint), end to end: the bridge's sensors in Home Assistant, the
-pre-wired Energy dashboard with a week of history from the first minute, nginx in front,
+Energy dashboard wired from the meters' roles, with a week of history from the first minute, nginx in front,
 supervisord restarting a killed bridge while HA sees it go and come back, and, past HA's
 5-minute HTTP trial window, the backfilled history joined by what the recorder compiles and HA
 still served through nginx only."""
@@ -22,6 +22,7 @@ import aiohttp
 import pytest
 
 from helpers.image_users import image_users
+from integration.test_ha_release_config import dashboard_entities
 from meterbridge.config import load_config
 from meterbridge.sources.simulated import HouseholdModel
 from meterbridge.sources.simulated_config import SimulatedSourceConfig
@@ -153,6 +154,23 @@ async def test_energy_dashboard_is_wired_and_valid(stack: Stack) -> None:
     ]
     assert unexpected == [], unexpected
     assert validation["energy_sources"], "the grid and solar sources were validated"
+
+
+async def test_hems_dashboard_names_what_the_demo_has_and_nothing_else(stack: Stack) -> None:
+    """Issue 26: the HEMS dashboard is written by the hems integration from the meters' roles: it names
+    the household's meters and the flex entities the bridge announces (the heat pump's; the demo has
+    no EV asset, so no EV switch), each one HA has (no "Entity not found")."""
+    wanted = {"sensor.hems_grid_power", "sensor.hems_ev_energy_import", "switch.hems_flex_heat_pump_allow"}
+    named: set[str] = set()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not wanted <= named:
+        async with stack.ha.websocket() as ws:
+            board = await ws.call("lovelace/config", url_path="hems-energy", force=True)
+        named = dashboard_entities(board)
+        await asyncio.sleep(0.5)
+    assert wanted <= named, named
+    assert "switch.hems_flex_ev_allow" not in named
+    assert named <= set(await states(stack)), named - set(await states(stack))
 
 
 async def test_nginx_serves_home_assistant_its_websocket_and_guards_the_configurator(stack: Stack) -> None:

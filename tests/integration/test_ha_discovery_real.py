@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from helpers.homeassistant import HomeAssistant, hems_seed
+from helpers.homeassistant import REPO, HomeAssistant
 from helpers.mosquitto import Mosquitto
 from meterbridge.app import Bridge
 from meterbridge.config import BridgeConfig
@@ -74,9 +75,17 @@ async def test_home_assistant_creates_energy_ready_sensors(
             names = {d["name"] for d in devices if any(i[1].startswith("hems_e2e_") for i in d["identifiers"])}
             assert names == {"Grid", "Solar"}
             # wire the Energy dashboard to our entities and let HA validate them
-            # the release's own preferences (the pinned HA's unified grid format), grid and solar
-            grid, solar = hems_seed.energy_prefs()["energy_sources"]  # type: ignore[index]
-            await ws.call("energy/save_prefs", energy_sources=[grid, solar])
+            # as the release's hems integration wires a grid connection and solar (the pinned HA's
+            # unified grid format)
+            document = {
+                "site": "e2e",
+                "meters": [
+                    {"id": "grid", "role": "grid", "quantities": ["energy_export", "energy_import", "power"]},
+                    {"id": "solar", "role": "solar", "quantities": ["energy_export", "energy_import", "power"]},
+                ],
+            }
+            sources, _ = hems_energy_prefs().wanted_entries(document, lambda unique_id: None)
+            await ws.call("energy/save_prefs", energy_sources=sources)
             validation = await ws.call("energy/validate")
         problems = [p for group in validation["energy_sources"] for p in group]
         # `statistics_not_defined` only says HA's first 5-minute statistics run has not happened
@@ -93,3 +102,14 @@ async def test_home_assistant_creates_energy_ready_sensors(
                 break
             await asyncio.sleep(0.2)
         assert state == "unavailable"
+
+
+def hems_energy_prefs() -> Any:
+    """The release's hems integration's pure part (ha-config/custom_components/hems/energy_prefs.py)."""
+    path = REPO / "ha-config" / "custom_components" / "hems" / "energy_prefs.py"
+    spec = importlib.util.spec_from_file_location("hems_energy_prefs", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,12 +1,14 @@
 """The release's Home Assistant configuration, run in the pinned Home Assistant.
 
 A fresh /config is seeded the way the homeassistant image does it (hems_seed.py as a subprocess:
-ha-config/, HA's stored HTTP settings, the MQTT and InfluxDB config entries, the Energy
-preferences) and the bridge announces the documented household (grid, solar, heat pump, EV, and
-flex for the heat pump and EV). Then everything that names an entity is checked against what HA
-really created: the Energy preferences, the HEMS dashboard, the recorder's exclusions and the
-InfluxDB filters. HA's repairs list holds nothing caused by our configuration, no HTTP setting is
-left pending (nothing for HA to revert five minutes later) and HA listens on loopback only.
+ha-config/, HA's stored HTTP settings, the MQTT and InfluxDB config entries) and the bridge
+announces the documented household (grid, solar, heat pump, EV with their roles by the operator's
+role rules, and flex for the heat pump and EV); the release's hems integration wires the Energy
+preferences and writes the HEMS dashboard from the roles. Then everything that names an entity is
+checked against what HA really created: the Energy preferences, the HEMS dashboard (as HA serves
+it), the recorder's exclusions and the InfluxDB filters. HA's repairs list holds nothing caused by
+our configuration, no HTTP setting is left pending (nothing for HA to revert five minutes later)
+and HA listens on loopback only.
 
 configuration.yaml is the test helper's (the shipped one loads `default_config`, whose discovery
 and cloud integrations reach the network); the packages, the dashboard and the stores are the
@@ -16,8 +18,8 @@ release's own.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fnmatch
-import json
 import os
 import subprocess
 import sys
@@ -48,6 +50,8 @@ HOUSEHOLD = [
     {"type": "simulated", "id": "heat_pump", "name": "Heat pump", "profile": "heat_pump"},
     {"type": "simulated", "id": "ev", "name": "EV charger", "profile": "ev"},
 ]
+#: The household's roles, as an operator's role rules give them (scripts/demo.sh has the same).
+ROLES = {"grid": "grid", "solar": "solar", "heat_pump": "heat_pump", "ev": "ev_charger"}
 EXTRA_YAML = """\
 frontend:
 energy:
@@ -163,6 +167,11 @@ async def test_release_config_names_only_entities_that_exist(tmp_path: Path, mos
             "homeassistant": {"min_interval_s": 0.5},
             "health": {"enabled": False},
             "sources": [{**source, "interval_s": 0.5} for source in HOUSEHOLD],
+            "discovery": {
+                **dict.fromkeys(("emu2", "zigbee2mqtt", "shelly", "tasmota", "glow"), False),
+                "roles_path": str(tmp_path / "meters.json"),
+                "role_rules": [{"meter": meter, "role": role} for meter, role in ROLES.items()],
+            },
             "flex": {
                 "enabled": True,
                 "site_meter_id": "grid",
@@ -188,12 +197,32 @@ async def test_release_config_names_only_entities_that_exist(tmp_path: Path, mos
     ha.start()
     try:
         async with Bridge(bridge_config):
-            prefs_store = json.loads((ha.workdir / ".storage" / "energy").read_text())
-            dashboard = yaml.safe_load((ha.workdir / "dashboards" / "hems.yaml").read_text())
+            # the hems integration wires every meter of the household, and the EV's flex switch
+            # into the HEMS dashboard (it waits for HA to have the entity)
+            wired: dict[str, Any] = {"energy_sources": [], "device_consumption": []}
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 60
+            while loop.time() < deadline:
+                async with ha.websocket() as ws:
+                    with contextlib.suppress(AssertionError):  # "No prefs" until the roles come
+                        wired = await ws.call("energy/get_prefs")
+                    dashboard = await ws.call("lovelace/config", url_path="hems-energy", force=True)
+                if len(energy_entities(wired)) == 8 and "switch.hems_flex_ev_allow" in dashboard_entities(dashboard):
+                    break
+                await asyncio.sleep(0.5)
+            assert energy_entities(wired) == {
+                f"sensor.hems_{meter}_{quantity}"
+                for meter, quantity in (
+                    *(("grid", q) for q in ("energy_import", "energy_export", "power")),
+                    ("solar", "energy_export"),
+                    *((m, q) for m in ("heat_pump", "ev") for q in ("energy_import", "power")),
+                )
+            }, wired
             package = yaml.safe_load((ha.workdir / "packages" / "hems.yaml").read_text())
             influx = yaml.safe_load((ha.workdir / "packages" / "influxdb.yaml").read_text())["influxdb"]
-            named = energy_entities(prefs_store["data"]) | dashboard_entities(dashboard)
-            states = await wait_for(ha, named, available=energy_entities(prefs_store["data"]))
+            named = energy_entities(wired) | dashboard_entities(dashboard)
+            assert "switch.hems_flex_ev_allow" in named, dashboard
+            states = await wait_for(ha, named, available=energy_entities(wired))
             ids = set(states)
 
             # the recorder's and InfluxDB's filters on the bridge's ids each match an entity here,
@@ -218,8 +247,6 @@ async def test_release_config_names_only_entities_that_exist(tmp_path: Path, mos
                 assert fnmatch.filter(possible, glob), f"{glob} matches no entity: {sorted(possible)}"
 
             async with ha.websocket() as ws:
-                prefs = await ws.call("energy/get_prefs")
-                assert energy_entities(prefs) == energy_entities(prefs_store["data"]), "HA loaded our preferences"
                 validation = await ws.call("energy/validate")
                 issues = await ws.call("repairs/list_issues")
             problems = [

@@ -195,3 +195,51 @@ async def _without(ha: HomeAssistant, stat: str) -> bool:
 
 async def _state_is(ha: HomeAssistant, entity_id: str, wanted: str) -> bool:
     return await state(ha, entity_id) == wanted
+
+
+async def test_the_name_entity_renames_the_device_in_ha(
+    release_broker: Mosquitto, tmp_path: Path, homeassistant_factory: Callable[..., HomeAssistant]
+) -> None:
+    """The Name text renames the meter's HA device (MQTT discovery sent again with the new device
+    name: every entity of the device says it), and the Energy dashboard's device name follows;
+    emptied, the device's own name comes back."""
+    ha_dir = tmp_path / "homeassistant0"
+    shutil.copytree(REPO / "ha-config" / "custom_components", ha_dir / "custom_components")
+    ha = homeassistant_factory(mqtt=release_broker, mqtt_user="homeassistant", extra_yaml="energy:\nhems:\n")
+    async with client_for(release_broker, "observer") as device:
+        await announce(device)
+        config = default_config(release_broker, tmp_path)
+        energy, text = f"sensor.hems_{PLUG}_energy_import", f"text.hems_{PLUG}_name"
+        async with Bridge(config) as bridge:
+            z2m = bridge.stats.sources["zigbee2mqtt"]
+            await wait_until(lambda: asyncio.sleep(0, len(z2m.meters) == 2), "devices found", ha)
+            await device.publish("zigbee2mqtt/heat pump plug", b'{"power":1520,"energy":101.2}')
+            await wait_until(lambda: _state_is(ha, text, "heat pump plug"), "the Name entity", ha)
+
+            async def device_name() -> str | None:
+                async with ha.websocket() as ws:
+                    devices = await ws.call("config/device_registry/list")
+                names = [d["name"] for d in devices if [["mqtt", f"hems_home_{PLUG}"]] == d["identifiers"]]
+                return names[0] if names else None
+
+            async def named(wanted: str) -> bool:
+                return await device_name() == wanted
+
+            await wait_until(lambda: named("heat pump plug"), "the device as Zigbee2MQTT names it", ha)
+            await ha.rest("POST", "/api/services/text/set_value", {"entity_id": text, "value": "Dishwasher"})
+            await wait_until(lambda: named("Dishwasher"), "the device renamed", ha)
+            found = await wait_until(lambda: _with(ha, energy), "the plug in the Energy prefs", ha)
+            await wait_until(
+                lambda: _energy_name_is(ha, energy, "Dishwasher"), "the Energy dashboard's name follows", ha
+            )
+            assert found[energy]["stat_consumption"] == energy
+            # every entity of the device stays on the one device (no second device made by a name)
+            async with ha.websocket() as ws:
+                devices = await ws.call("config/device_registry/list")
+            assert sum(1 for d in devices if d["identifiers"] == [["mqtt", f"hems_home_{PLUG}"]]) == 1
+            await ha.rest("POST", "/api/services/text/set_value", {"entity_id": text, "value": " "})
+            await wait_until(lambda: named("heat pump plug"), "the device's own name back", ha)
+
+
+async def _energy_name_is(ha: HomeAssistant, stat: str, name: str) -> bool:
+    return (await devices_in_prefs(ha)).get(stat, {}).get("name") == name

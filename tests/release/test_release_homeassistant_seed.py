@@ -1,7 +1,8 @@
 """The homeassistant image's seeding of /config (hems_seed.py, run natively with the system
 Python as the image would): first boot installs, later boots update only files we own and the
 householder has not edited; HA's stored HTTP settings, the MQTT and InfluxDB config entries are
-created and kept up to date with the broker's password and influx-provision's token.
+created and kept up to date with the broker's password and influx-provision's token; no Energy
+preferences (the hems integration's).
 tests/integration/test_ha_release_config.py runs the result in the pinned Home Assistant."""
 
 from __future__ import annotations
@@ -259,28 +260,14 @@ def test_shipped_yaml_is_valid() -> None:
     assert hems["recorder"]["commit_interval"] > 5
 
 
-def test_energy_dashboard_seeded_only_when_the_householder_has_none(tmp_path: Path, source: Path) -> None:
+def test_energy_preferences_are_left_to_the_hems_integration(tmp_path: Path, source: Path) -> None:
+    """No fixed meters in a new home's Energy dashboard: the hems integration wires it from the roles
+    (tests/integration/test_release_seed_roles.py), and the seed never touches the householder's."""
     config = tmp_path / "config"
-    assert seed(source, config).returncode == 0
-    energy = config / ".storage" / "energy"
-    document: dict[str, Any] = json.loads(energy.read_text())
-    assert document["key"] == "energy"
-    # the pinned HA's layout (energy/data.py: minor version 3, one unified grid source)
-    assert (document["version"], document["minor_version"]) == (1, 3)
-    grid, solar = document["data"]["energy_sources"]
-    assert grid["stat_energy_from"] == "sensor.hems_grid_energy_import"
-    assert grid["stat_energy_to"] == "sensor.hems_grid_energy_export"
-    assert grid["stat_rate"] == "sensor.hems_grid_power"
-    assert solar == {
-        "type": "solar",
-        "stat_energy_from": "sensor.hems_solar_energy_export",
-        "config_entry_solar_forecast": None,
-    }
-    assert document["data"]["device_consumption_water"] == [], "the 2026.10 Energy panel needs the key"
-    # the householder's own choice (here: nothing at all) is never overwritten
-    mine = '{"version": 1, "key": "energy", "data": {"energy_sources": [], "device_consumption": []}}'
-    energy.write_text(mine)
     result = seed(source, config)
-    assert result.returncode == 0
-    assert energy.read_text() == mine
-    assert "Energy dashboard" not in result.stderr
+    assert result.returncode == 0, result.stderr
+    assert not (config / ".storage" / "energy").exists()
+    mine = '{"version": 1, "key": "energy", "data": {"energy_sources": [], "device_consumption": []}}'
+    (config / ".storage" / "energy").write_text(mine)
+    assert seed(source, config).returncode == 0
+    assert (config / ".storage" / "energy").read_text() == mine

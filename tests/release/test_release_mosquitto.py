@@ -110,6 +110,26 @@ def test_healthcheck_script(release_broker: ReleaseBroker) -> None:
     assert result.returncode == 0, result.stderr
 
 
+async def test_zigbee2mqtt_base_topic_follows_the_variable(tmp_path: Path) -> None:
+    """Z2M_BASE_TOPIC (the same variable the zigbee2mqtt service and the bridge read) moves Zigbee2MQTT's
+    prefix in the ACL; a value that is not a plain prefix keeps the default."""
+    broker = ReleaseBroker(tmp_path, env={"Z2M_BASE_TOPIC": "z2m/home"})
+    broker.start()
+    try:
+        assert await broker.delivered("bridge", "zigbee2mqtt", "z2m/home/plug", "z2m/#") is True
+        assert await broker.delivered("bridge", "zigbee2mqtt", "zigbee2mqtt/plug", "zigbee2mqtt/#") is False
+    finally:
+        broker.stop()
+    broker.env = {"Z2M_BASE_TOPIC": "#"}
+    broker.start()
+    try:
+        assert "Z2M_BASE_TOPIC '#' is not a plain topic prefix" in broker.log_text()
+        assert await broker.delivered("bridge", "zigbee2mqtt", "zigbee2mqtt/plug", "zigbee2mqtt/#") is True
+        assert await broker.delivered("bridge", "zigbee2mqtt", "shelly/x/events/rpc", "shelly/#") is False
+    finally:
+        broker.stop()
+
+
 async def test_passwords_survive_restart_and_variables_override(tmp_path: Path) -> None:
     broker = ReleaseBroker(tmp_path)
     broker.start()

@@ -41,10 +41,12 @@ def test_every_home_gets_the_template_under_its_own_config(tmp_path: Path) -> No
     assert [rule.role for rule in config.discovery.role_rules] == ["grid", "solar"]
     assert load_config(home, ENV).site.currency == "GBP", "no template: the home's config alone"
     # a home that says otherwise wins over the fleet, key by key
-    home.write_text(home.read_text().replace("discovery: {}", "discovery: {tasmota: true}"))
-    config = load_config(home, {**ENV, FLEET_VARIABLE: FLEET})
+    assert config.discovery.zigbee2mqtt_base_topic == "zigbee2mqtt", "Z2M_BASE_TOPIC unset: its default"
+    home.write_text(home.read_text().replace("discovery:\n", "discovery:\n  tasmota: true\n"))
+    config = load_config(home, {**ENV, FLEET_VARIABLE: FLEET, "Z2M_BASE_TOPIC": "z2m"})
     assert config.discovery is not None
     assert (config.discovery.tasmota, len(config.discovery.role_rules)) == (True, 2)
+    assert config.discovery.zigbee2mqtt_base_topic == "z2m", "the release's Z2M_BASE_TOPIC"
 
 
 def test_a_mistake_in_the_template_names_the_variable(tmp_path: Path) -> None:

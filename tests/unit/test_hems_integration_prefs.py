@@ -1,19 +1,20 @@
-"""The `hems` HA integration's pure part (ha-config/custom_components/hems/energy_prefs.py), and its
-copy of what the release's seeding step used to write (it must stay equal to hems_seed.energy_prefs)."""
+"""The `hems` HA integration's pure part (ha-config/custom_components/hems/energy_prefs.py and
+dashboard.py), its record of what earlier releases' seeding step wrote (it must stay equal to the
+recorded store, tests/fixtures/homeassistant/previous-release/), and the shipped dashboard."""
 
 from __future__ import annotations
 
 import ast
 import importlib.util
-import sys
+import json
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 REPO = Path(__file__).resolve().parents[2]
 HEMS = REPO / "ha-config" / "custom_components" / "hems"
-sys.path.insert(0, str(REPO / "services" / "homeassistant"))
-
-import hems_seed  # noqa: E402
+PREVIOUS = REPO / "tests" / "fixtures" / "homeassistant" / "previous-release"
 
 
 def _load(name: str) -> Any:
@@ -94,21 +95,69 @@ def test_merge_keeps_hand_made_and_hand_edited_entries() -> None:
     assert again["device_consumption_water"] == []
 
 
-def test_seeded_preferences_are_adopted() -> None:
+def _constants(*names: str) -> dict[str, Any]:
+    """Module-level constants of the integration's __init__.py (it imports Home Assistant: not loaded here)."""
     tree = ast.parse((HEMS / "__init__.py").read_text())
-    values = {}
+    values: dict[str, Any] = {}
     for node in tree.body:
         if isinstance(node, ast.Assign | ast.AnnAssign):
             target = node.targets[0] if isinstance(node, ast.Assign) else node.target
-            if isinstance(target, ast.Name) and target.id in ("_SEEDED_GRID", "SEEDED"):
+            if isinstance(target, ast.Name) and target.id in names:
                 values[target.id] = node.value
+    return values
+
+
+def test_seeded_preferences_are_what_earlier_releases_wrote() -> None:
+    values = _constants("_SEEDED_GRID", "SEEDED")
     grid = ast.literal_eval(values["_SEEDED_GRID"])
-    seeded = hems_seed.energy_prefs()
-    assert seeded["energy_sources"][0] == grid  # type: ignore[index]
-    source = ast.unparse(values["SEEDED"]).replace("_SEEDED_GRID", repr(grid))
-    ours = ast.literal_eval(source)
+    ours = ast.literal_eval(ast.unparse(values["SEEDED"]).replace("_SEEDED_GRID", repr(grid)))
+    seeded = json.loads((PREVIOUS / "storage-energy.json").read_text())["data"]
     assert ours["energy_sources"] == seeded["energy_sources"]
     assert ours["device_consumption"] == seeded["device_consumption"]
+
+
+def test_the_shipped_dashboard_is_the_one_for_a_home_without_meters() -> None:
+    """A fresh home shows no "Entity not found": the integration fills the dashboard in from there."""
+    header = ast.literal_eval(_constants("HEADER")["HEADER"])
+    empty = dashboard.hems_dashboard({"meters": []}, lambda meter, quantity: None, [])
+    shipped = (REPO / "ha-config" / "dashboards" / "hems.yaml").read_text()
+    assert shipped == header + yaml.safe_dump(empty, sort_keys=False, allow_unicode=True)
+    assert _entities(yaml.safe_load(shipped)) == []
+
+
+def test_battery_and_solar_power() -> None:
+    """HA's battery power is positive discharging (ours: import +, so inverted through `power_config`);
+    its solar power positive producing, with no inverted form: wired only where production is import."""
+    doc = {
+        "meters": [
+            {"id": "bat", "role": "battery", "quantities": ["energy_export", "energy_import", "power"]},
+            {"id": "pv", "role": "solar", "quantities": ["energy_export", "power"]},
+            {"id": "pv2", "role": "solar", "quantities": ["energy_import", "power"]},
+        ]
+    }
+    battery, solar, solar_import = prefs.wanted_entries(doc, no_registry)[0]
+    assert battery == {
+        "type": "battery",
+        "stat_energy_from": "sensor.hems_bat_energy_export",
+        "stat_energy_to": "sensor.hems_bat_energy_import",
+        "power_config": {"stat_rate_inverted": "sensor.hems_bat_power"},
+    }
+    assert "stat_rate" not in solar
+    assert solar_import["stat_rate"] == "sensor.hems_pv2_power"
+
+
+def test_entries_home_assistant_completed_stay_ours() -> None:
+    """HA adds `stat_rate` to a battery's `power_config` when it stores it: still ours, and not rewritten."""
+    doc = {"meters": [{"id": "bat", "role": "battery", "quantities": ["energy_export", "energy_import", "power"]}]}
+    update, owned = prefs.merge({}, doc, {}, no_registry)
+    completed = {**update["energy_sources"][0], "stat_rate": "sensor.hems_bat_power_inverted"}
+    stored = {**update, "energy_sources": [completed]}
+    owned = prefs.as_stored(owned, stored)
+    again, owned_again = prefs.merge(stored, doc, owned, no_registry)
+    assert again["energy_sources"] == stored["energy_sources"], "no update for what HA completed"
+    assert owned_again == owned
+    gone, _ = prefs.merge(stored, {"meters": []}, owned, no_registry)
+    assert gone["energy_sources"] == [], "and it leaves with its meter"
 
 
 def test_zigbee2mqtt_duplicates_are_named_as_zigbee2mqtt_names_them() -> None:
@@ -138,7 +187,8 @@ def test_the_dashboard_names_only_what_the_home_has() -> None:
     def entity(meter: dict[str, Any], quantity: str) -> str:
         return f"sensor.hems_{meter['id']}_{quantity}"
 
-    board = dashboard.hems_dashboard(DOC, entity, ["switch.hems_flex_heat_pump_allow", "select.hems_flex_mode"])
+    flex = [("flex_heat_pump_allow", "switch.hems_flex_heat_pump_allow"), ("flex_mode", "select.hems_flex_mode")]
+    board = dashboard.hems_dashboard(DOC, entity, flex)
     named = set(_entities(board))
     assert "sensor.hems_room_temperature" in named
     assert "sensor.hems_emu2_power" in named

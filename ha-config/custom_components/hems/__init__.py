@@ -14,9 +14,11 @@ The HEMS dashboard (`dashboards/hems.yaml`, a YAML dashboard HA reads again when
 changes) is written from the same document (dashboard.py), only while the file is the one the
 release shipped or the one this integration last wrote: a householder's edit is kept.
 
-Preferences the release's seeding step wrote before this integration existed (fixed to meters
-`grid`, `solar`, `heat_pump`, `ev`: hems_seed.energy_prefs) count as this integration's own on
-its first run, so they give way to the roles instead of staying wired to meters a home lacks.
+This integration is the only writer of Energy preferences the release makes: the seeding step
+(hems_seed.py) writes none. Earlier releases' seeding wrote fixed ones on first boot (meters
+`grid`, `solar`, `heat_pump`, `ev`: `SEEDED`); an entry still exactly as written then counts as
+this integration's own on its first run (no `.storage/hems.energy` yet), so an upgraded home
+converges to its meters' roles, while an entry the householder edited or added stays theirs.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from homeassistant.helpers.storage import Store
 from homeassistant.helpers.typing import ConfigType
 
 from .dashboard import hems_dashboard
-from .energy_prefs import merge, zigbee2mqtt_duplicates
+from .energy_prefs import as_stored, merge, zigbee2mqtt_duplicates
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -48,8 +50,8 @@ TOPIC = "hems/meters"
 STORE_KEY = "hems.energy"
 STORE_VERSION = 1
 
-#: What the release's seeding step wrote into `.storage/energy` before this integration existed
-#: (hems_seed.energy_prefs(); a test checks the two stay equal).
+#: What earlier releases' seeding step wrote into `.storage/energy` (recorded in
+#: tests/fixtures/homeassistant/previous-release/storage-energy.json; a test checks they are equal).
 _SEEDED_GRID = {
     "type": "grid",
     "stat_energy_from": "sensor.hems_grid_energy_import",
@@ -132,6 +134,8 @@ async def apply_roles(hass: HomeAssistant, store: Store[dict[str, Any]], documen
             len(update["energy_sources"]),
             len(update["device_consumption"]),
         )
+        # what HA stored is ours (it adds `stat_rate` to a battery's `power_config`)
+        now_owned = as_stored(now_owned, dict(manager.data or {}))
     disabled = list(kept.get("disabled", [])) if kept is not None else []
     disabled += disable_zigbee2mqtt_duplicates(registry, document, set(disabled))
     digest = kept.get("dashboard") if kept is not None else None
@@ -158,7 +162,13 @@ async def write_dashboard(
     def entity(meter: Any, quantity: str) -> str | None:
         return registry.async_get_entity_id("sensor", "mqtt", f"hems_{site}_{meter['id']}_{quantity}")
 
-    flex = [e.entity_id for e in registry.entities.values() if e.entity_id.split(".", 1)[1].startswith("hems_flex_")]
+    # the flex entities the bridge announces (the document lists them), as HA has them
+    flex: list[tuple[str, str]] = []
+    for item in document.get("flex", ()):
+        if isinstance(item, dict) and {"component", "key", "unique_id"} <= item.keys():
+            entity_id = registry.async_get_entity_id(str(item["component"]), "mqtt", str(item["unique_id"]))
+            if entity_id is not None:
+                flex.append((str(item["key"]), entity_id))
     body = HEADER + yaml.safe_dump(hems_dashboard(document, entity, flex), sort_keys=False, allow_unicode=True)
     path = Path(hass.config.path(DASHBOARD))
     manifest = Path(hass.config.path(".hems", "manifest.json"))
@@ -195,7 +205,7 @@ def disable_zigbee2mqtt_duplicates(registry: er.EntityRegistry, document: dict[s
     Returns the unique ids disabled now.
     """
     disabled: list[str] = []
-    for unique_id in zigbee2mqtt_duplicates(document):
+    for unique_id in zigbee2mqtt_duplicates(document, str(document.get("zigbee2mqtt_base_topic", "zigbee2mqtt"))):
         if unique_id in done:
             continue
         entity_id = registry.async_get_entity_id("sensor", "mqtt", unique_id)

@@ -15,11 +15,11 @@ from typing import Any
 ROLE_ORDER = ("grid", "solar", "battery", "heat_pump", "ev_charger", "device")
 TODAY = {"calendar": {"period": "day"}}
 ROOM = ("temperature", "humidity", "co2")
-#: The flex entities the dashboard shows when they exist, with their names.
+#: The flex entities the dashboard shows when the bridge announces them (by key), with their names.
 FLEX = (
-    ("select.hems_flex_mode", "Mode"),
-    ("sensor.hems_flex_event_end", "Current event ends"),
-    ("button.hems_flex_opt_out", "Opt out of the current event"),
+    ("flex_mode", "Mode"),
+    ("flex_event_end", "Current event ends"),
+    ("flex_opt_out", "Opt out of the current event"),
 )
 
 
@@ -31,10 +31,13 @@ def _meters(document: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 
 
 def hems_dashboard(
-    document: Mapping[str, Any], entity: Callable[[Mapping[str, Any], str], str | None], flex: Iterable[str]
+    document: Mapping[str, Any],
+    entity: Callable[[Mapping[str, Any], str], str | None],
+    flex: Iterable[tuple[str, str]],
 ) -> dict[str, Any]:
     """The dashboard. `entity(meter, quantity)` is a meter's sensor id (None: it has none);
-    `flex` the flex entity ids that exist (`switch.hems_flex_<asset>_allow` among them)."""
+    `flex` the (key, entity id) of each flex entity the bridge announces and HA has (the roles
+    document lists them: `flex_mode`, `flex_<asset>_allow`, ...)."""
     meters = _meters(document)
     cards: list[dict[str, Any]] = []
 
@@ -76,16 +79,16 @@ def hems_dashboard(
     room = [item for quantity in ROOM for item in sensors(quantity)]
     if room:
         cards.append({"type": "entities", "title": "Rooms", "entities": room})
-    existing = set(flex)
-    flex_rows = [{"entity": entity_id, "name": name} for entity_id, name in FLEX if entity_id in existing]
+    existing = dict(flex)
+    flex_rows = [{"entity": existing[key], "name": name} for key, name in FLEX if key in existing]
     flex_rows += [
         {
             "entity": entity_id,
-            "name": entity_id.removeprefix("switch.hems_flex_").removesuffix("_allow").replace("_", " ").capitalize()
+            "name": key.removeprefix("flex_").removesuffix("_allow").replace("_", " ").capitalize()
             + " may be shifted",
         }
-        for entity_id in sorted(existing)
-        if entity_id.startswith("switch.hems_flex_") and entity_id.endswith("_allow")
+        for key, entity_id in sorted(existing.items())
+        if key.startswith("flex_") and key.endswith("_allow")
     ]
     if flex_rows:
         cards.append(

@@ -71,12 +71,24 @@ def wanted_entries(document: Mapping[str, Any], resolve: Resolve) -> tuple[list[
             sources.append(grid)
         elif role == "solar" and (exported or imported):
             # an inverter's meter counts production as export (or, wired the other way, import)
-            sources.append(
-                {"type": "solar", "stat_energy_from": exported or imported, "config_entry_solar_forecast": None}
-            )
+            solar: Entry = {
+                "type": "solar",
+                "stat_energy_from": exported or imported,
+                "config_entry_solar_forecast": None,
+            }
+            if power is not None and exported is None:
+                # HA's solar power is positive producing and its schema has no inverted form (the
+                # 2026.10 frontend counts only values > 0): ours is, only when production is import
+                solar["stat_rate"] = power
+            sources.append(solar)
         elif role == "battery" and imported and exported:
             # into the battery is the meter's import (charging), out of it its export
-            sources.append({"type": "battery", "stat_energy_from": exported, "stat_energy_to": imported})
+            battery: Entry = {"type": "battery", "stat_energy_from": exported, "stat_energy_to": imported}
+            if power is not None:
+                # HA's battery power is positive discharging: ours (import +) inverted; HA makes the
+                # inverted sensor itself and stores its id as `stat_rate`
+                battery["power_config"] = {"stat_rate_inverted": power}
+            sources.append(battery)
         elif role in DEVICE_ROLES and imported:
             device: Entry = {"stat_consumption": imported, "name": name}
             if power is not None:
@@ -101,19 +113,37 @@ def _merge_list(current: Iterable[Entry], wanted: list[Entry], owned: list[Entry
     ours = {key_of(entry): entry for entry in owned}
     result: list[Entry] = []
     kept_keys: set[str] = set()
+    untouched: dict[str, Entry] = {}
     for entry in current:
         mine = ours.get(key_of(entry))
         if mine is not None and _same(mine, entry):
-            continue  # ours, unchanged: replaced by what the roles want now (or dropped)
+            untouched[key_of(entry)] = entry  # ours, unchanged: replaced by what the roles want now (or dropped)
+            continue
         result.append(entry)  # the householder's (or ours edited by hand: theirs now)
         kept_keys.add(key_of(entry))
     now_ours: list[Entry] = []
     for entry in wanted:
         if key_of(entry) in kept_keys:
             continue  # the householder already has this statistic: theirs wins
+        stored = untouched.get(key_of(entry))
+        if stored is not None and all(stored.get(field) == value for field, value in entry.items()):
+            entry = stored  # what we wrote before, as HA completed it when it stored it
         result.append(entry)
         now_ours.append(entry)
     return result, now_ours
+
+
+def as_stored(owned: Mapping[str, Any], stored: Mapping[str, Any]) -> dict[str, Any]:
+    """`owned` as Home Assistant stored it (`stored`: its preferences after our update), entry by entry.
+
+    HA completes some entries when it saves them (a battery's `power_config` gains `stat_rate`):
+    recorded as written, our own entries would look edited by hand on the next document.
+    """
+    result: dict[str, Any] = {}
+    for key in ("energy_sources", "device_consumption"):
+        by_key = {key_of(entry): entry for entry in stored.get(key, ())}
+        result[key] = [dict(by_key.get(key_of(entry), entry)) for entry in owned.get(key, ())]
+    return result
 
 
 def merge(

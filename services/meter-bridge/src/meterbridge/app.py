@@ -90,7 +90,7 @@ def _roles(config: BridgeConfig, catalog: EntityCatalog) -> Sink | None:
     found = config.found_by_default
     if not found.roles or not config.homeassistant.enabled:
         return None
-    return RolesSink(config.mqtt_context, found.roles_path, catalog, found.role_rules)
+    return RolesSink(config.mqtt_context, found.roles_path, catalog, found.role_rules, found.zigbee2mqtt_base_topic)
 
 
 #: Every sink, in the order the hub feeds them: the one place a sink is registered.

@@ -65,8 +65,13 @@ class DiscoveryConfig(StrictModel):
     emu2: bool = Field(default=True, description="An EMU-2 or RAVEn on USB, found by its USB ids (meter `emu2`).")
     zigbee2mqtt: bool = Field(
         default=True,
-        description="Every Zigbee2MQTT device (base topic `zigbee2mqtt`) that meters power or energy or measures "
-        "the room (meters `zigbee2mqtt_<IEEE address>`).",
+        description="Every Zigbee2MQTT device (under `zigbee2mqtt_base_topic`) that meters power or energy or "
+        "measures the room (meters `zigbee2mqtt_<IEEE address>`).",
+    )
+    zigbee2mqtt_base_topic: str = Field(
+        default="zigbee2mqtt",
+        pattern=r"^[^#+/][^#+]*[^#+/]$|^[^#+/]$",
+        description="Zigbee2MQTT's `mqtt.base_topic` (the release's default config takes `Z2M_BASE_TOPIC`).",
     )
     shelly: bool = Field(
         default=True,
@@ -101,7 +106,7 @@ class DiscoveryConfig(StrictModel):
         return cls(emu2=False, zigbee2mqtt=False, shelly=False, tasmota=False, glow=False, roles=False)
 
 
-def _emu2(explicit: Sequence[Any], context: MqttContext) -> Source[Any] | None:
+def _emu2(explicit: Sequence[Any], context: MqttContext, found: DiscoveryConfig) -> Source[Any] | None:
     from .sources.emu2.config import Emu2SourceConfig
     from .sources.emu2.source import Emu2Source
 
@@ -110,17 +115,17 @@ def _emu2(explicit: Sequence[Any], context: MqttContext) -> Source[Any] | None:
     return Emu2Source(Emu2SourceConfig(type="emu2", id="emu2", name="Smart meter"), wait_for_device=True)
 
 
-def _zigbee2mqtt(explicit: Sequence[Any], context: MqttContext) -> Source[Any] | None:
+def _zigbee2mqtt(explicit: Sequence[Any], context: MqttContext, found: DiscoveryConfig) -> Source[Any] | None:
     from .sources.zigbee2mqtt.config import Zigbee2MqttSourceConfig
     from .sources.zigbee2mqtt.source import Zigbee2MqttSource
 
-    config = Zigbee2MqttSourceConfig(type="zigbee2mqtt", id="zigbee2mqtt")
+    config = Zigbee2MqttSourceConfig(type="zigbee2mqtt", id="zigbee2mqtt", base_topic=found.zigbee2mqtt_base_topic)
     if any(isinstance(s, Zigbee2MqttSourceConfig) and s.base_topic == config.base_topic for s in explicit):
         return None  # that network is the explicit source's (its `devices` list says which)
     return Zigbee2MqttSource(config, context.mqtt, f"{context.client_id}-found-zigbee2mqtt")
 
 
-def _shelly(explicit: Sequence[Any], context: MqttContext) -> Source[Any] | None:
+def _shelly(explicit: Sequence[Any], context: MqttContext, found: DiscoveryConfig) -> Source[Any] | None:
     from .sources.shelly.config import ShellySourceConfig
     from .sources.shelly.source import ShellySource
 
@@ -132,7 +137,7 @@ def _shelly(explicit: Sequence[Any], context: MqttContext) -> Source[Any] | None
     return source
 
 
-def _tasmota(explicit: Sequence[Any], context: MqttContext) -> Source[Any] | None:
+def _tasmota(explicit: Sequence[Any], context: MqttContext, found: DiscoveryConfig) -> Source[Any] | None:
     from .sources.mqtt.config import MqttSourceConfig
     from .sources.tasmota.config import TasmotaSourceConfig
     from .sources.tasmota.source import TasmotaSource
@@ -144,7 +149,7 @@ def _tasmota(explicit: Sequence[Any], context: MqttContext) -> Source[Any] | Non
     return TasmotaSource(config, context.mqtt, f"{context.client_id}-found-tasmota")
 
 
-def _glow(explicit: Sequence[Any], context: MqttContext) -> Source[Any] | None:
+def _glow(explicit: Sequence[Any], context: MqttContext, found: DiscoveryConfig) -> Source[Any] | None:
     from .sources.glow.config import GlowSourceConfig
     from .sources.glow.source import GlowSource
 
@@ -155,7 +160,7 @@ def _glow(explicit: Sequence[Any], context: MqttContext) -> Source[Any] | None:
 
 
 #: Every family the bridge looks for by default, by its `discovery` key.
-DISCOVERED: dict[str, Callable[[Sequence[Any], MqttContext], Source[Any] | None]] = {
+DISCOVERED: dict[str, Callable[[Sequence[Any], MqttContext, DiscoveryConfig], Source[Any] | None]] = {
     "emu2": _emu2,
     "zigbee2mqtt": _zigbee2mqtt,
     "shelly": _shelly,
@@ -171,7 +176,7 @@ def discovered_sources(discovery: DiscoveryConfig, explicit: Sequence[Any], cont
     for family, build in DISCOVERED.items():
         if not getattr(discovery, family):
             continue
-        source = build(explicit, context)
+        source = build(explicit, context, discovery)
         if source is None:
             continue
         if source.id in taken:

@@ -92,11 +92,16 @@ class EntityDescription:
         return f"hems_{self.key}"
 
 
+def unique_id(entity: EntityDescription, site_id: str) -> str:
+    """The entity's unique id in Home Assistant (`hems_<site>_<key>`)."""
+    return f"hems_{site_id}_{entity.unique_key or entity.key}"
+
+
 def discovery_config(entity: EntityDescription, topics: Topics, site_id: str) -> tuple[str, dict[str, Any]]:
     """Topic and payload of `entity`'s discovery config: the one contract every entity follows."""
     payload: dict[str, Any] = {
         "name": entity.name,
-        "unique_id": f"hems_{site_id}_{entity.unique_key or entity.key}",
+        "unique_id": unique_id(entity, site_id),
         **entity_id_keys(entity.component, entity.object_id),
     }
     if entity.state_topic is not None:
@@ -137,7 +142,25 @@ class EntityCatalog:
     def __init__(self) -> None:
         self._owners: dict[str, tuple[EntityDescription, ...]] = {}
         self._states: dict[str, bytes] = {}
+        self._device_names: dict[str, str] = {}
         self._listeners: list[Callable[[], None]] = []
+
+    def name_device(self, key: str, name: str | None) -> None:
+        """The name the householder gave the device `key` (a meter's id) in HA (None: its own name).
+
+        The HA sink announces the meter's sensors with it: HA renames a device when discovery
+        says so (a name the householder set on the device page itself still wins there)."""
+        if self._device_names.get(key) == name:
+            return
+        if name is None:
+            del self._device_names[key]
+        else:
+            self._device_names[key] = name
+        self._changed()
+
+    def device_name(self, key: str) -> str | None:
+        """The name given to device `key` with `name_device`, if any."""
+        return self._device_names.get(key)
 
     def set_state(self, topic: str, payload: bytes) -> None:
         """The retained state some described entities read (their `state_topic`), for owners with

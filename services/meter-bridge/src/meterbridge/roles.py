@@ -31,7 +31,7 @@ from typing import Any
 
 from .discovery import RoleRule
 from .errors import BridgeError
-from .ha_entities import Device, EntityCatalog, EntityDescription
+from .ha_entities import Device, EntityCatalog, EntityDescription, unique_id
 from .model import Event, MeterDescription, Quantity, Reading
 from .mqtt import MqttClient
 from .mqttsession import MqttSession
@@ -180,15 +180,31 @@ def store_document(meters: Mapping[str, MeterRole]) -> dict[str, Any]:
     }
 
 
-def meters_document(site_id: str, meters: Mapping[str, MeterRole]) -> dict[str, Any]:
+def meters_document(
+    site_id: str,
+    meters: Mapping[str, MeterRole],
+    flex: Sequence[EntityDescription] = (),
+    zigbee2mqtt_base_topic: str = "zigbee2mqtt",
+) -> dict[str, Any]:
     """What the `hems` HA integration reads (`<base>/meters`): each meter's role, name and quantities
     (and a Zigbee device's IEEE address: the integration disables Zigbee2MQTT's own entities of the
-    quantities the bridge announces, so that each quantity has one entity).
+    quantities the bridge announces, so that each quantity has one entity), and the flex entities
+    the bridge announces (the HEMS dashboard shows those and no others). Zigbee2MQTT's unique ids
+    end in its base topic: the document says which one the Zigbee meters were found under.
 
     Sensor unique ids are `hems_<site>_<meter>_<quantity>`; the integration finds the entities by them.
     """
     return {
         "site": site_id,
+        "zigbee2mqtt_base_topic": zigbee2mqtt_base_topic,
+        "flex": [
+            {
+                "component": entity.component,
+                "key": entity.key,
+                "unique_id": unique_id(entity, site_id),
+            }
+            for entity in flex
+        ],
         "meters": [
             {
                 "id": meter_id,
@@ -209,9 +225,15 @@ class RolesSink(Sink):
     name = "roles"
 
     def __init__(
-        self, context: MqttContext, path: Path, catalog: EntityCatalog, rules: Sequence[RoleRule] = ()
+        self,
+        context: MqttContext,
+        path: Path,
+        catalog: EntityCatalog,
+        rules: Sequence[RoleRule] = (),
+        zigbee2mqtt_base_topic: str = "zigbee2mqtt",
     ) -> None:
         super().__init__()
+        self._zigbee2mqtt_base_topic = zigbee2mqtt_base_topic
         self._rules = tuple(rules)
         self._context = context
         self._path = path
@@ -295,6 +317,9 @@ class RolesSink(Sink):
                 if meter.description is not None
                 else Device(meter_id, meter.name or meter_id)
             )
+            # the Name entity names the meter's HA device too (the HA sink announces every entity of
+            # the device with it)
+            self.catalog.name_device(meter_id, meter.chosen_name)
             entities += [
                 EntityDescription(
                     "select",
@@ -326,7 +351,9 @@ class RolesSink(Sink):
         for meter_id, meter in sorted(self.meters.items()):
             role = meter.effective_role.value if meter.has_role else None
             self.report[meter_id] = {"role": role, "name": meter.display_name, "type": meter.source_type}
-        document = meters_document(self._context.site.id, self.meters)
+        document = meters_document(
+            self._context.site.id, self.meters, self.catalog.of("flex"), self._zigbee2mqtt_base_topic
+        )
         self.catalog.set_state(self.document_topic, json.dumps(document, separators=(",", ":")).encode())
 
     def _save(self) -> None:

@@ -24,7 +24,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from ...asyncutil import wait_event
@@ -57,6 +57,8 @@ class MeterState:
     availability_dirty: bool = False
     published_at: float | None = None
     published_power: float | None = None
+    #: The name the meter's device was last announced with, when the householder chose one (roles).
+    chosen_name: str | None = None
 
 
 def due_at(state: MeterState, min_interval_s: float, deadband_w: float) -> float | None:
@@ -249,6 +251,9 @@ class HomeAssistantSink(Sink):
             return
         wanted: dict[str, bytes] = {}
         for entity in self.catalog.entities():
+            chosen = self.catalog.device_name(entity.device.key)
+            if chosen is not None:  # the whole device says the name the householder gave it
+                entity = replace(entity, device=replace(entity.device, name=chosen))
             topic, payload = discovery_config(entity, self._topics, self._config.site.id)
             wanted[topic] = json.dumps(payload).encode()
         for topic in sorted(self._catalog_known - wanted.keys()):
@@ -264,9 +269,18 @@ class HomeAssistantSink(Sink):
     async def _publish_discovery(self, client: MqttClient, state: MeterState) -> None:
         if not self._config.homeassistant.enabled:
             return
+        # the name the householder gave the meter (roles' Name entity) renames its HA device: all its
+        # sensors are announced again with it
+        chosen = self.catalog.device_name(state.description.meter_id)
+        if chosen != state.chosen_name:
+            state.chosen_name = chosen
+            state.announced.clear()
+        description = state.description
+        if state.chosen_name is not None:
+            description = replace(description, name=state.chosen_name)
         for quantity in [q for q in state.values if q not in state.announced]:
             topic, payload = discovery_message(
-                self._topics, self._config.site.id, state.description, quantity, self._config.site.currency
+                self._topics, self._config.site.id, description, quantity, self._config.site.currency
             )
             await client.publish(topic, json.dumps(payload).encode(), qos=1, retain=True)
             state.announced.add(quantity)
