@@ -47,17 +47,6 @@ def demo_env(demo_dir: Path, **extra: str) -> dict[str, str]:
     }
 
 
-@pytest.fixture
-def demo_dir() -> Iterator[Path]:
-    """Where the demo keeps its state: run as root, the demo's services drop to their images' users,
-    which must reach their own directories in it, so not under pytest's 0700 tmp_path (as
-    tests/e2e/conftest.py)."""
-    parent = Path(tempfile.mkdtemp(prefix="hems-demo-"))
-    parent.chmod(0o755)
-    yield parent / "demo"
-    shutil.rmtree(parent, ignore_errors=True)
-
-
 def demo_processes(demo_dir: Path) -> list[str]:
     """The running processes whose command line names `demo_dir` (supervisord and its programs)."""
     processes = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True, check=True).stdout
