@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,6 +27,25 @@ settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).parent / "fixtures"
+
+
+#: The release's data volume path inside the bridge's image; on this machine nothing may write it.
+MACHINE_DATA_DIR = Path("/data")
+
+
+@pytest.fixture(autouse=True)
+def _machine_data_dir_untouched() -> Iterator[None]:
+    """Fails the test that created this machine's own /data: the bridge's default paths point
+    there (the image's data volume), so a test running the release config as root would write,
+    and later read back, state that is not its own (a totals file from another run drops its
+    readings as older than what was applied). Paths go into the test's directory
+    (helpers.release.release_bridge_config_text)."""
+    existed = MACHINE_DATA_DIR.exists()
+    yield
+    if not existed and MACHINE_DATA_DIR.exists():
+        found = sorted(str(p) for p in MACHINE_DATA_DIR.rglob("*"))[:10]
+        shutil.rmtree(MACHINE_DATA_DIR, ignore_errors=True)
+        pytest.fail(f"this test wrote the machine's own {MACHINE_DATA_DIR}: {found}")
 
 
 @pytest.fixture(scope="session")

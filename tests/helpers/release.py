@@ -280,3 +280,26 @@ class ReleaseBroker:
         stop_process(self.process)
         self.process = None
         self.log.close()
+
+
+#: The bridge's first-boot configuration as the image ships it.
+BRIDGE_DEFAULT_CONFIG = REPO / "services" / "meter-bridge" / "default-config.yaml"
+
+
+def release_bridge_config_text(data_dir: Path) -> str:
+    """The shipped first-boot bridge config with its data volume (/data in the image) at `data_dir`:
+    every file it keeps (spool, totals, the meters' roles: each named in it) goes there, never
+    into this machine's own /data."""
+    return BRIDGE_DEFAULT_CONFIG.read_text().replace("/data/", f"{data_dir}/")
+
+
+def release_bridge_config(env: Mapping[str, str], data_dir: Path) -> Any:
+    """The release's first-boot bridge config (a `BridgeConfig`) as the entrypoint's environment
+    `env` fills it in, written to `data_dir`/config.yaml as the entrypoint writes /data/config.yaml,
+    its data volume at `data_dir` (`release_bridge_config_text`)."""
+    from meterbridge.config import load_config
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / "config.yaml"
+    path.write_text(release_bridge_config_text(data_dir))
+    return load_config(path, env)

@@ -18,11 +18,11 @@ import pytest
 from helpers.mosquitto import Mosquitto
 from helpers.mqtt import Recorder, client_for, recording
 from helpers.net import free_port
+from helpers.release import release_bridge_config
 from meterbridge.app import Bridge
-from meterbridge.config import BridgeConfig, load_config
+from meterbridge.config import BridgeConfig
 
 REPO = Path(__file__).resolve().parents[2]
-DEFAULT_CONFIG = REPO / "services" / "meter-bridge" / "default-config.yaml"
 TASMOTA = REPO / "tests" / "fixtures" / "tasmota"
 PLUG_IEEE = "0xa4c1380000000001"
 ROOM_IEEE = "0x00158d0000000002"
@@ -50,7 +50,7 @@ def default_config(broker: Mosquitto, tmp_path: Path, **discovery: bool) -> Brid
         "MQTT_PASSWORD": broker.password("bridge"),
         "BRIDGE_HEALTH_PORT": str(free_port()),
     }
-    config = load_config(DEFAULT_CONFIG, env)
+    config = release_bridge_config(env, tmp_path)
     assert config.discovery is not None
     found = config.discovery.model_copy(update={"roles_path": tmp_path / "meters.json", **discovery})
     # no InfluxDB here: its sink is not what is tested

@@ -26,13 +26,12 @@ import pytest
 from helpers.emu2_sim import Emu2Simulator
 from helpers.homeassistant import REPO, HomeAssistant
 from helpers.net import free_port
-from helpers.release import ReleaseBroker
+from helpers.release import ReleaseBroker, release_bridge_config
 from helpers.shelly_sim import ShellySim
 from helpers.usb_sysfs import EMU2, FakeSysfs, pty_numbers
-from integration.test_found_by_default import DEFAULT_CONFIG, PLUG_IEEE, z2m_device
+from integration.test_found_by_default import PLUG_IEEE, z2m_device
 from meterbridge import usbserial
 from meterbridge.app import Bridge
-from meterbridge.config import load_config
 
 pytestmark = pytest.mark.homeassistant
 
@@ -95,11 +94,8 @@ async def test_a_new_home_reaches_a_correct_energy_dashboard(
         "MQTT_PASSWORD": home_broker.password("bridge"),
         "BRIDGE_HEALTH_PORT": str(free_port()),
     }
-    config = load_config(DEFAULT_CONFIG, env)
-    assert config.discovery is not None
-    # the data volume, and no InfluxDB here (its sink is not what is tested)
-    found = config.discovery.model_copy(update={"roles_path": tmp_path / "data" / "meters.json"})
-    config = config.model_copy(update={"influx": None, "discovery": found})
+    # the data volume in the test's directory, and no InfluxDB here (its sink is not what is tested)
+    config = release_bridge_config(env, tmp_path / "data").model_copy(update={"influx": None})
     try:
         async with zigbee, Bridge(config) as bridge:
             devices = [

@@ -30,12 +30,11 @@ import pytest
 from helpers.emu2_sim import Emu2Simulator
 from helpers.homeassistant import REPO, HomeAssistant
 from helpers.net import free_port
-from helpers.release import ReleaseBroker
-from integration.test_found_by_default import DEFAULT_CONFIG
+from helpers.release import ReleaseBroker, release_bridge_config
 from integration.test_home_sets_itself_up import emu2, home_broker  # noqa: F401 - fixtures
 from integration.test_roles_energy_homeassistant import dashboard_entities
 from meterbridge.app import Bridge
-from meterbridge.config import BridgeConfig, load_config
+from meterbridge.config import BridgeConfig
 
 pytestmark = pytest.mark.homeassistant
 
@@ -78,10 +77,8 @@ def bridge_config(broker: ReleaseBroker, tmp_path: Path) -> BridgeConfig:
         "MQTT_PASSWORD": broker.password("bridge"),
         "BRIDGE_HEALTH_PORT": str(free_port()),
     }
-    config = load_config(DEFAULT_CONFIG, env)
-    assert config.discovery is not None
-    found = config.discovery.model_copy(update={"roles_path": tmp_path / "data" / "meters.json"})
-    return config.model_copy(update={"influx": None, "discovery": found})
+    config = release_bridge_config(env, tmp_path / "data")
+    return config.model_copy(update={"influx": None})
 
 
 async def until(check: Callable[[], Any], what: str, ha: HomeAssistant, timeout: float = 90) -> Any:

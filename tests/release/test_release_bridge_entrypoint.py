@@ -24,7 +24,7 @@ from helpers.emu2_sim import Emu2Simulator
 from helpers.homeassistant import HomeAssistant
 from helpers.influx_mgmt_double import InfluxMgmtDouble
 from helpers.net import free_port
-from helpers.release import REPO, ReleaseBroker, Volumes, image_environment, read_only
+from helpers.release import REPO, ReleaseBroker, Volumes, image_environment, read_only, release_bridge_config_text
 from helpers.usb_sysfs import EMU2, FakeSysfs, pty_numbers
 from release.test_release_influx_tokens import run_provision
 
@@ -35,11 +35,9 @@ BRIDGE_GID = image_users.image_users()["meter-bridge"].gid
 
 
 def default_config(root: Path) -> str:
-    """The shipped default configuration with its spool in `root`'s data directory: in the image
-    /data is the bridge-data volume, here it would be the machine's own /data."""
-    shipped = (BRIDGE_DIR / "default-config.yaml").read_text()
-    assert "path: /data/spool/influx.sqlite" in shipped
-    return shipped.replace("path: /data/spool/", f"path: {root}/data/spool/")
+    """The shipped default configuration with every file it keeps in `root`'s data directory: in the
+    image /data is the bridge-data volume, here it would be the machine's own /data."""
+    return release_bridge_config_text(root / "data")
 
 
 def environment(root: Path, broker_port: int, **variables: str) -> dict[str, str]:

@@ -22,7 +22,7 @@ import yaml
 
 from helpers import image_users
 from helpers.net import free_port, stop_process, wait_for_port
-from helpers.release import REPO, ReleaseBroker, Volumes
+from helpers.release import REPO, ReleaseBroker, Volumes, release_bridge_config_text
 from release.test_release_compose import dockerfile_of
 from release.test_release_dockerfile_builder import instructions
 
@@ -70,8 +70,8 @@ def test_meter_bridge_with_its_emu2_unplugged(volumes: Volumes, release_broker: 
     image_users.require("meter-bridge")
     root = volumes.root
     bridge_dir = REPO / "services" / "meter-bridge"
-    # in the image /data is the bridge-data volume; here the spool goes into the test's own
-    config = (bridge_dir / "default-config.yaml").read_text().replace("path: /data/", f"path: {root}/data/")
+    # in the image /data is the bridge-data volume; here what the bridge keeps goes into the test's own
+    config = release_bridge_config_text(root / "data")
     # the EMU-2 is looked for by its USB ids and is not plugged in; stale after 1 s
     config = config.replace("sources: []", "sources:\n  - {type: emu2, id: grid, stale_after_s: 1}")
     health_port = free_port()
