@@ -145,19 +145,19 @@ if [[ $(id -u) -eq 0 ]]; then
     # the checkout that it cannot pass, with an ACL, and say so.
     repo=$(pwd -P)
     uids=$(awk '!/^#/ && NF { print $3 }' scripts/image-users.tsv | sort -u)
-    blocked=()
-    dir=$repo
-    while [[ $dir != / ]]; do
+    # from / down, so that a directory is judged once the ones above it let the users through
+    dir=""
+    IFS=/ read -ra parts <<<"${repo#/}"
+    for part in "${parts[@]}"; do
+        dir=$dir/$part
         for uid in $uids; do
-            setpriv --reuid="$uid" --regid="$uid" --clear-groups test -x "$dir" || { blocked+=("$dir"); break; }
+            if ! setpriv --reuid="$uid" --regid="$uid" --clear-groups test -x "$dir"; then
+                command -v setfacl >/dev/null ||
+                    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends acl >/dev/null
+                echo "setup: giving the images' users (uids $(echo $uids)) search access to $dir (ACL), so tests and the demo can run services as their images' users"
+                for each in $uids; do setfacl -m "u:$each:x" "$dir"; done
+                break
+            fi
         done
-        dir=$(dirname "$dir")
     done
-    if ((${#blocked[@]})); then
-        command -v setfacl >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends acl >/dev/null
-        for dir in "${blocked[@]}"; do
-            echo "setup: giving the images' users (uids $(echo $uids)) search access to $dir (ACL), so tests and the demo can run services as their images' users"
-            for uid in $uids; do setfacl -m "u:$uid:x" "$dir"; done
-        done
-    fi
 fi
