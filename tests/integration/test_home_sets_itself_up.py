@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,38 +27,12 @@ from helpers.homeassistant import REPO, HomeAssistant, state_of, until
 from helpers.net import free_port
 from helpers.release import ReleaseBroker, release_bridge_config
 from helpers.shelly_sim import ShellySim
-from helpers.usb_sysfs import EMU2, FakeSysfs, pty_numbers
 from integration.test_found_by_default import PLUG_IEEE, z2m_device
-from meterbridge import usbserial
 from meterbridge.app import Bridge
 
 pytestmark = pytest.mark.homeassistant
 
 PLUG = f"zigbee2mqtt_{PLUG_IEEE[2:]}"
-
-
-@pytest.fixture
-def home_broker(tmp_path: Path) -> Iterator[ReleaseBroker]:
-    """The release's broker for this home alone (found families read fixed topics such as `shelly/+`)."""
-    broker = ReleaseBroker(tmp_path / "mqtt")
-    broker.start()
-    yield broker
-    broker.stop()
-
-
-@pytest.fixture
-def emu2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Emu2Simulator]:
-    """An EMU-2 plugged in as ttyACM0: sysfs lists it with Rainforest's USB ids, /dev has its node."""
-    sim = Emu2Simulator(tmp_path / "emu2").start()
-    sysfs, dev = FakeSysfs(tmp_path / "sys"), tmp_path / "dev"
-    dev.mkdir()
-    slave = os.readlink(sim.port)
-    (dev / "ttyACM0").symlink_to(slave)  # a pseudo-terminal opens only through devpts
-    sysfs.plug(EMU2, "ttyACM0", pty_numbers(slave))
-    monkeypatch.setattr(usbserial, "SYSFS_TTY_DIR", sysfs.tty_dir)
-    monkeypatch.setattr(usbserial, "DEV_DIR", dev)
-    yield sim
-    sim.stop()
 
 
 async def test_a_new_home_reaches_a_correct_energy_dashboard(
