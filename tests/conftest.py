@@ -14,10 +14,13 @@ from hypothesis import settings
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from helpers.emu2_sim import Emu2Simulator
 from helpers.homeassistant import HomeAssistant
 from helpers.mosquitto import Mosquitto
 from helpers.release import ReleaseBroker
+from helpers.usb_sysfs import EMU2, FakeSysfs, pty_numbers
 from helpers.victoria import Victoria
+from meterbridge import usbserial
 
 # CI runs on 2 shared cores: no per-example deadline, and a fixed seed so a red run can be
 # reproduced; locally hypothesis keeps exploring new examples each run.
@@ -129,3 +132,27 @@ def release_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Release
     broker.start()
     yield broker
     broker.stop()
+
+
+@pytest.fixture
+def home_broker(tmp_path: Path) -> Iterator[ReleaseBroker]:
+    """The release's broker for this test's home alone (found families read fixed topics such as `shelly/+`)."""
+    broker = ReleaseBroker(tmp_path / "mqtt")
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def emu2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Emu2Simulator]:
+    """An EMU-2 plugged in as ttyACM0: sysfs lists it with Rainforest's USB ids, /dev has its node."""
+    sim = Emu2Simulator(tmp_path / "emu2").start()
+    sysfs, dev = FakeSysfs(tmp_path / "sys"), tmp_path / "dev"
+    dev.mkdir()
+    slave = os.readlink(sim.port)
+    (dev / "ttyACM0").symlink_to(slave)  # a pseudo-terminal opens only through devpts
+    sysfs.plug(EMU2, "ttyACM0", pty_numbers(slave))
+    monkeypatch.setattr(usbserial, "SYSFS_TTY_DIR", sysfs.tty_dir)
+    monkeypatch.setattr(usbserial, "DEV_DIR", dev)
+    yield sim
+    sim.stop()

@@ -297,6 +297,18 @@ class SimClockEmu2(Emu2Simulator):
     def _push(self, data: bytes, replies: list[bytes]) -> None:
         """No pushes on the simulator's own (real-time) schedule: the run pushes on the simulated one."""
 
+    def frame(self, ts: int, kwh: float, power_w: float | None = None) -> None:
+        """The device's frame at device time `ts`: its demand `power_w` (none: the total alone) and total `kwh`.
+
+        Set under the lock, so a reply to one of the bridge's commands answers either the old
+        state or the new one, then pushed (`push` takes the lock again)."""
+        with self._lock:
+            self.sim_now = ts
+            self.meter.delivered_kwh = kwh
+            if power_w is not None:
+                self.meter.demand_w = power_w
+        self.push((b"" if power_w is None else self.demand_fragment()) + self.summation_fragment())
+
     def push(self, data: bytes, timeout: float = 60.0) -> None:
         """Write all of `data`, waiting while the pty is full (the bridge reads at its own pace).
 
@@ -493,11 +505,7 @@ class Run:
             if meter.family == "emu2":
                 if not self.bridge_up:
                     continue  # nobody reads the serial port: the device's pushes go nowhere
-                with self.emu2._lock:
-                    self.emu2.sim_now = ts
-                    self.emu2.meter.delivered_kwh = kwh
-                    self.emu2.meter.demand_w = power
-                self.emu2.push(self.emu2.demand_fragment() + self.emu2.summation_fragment())
+                self.emu2.frame(ts, kwh, power)
             else:
                 if not self.broker_up:
                     continue  # the device cannot reach the broker
@@ -512,10 +520,7 @@ class Run:
         """One frame of one device with a counter of our choosing (glitches, re-sent frames)."""
         power = self.home.power_w[meter.name]
         if meter.family == "emu2":
-            with self.emu2._lock:
-                self.emu2.sim_now = ts
-                self.emu2.meter.delivered_kwh = counter_kwh
-            self.emu2.push(self.emu2.summation_fragment())
+            self.emu2.frame(ts, counter_kwh)
         else:
             info = self.shelly.publish(meter, ts, power, counter_kwh)
             if info is not None:

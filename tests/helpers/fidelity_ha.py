@@ -125,11 +125,7 @@ class WindowRun:
         if meter.family == "emu2":
             if not self.bridge_up:
                 return
-            with self.emu2._lock:
-                self.emu2.sim_now = ts
-                self.emu2.meter.delivered_kwh = kwh
-                self.emu2.meter.demand_w = power
-            self.emu2.push(self.emu2.demand_fragment() + self.emu2.summation_fragment())
+            self.emu2.frame(ts, kwh, power)
         else:
             if not self.broker_up:
                 return

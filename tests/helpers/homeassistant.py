@@ -40,7 +40,7 @@ import secrets
 import subprocess
 import sys
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -322,3 +322,22 @@ logger:
             )
         rows: list[dict[str, Any]] = result.get(statistic_id, [])
         return rows
+
+
+async def until(check: Callable[[], Awaitable[Any]], what: str, ha: HomeAssistant, timeout: float = 60) -> Any:
+    """Await `check()` every 0.3 s until it is truthy and return it; after `timeout` s fail with HA's log."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        result = await check()
+        if result:
+            return result
+        await asyncio.sleep(0.3)
+    raise AssertionError(f"{what} not reached in {timeout} s\n{ha.tail_log()}")
+
+
+async def state_of(ha: HomeAssistant, entity_id: str) -> str | None:
+    """The entity's state as HA's REST API gives it (None: no such entity)."""
+    for item in await ha.rest("GET", "/api/states"):
+        if item["entity_id"] == entity_id:
+            return str(item["state"])
+    return None

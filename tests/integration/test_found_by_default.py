@@ -9,7 +9,7 @@ which a shared broker would mix between tests). From the broker on everything is
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +26,6 @@ REPO = Path(__file__).resolve().parents[2]
 TASMOTA = REPO / "tests" / "fixtures" / "tasmota"
 PLUG_IEEE = "0xa4c1380000000001"
 ROOM_IEEE = "0x00158d0000000002"
-
-
-@pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    instance = Mosquitto(tmp_path / "mosquitto")
-    instance.start()
-    yield instance
-    instance.stop()
 
 
 @pytest.fixture

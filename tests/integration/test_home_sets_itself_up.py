@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,52 +23,16 @@ import aiomqtt
 import pytest
 
 from helpers.emu2_sim import Emu2Simulator
-from helpers.homeassistant import REPO, HomeAssistant
+from helpers.homeassistant import REPO, HomeAssistant, state_of, until
 from helpers.net import free_port
 from helpers.release import ReleaseBroker, release_bridge_config
 from helpers.shelly_sim import ShellySim
-from helpers.usb_sysfs import EMU2, FakeSysfs, pty_numbers
 from integration.test_found_by_default import PLUG_IEEE, z2m_device
-from meterbridge import usbserial
 from meterbridge.app import Bridge
 
 pytestmark = pytest.mark.homeassistant
 
 PLUG = f"zigbee2mqtt_{PLUG_IEEE[2:]}"
-
-
-@pytest.fixture
-def home_broker(tmp_path: Path) -> Iterator[ReleaseBroker]:
-    """The release's broker for this home alone (found families read fixed topics such as `shelly/+`)."""
-    broker = ReleaseBroker(tmp_path / "mqtt")
-    broker.start()
-    yield broker
-    broker.stop()
-
-
-@pytest.fixture
-def emu2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Emu2Simulator]:
-    """An EMU-2 plugged in as ttyACM0: sysfs lists it with Rainforest's USB ids, /dev has its node."""
-    sim = Emu2Simulator(tmp_path / "emu2").start()
-    sysfs, dev = FakeSysfs(tmp_path / "sys"), tmp_path / "dev"
-    dev.mkdir()
-    slave = os.readlink(sim.port)
-    (dev / "ttyACM0").symlink_to(slave)  # a pseudo-terminal opens only through devpts
-    sysfs.plug(EMU2, "ttyACM0", pty_numbers(slave))
-    monkeypatch.setattr(usbserial, "SYSFS_TTY_DIR", sysfs.tty_dir)
-    monkeypatch.setattr(usbserial, "DEV_DIR", dev)
-    yield sim
-    sim.stop()
-
-
-async def until(check: Callable[[], Any], what: str, ha: HomeAssistant, timeout: float = 60) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        result = await check()
-        if result:
-            return result
-        await asyncio.sleep(0.3)
-    raise AssertionError(f"{what} not reached in {timeout} s\n{ha.tail_log()}")
 
 
 async def test_a_new_home_reaches_a_correct_energy_dashboard(
@@ -109,7 +72,7 @@ async def test_a_new_home_reaches_a_correct_energy_dashboard(
 
             # the EMU-2 is the grid connection without anyone saying so
             async def grid_role() -> bool:
-                return await state(ha, "select.hems_emu2_role") == "Grid connection"
+                return await state_of(ha, "select.hems_emu2_role") == "Grid connection"
 
             await until(grid_role, "the EMU-2 as the grid connection", ha)
             shelly_meters = bridge.stats.sources["shelly"].meters
@@ -148,14 +111,7 @@ async def test_a_new_home_reaches_a_correct_energy_dashboard(
             except AssertionError:
                 async with ha.websocket() as ws:
                     raise AssertionError(json.dumps(await ws.call("energy/validate"))) from None
-            assert await state(ha, "sensor.hems_emu2_power") == "512.0"
+            assert await state_of(ha, "sensor.hems_emu2_power") == "512.0"
     finally:
         await shelly.stop()
     assert not (tmp_path / "homeassistant0" / "packages").exists(), "no YAML written for the home"
-
-
-async def state(ha: HomeAssistant, entity_id: str) -> str | None:
-    for item in await ha.rest("GET", "/api/states"):
-        if item["entity_id"] == entity_id:
-            return str(item["state"])
-    return None

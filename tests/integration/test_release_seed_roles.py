@@ -31,7 +31,6 @@ from helpers.emu2_sim import Emu2Simulator
 from helpers.homeassistant import REPO, HomeAssistant
 from helpers.net import free_port
 from helpers.release import ReleaseBroker, release_bridge_config
-from integration.test_home_sets_itself_up import emu2, home_broker  # noqa: F401 - fixtures
 from integration.test_roles_energy_homeassistant import dashboard_entities
 from meterbridge.app import Bridge
 from meterbridge.config import BridgeConfig
@@ -167,8 +166,8 @@ def _lists(node: Any, key: str) -> list[list[Any]]:
 
 async def test_a_new_home_with_an_emu2_has_clean_dashboards(
     tmp_path: Path,
-    home_broker: ReleaseBroker,  # noqa: F811 - fixture
-    emu2: Emu2Simulator,  # noqa: F811 - fixture
+    home_broker: ReleaseBroker,
+    emu2: Emu2Simulator,
 ) -> None:
     ha = HomeAssistant(tmp_path / "config", packages=True, extra_yaml="energy:\n")
     seed(ha.workdir, home_broker, ha.port)
@@ -211,8 +210,8 @@ async def test_a_new_home_with_an_emu2_has_clean_dashboards(
 
 async def test_a_home_upgraded_from_seeded_preferences_converges_and_keeps_its_edits(
     tmp_path: Path,
-    home_broker: ReleaseBroker,  # noqa: F811 - fixture
-    emu2: Emu2Simulator,  # noqa: F811 - fixture
+    home_broker: ReleaseBroker,
+    emu2: Emu2Simulator,
 ) -> None:
     ha = HomeAssistant(tmp_path / "config", packages=True, extra_yaml="energy:\n")
     # the previous release: its static dashboard and its seeded Energy preferences ...

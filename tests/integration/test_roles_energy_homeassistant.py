@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from helpers.homeassistant import REPO, HomeAssistant
+from helpers.homeassistant import REPO, HomeAssistant, state_of, until
 from helpers.mosquitto import Mosquitto
 from helpers.mqtt import client_for
 from integration.test_found_by_default import PLUG_IEEE, ROOM_IEEE, announce, default_config
@@ -52,27 +52,10 @@ def release_broker(tmp_path: Path) -> Iterator[Mosquitto]:
     broker.stop()
 
 
-async def wait_until(check: Callable[[], Any], what: str, ha: HomeAssistant, timeout: float = 60) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        result = await check()
-        if result:
-            return result
-        await asyncio.sleep(0.3)
-    raise AssertionError(f"{what} not reached in {timeout} s\n{ha.tail_log()}")
-
-
 async def devices_in_prefs(ha: HomeAssistant) -> dict[str, dict[str, Any]]:
     async with ha.websocket() as ws:
         prefs = await ws.call("energy/get_prefs")
     return {d["stat_consumption"]: d for d in prefs["device_consumption"]}
-
-
-async def state(ha: HomeAssistant, entity_id: str) -> str | None:
-    for item in await ha.rest("GET", "/api/states"):
-        if item["entity_id"] == entity_id:
-            return str(item["state"])
-    return None
 
 
 async def test_roles_chosen_in_ha_wire_the_energy_dashboard(
@@ -88,15 +71,15 @@ async def test_roles_chosen_in_ha_wire_the_energy_dashboard(
         select = f"select.hems_{PLUG}_role"
         async with Bridge(config) as bridge:
             z2m = bridge.stats.sources["zigbee2mqtt"]
-            await wait_until(lambda: asyncio.sleep(0, len(z2m.meters) == 2), "devices found", ha)
+            await until(lambda: asyncio.sleep(0, len(z2m.meters) == 2), "devices found", ha)
             await device.publish("zigbee2mqtt/heat pump plug", b'{"power":1520,"energy":101.2}')
             await device.publish("zigbee2mqtt/living room", b'{"temperature":20.5,"humidity":48}')
             # the plug and the room sensor appear in HA; the plug with its role select, proposed "Other device"
-            await wait_until(lambda: state(ha, energy), "the plug's energy sensor", ha)
-            await wait_until(lambda: state(ha, f"sensor.hems_{ROOM}_temperature"), "the room sensor", ha)
-            await wait_until(lambda: _state_is(ha, select, "Other device"), "the role select, proposed", ha)
+            await until(lambda: state_of(ha, energy), "the plug's energy sensor", ha)
+            await until(lambda: state_of(ha, f"sensor.hems_{ROOM}_temperature"), "the room sensor", ha)
+            await until(lambda: _state_is(ha, select, "Other device"), "the role select, proposed", ha)
             # ... and so it is an individual device on the Energy dashboard already
-            found = await wait_until(lambda: devices_in_prefs(ha), "the plug in the Energy prefs", ha)
+            found = await until(lambda: devices_in_prefs(ha), "the plug in the Energy prefs", ha)
             assert found[energy] == {"stat_consumption": energy, "stat_rate": power, "name": "heat pump plug"}
 
             # the householder adds a device by hand in the Energy dashboard's settings
@@ -108,9 +91,9 @@ async def test_roles_chosen_in_ha_wire_the_energy_dashboard(
                 await ha.rest("POST", "/api/services/select/select_option", {"entity_id": select, "option": label})
 
             await choose("Ignore")
-            await wait_until(lambda: _without(ha, energy), "the ignored plug leaves the Energy prefs", ha)
+            await until(lambda: _without(ha, energy), "the ignored plug leaves the Energy prefs", ha)
             await choose("Heat pump")
-            found = await wait_until(lambda: _with(ha, energy), "the heat pump in the Energy prefs", ha)
+            found = await until(lambda: _with(ha, energy), "the heat pump in the Energy prefs", ha)
             assert found[HANDMADE["stat_consumption"]] == HANDMADE, "the hand-made device survives role changes"
             # the room sensor measures no energy: never an Energy source or device
             assert not any(ROOM in stat for stat in found)
@@ -135,7 +118,7 @@ async def test_roles_chosen_in_ha_wire_the_energy_dashboard(
                 ours = {e["unique_id"]: e for e in entries if e["unique_id"].startswith(PLUG_IEEE)}
                 return ours if len(ours) == 2 and ours[f"{PLUG_IEEE}_power_zigbee2mqtt"]["disabled_by"] else None
 
-            entries = await wait_until(z2m_registry, "Zigbee2MQTT's duplicate disabled", ha)
+            entries = await until(z2m_registry, "Zigbee2MQTT's duplicate disabled", ha)
             assert entries[f"{PLUG_IEEE}_power_zigbee2mqtt"]["disabled_by"] == "integration"
             assert entries[f"{PLUG_IEEE}_state_zigbee2mqtt"]["disabled_by"] is None
 
@@ -146,7 +129,7 @@ async def test_roles_chosen_in_ha_wire_the_energy_dashboard(
                 named = set(dashboard_entities(config))
                 return named if f"sensor.hems_{ROOM}_temperature" in named and power in named else None
 
-            named = await wait_until(dashboard, "the HEMS dashboard", ha)
+            named = await until(dashboard, "the HEMS dashboard", ha)
             states = {s["entity_id"] for s in await ha.rest("GET", "/api/states")}
             assert named <= states, f"cards naming entities HA does not have: {named - states}"
             # the householder edits it: a later role change leaves the file alone
@@ -154,15 +137,15 @@ async def test_roles_chosen_in_ha_wire_the_energy_dashboard(
             edited = board.read_text() + "# my layout\n"
             board.write_text(edited)
             await choose("Ignore")  # would drop the plug from the dashboard
-            await wait_until(lambda: _without(ha, energy), "the ignored plug leaves the Energy prefs", ha)
+            await until(lambda: _without(ha, energy), "the ignored plug leaves the Energy prefs", ha)
             assert board.read_text() == edited
             await choose("Heat pump")
-            await wait_until(lambda: _with(ha, energy), "the heat pump back in the Energy prefs", ha)
+            await until(lambda: _with(ha, energy), "the heat pump back in the Energy prefs", ha)
 
         # a restart of HA and of the bridge keeps both the role and the hand-made device
         await asyncio.to_thread(ha.restart)
         async with Bridge(config):
-            assert await wait_until(lambda: _state_is(ha, select, "Heat pump"), "the role after restarts", ha)
+            assert await until(lambda: _state_is(ha, select, "Heat pump"), "the role after restarts", ha)
             found = await devices_in_prefs(ha)
             assert set(found) == {energy, HANDMADE["stat_consumption"]}
             async with ha.websocket() as ws:
@@ -194,7 +177,7 @@ async def _without(ha: HomeAssistant, stat: str) -> bool:
 
 
 async def _state_is(ha: HomeAssistant, entity_id: str, wanted: str) -> bool:
-    return await state(ha, entity_id) == wanted
+    return await state_of(ha, entity_id) == wanted
 
 
 async def test_the_name_entity_renames_the_device_in_ha(
@@ -212,9 +195,9 @@ async def test_the_name_entity_renames_the_device_in_ha(
         energy, text = f"sensor.hems_{PLUG}_energy_import", f"text.hems_{PLUG}_name"
         async with Bridge(config) as bridge:
             z2m = bridge.stats.sources["zigbee2mqtt"]
-            await wait_until(lambda: asyncio.sleep(0, len(z2m.meters) == 2), "devices found", ha)
+            await until(lambda: asyncio.sleep(0, len(z2m.meters) == 2), "devices found", ha)
             await device.publish("zigbee2mqtt/heat pump plug", b'{"power":1520,"energy":101.2}')
-            await wait_until(lambda: _state_is(ha, text, "heat pump plug"), "the Name entity", ha)
+            await until(lambda: _state_is(ha, text, "heat pump plug"), "the Name entity", ha)
 
             async def device_name() -> str | None:
                 async with ha.websocket() as ws:
@@ -225,20 +208,18 @@ async def test_the_name_entity_renames_the_device_in_ha(
             async def named(wanted: str) -> bool:
                 return await device_name() == wanted
 
-            await wait_until(lambda: named("heat pump plug"), "the device as Zigbee2MQTT names it", ha)
+            await until(lambda: named("heat pump plug"), "the device as Zigbee2MQTT names it", ha)
             await ha.rest("POST", "/api/services/text/set_value", {"entity_id": text, "value": "Dishwasher"})
-            await wait_until(lambda: named("Dishwasher"), "the device renamed", ha)
-            found = await wait_until(lambda: _with(ha, energy), "the plug in the Energy prefs", ha)
-            await wait_until(
-                lambda: _energy_name_is(ha, energy, "Dishwasher"), "the Energy dashboard's name follows", ha
-            )
+            await until(lambda: named("Dishwasher"), "the device renamed", ha)
+            found = await until(lambda: _with(ha, energy), "the plug in the Energy prefs", ha)
+            await until(lambda: _energy_name_is(ha, energy, "Dishwasher"), "the Energy dashboard's name follows", ha)
             assert found[energy]["stat_consumption"] == energy
             # every entity of the device stays on the one device (no second device made by a name)
             async with ha.websocket() as ws:
                 devices = await ws.call("config/device_registry/list")
             assert sum(1 for d in devices if d["identifiers"] == [["mqtt", f"hems_home_{PLUG}"]]) == 1
             await ha.rest("POST", "/api/services/text/set_value", {"entity_id": text, "value": " "})
-            await wait_until(lambda: named("heat pump plug"), "the device's own name back", ha)
+            await until(lambda: named("heat pump plug"), "the device's own name back", ha)
 
 
 async def _energy_name_is(ha: HomeAssistant, stat: str, name: str) -> bool:

@@ -22,7 +22,7 @@ import json
 import math
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -32,39 +32,9 @@ from .baseline import EnergyRules, PeriodRecord, period_start
 
 
 @dataclass(slots=True)
-class _Open:
-    """The period being recorded for one meter (mutable while it is open)."""
-
-    start: datetime
-    first_ts: datetime | None = None
-    first_kwh: float | None = None
-    last_ts: datetime | None = None
-    last_kwh: float | None = None
-    power_wh: float = 0.0
-    power_s: float = 0.0
-    last_power_ts: datetime | None = None
-    last_power_w: float | None = None
-    broken: bool = False
-
-    def record(self, meter_id: str) -> PeriodRecord:
-        return PeriodRecord(
-            meter_id,
-            self.start,
-            self.first_ts,
-            self.first_kwh,
-            self.last_ts,
-            self.last_kwh,
-            self.power_wh,
-            self.power_s,
-            self.last_power_ts,
-            self.last_power_w,
-            self.broken,
-        )
-
-
-@dataclass(slots=True)
 class _Meter:
-    open: _Open | None = None
+    #: The period being recorded, as it stands (a new record for each reading: records are frozen).
+    open: PeriodRecord | None = None
     power: tuple[datetime, float] | None = None
     total: tuple[datetime, float] | None = None
 
@@ -94,29 +64,31 @@ class PeriodAccumulator:
         if reading.quantity is Quantity.POWER:
             self._integrate(meter, ts, reading.meter_id, closed)
         elif meter.open is not None and start > meter.open.start:
-            closed.append(meter.open.record(reading.meter_id))
+            closed.append(meter.open)
             meter.open = None
         current = meter.open
         if current is None:
-            current = meter.open = _Open(start)
+            current = PeriodRecord(reading.meter_id, start)
         if reading.quantity is Quantity.POWER:
             meter.power = (ts, reading.value)
-            current.last_power_ts, current.last_power_w = ts, reading.value
+            meter.open = replace(current, last_power_ts=ts, last_power_w=reading.value)
         else:
-            self._total(meter, current, ts, reading.value)
+            meter.open = self._total(meter, current, ts, reading.value)
         return closed
 
-    def _total(self, meter: _Meter, current: _Open, ts: datetime, kwh: float) -> None:
+    def _total(self, meter: _Meter, current: PeriodRecord, ts: datetime, kwh: float) -> PeriodRecord:
+        """`current` with the total `kwh` at `ts` taken in."""
         previous = meter.total
+        broken = current.broken
         if previous is not None and previous[0] < ts:
             rise = kwh - previous[1]
             seconds = (ts - previous[0]).total_seconds()
             if rise < 0 or rise * 3_600_000 / seconds > self.rules.max_power_w:
-                current.broken = current.first_ts is not None  # a break at the very start is seen at the boundary
-        if current.first_ts is None:
-            current.first_ts, current.first_kwh = ts, kwh
-        current.last_ts, current.last_kwh = ts, kwh
+                broken = current.first_ts is not None  # a break at the very start is seen at the boundary
         meter.total = (ts, kwh)
+        if current.first_ts is None:
+            return replace(current, first_ts=ts, first_kwh=kwh, last_ts=ts, last_kwh=kwh, broken=broken)
+        return replace(current, last_ts=ts, last_kwh=kwh, broken=broken)
 
     def _integrate(self, meter: _Meter, ts: datetime, meter_id: str, closed: list[PeriodRecord]) -> None:
         """Hold the previous power sample until `ts`, split at period ends; close the periods `ts` is past."""
@@ -132,21 +104,24 @@ class PeriodAccumulator:
                     at = end  # that piece's period was closed by a total already: left out
                     continue
                 if current is not None and current.start < piece:
-                    closed.append(current.record(meter_id))
+                    closed.append(current)
                     current = None
                 if current is None:
-                    current = meter.open = _Open(piece)
+                    current = PeriodRecord(meter_id, piece)
                 seconds = (end - at).total_seconds()
-                current.power_wh += max(0.0, watts) * seconds / 3600
-                current.power_s += seconds
+                meter.open = replace(
+                    current,
+                    power_wh=current.power_wh + max(0.0, watts) * seconds / 3600,
+                    power_s=current.power_s + seconds,
+                )
                 at = end
         if meter.open is not None and period_start(ts, period) > meter.open.start:
-            closed.append(meter.open.record(meter_id))
+            closed.append(meter.open)
             meter.open = None
 
     def flush(self) -> list[PeriodRecord]:
         """Every open period as it stands (at shutdown; the rest of it is merged in when read)."""
-        out = [m.open.record(meter_id) for meter_id, m in self._meters.items() if m.open is not None]
+        out = [m.open for m in self._meters.values() if m.open is not None]
         for meter in self._meters.values():
             meter.open = None
         return out

@@ -385,6 +385,11 @@ CLOCK_FLOOR = datetime(2026, 1, 1, tzinfo=UTC)
 _OWN_CLOCK_S = 5.0
 
 
+def _stamped(reading: Reading, ts: datetime) -> Reading:
+    """The reading at another time (re-stamped)."""
+    return Reading(reading.meter_id, reading.quantity, reading.value, reading.unit, ts)
+
+
 @dataclass(slots=True)
 class _Held:
     reading: Reading
@@ -454,8 +459,7 @@ class ClockGate:
         if abs(ts - held.wall) > _OWN_CLOCK_S and ts >= CLOCK_FLOOR.timestamp():
             return reading  # a device clock that lags, not a wrong one: its time stands
         self.restamped += 1
-        stamped = datetime.fromtimestamp(now - (mono - held.mono), UTC)
-        return Reading(reading.meter_id, reading.quantity, reading.value, reading.unit, stamped)
+        return _stamped(reading, datetime.fromtimestamp(now - (mono - held.mono), UTC))
 
     def admit(self, readings: Iterable[Reading]) -> list[Reading]:
         """The readings that may go on now (held ones released first, re-stamped), in order."""
@@ -475,24 +479,10 @@ class ClockGate:
         for reading in incoming:
             ts = reading.ts.timestamp()
             if now is not None:
-                if ts < floor:
+                # before the floor, or stamped by the wrong wall clock: the time is known from a device
+                if ts < floor or (abs(ts - wall) <= _OWN_CLOCK_S and wall < self.floor_s):
                     self.restamped += 1
-                    reading = Reading(
-                        reading.meter_id,
-                        reading.quantity,
-                        reading.value,
-                        reading.unit,
-                        datetime.fromtimestamp(now, UTC),
-                    )
-                elif abs(ts - wall) <= _OWN_CLOCK_S and wall < self.floor_s:
-                    self.restamped += 1  # stamped by the wrong wall clock, the time is known from a device
-                    reading = Reading(
-                        reading.meter_id,
-                        reading.quantity,
-                        reading.value,
-                        reading.unit,
-                        datetime.fromtimestamp(now, UTC),
-                    )
+                    reading = _stamped(reading, datetime.fromtimestamp(now, UTC))
                 out.append(reading)
             elif ts >= self.floor_s:
                 out.append(reading)

@@ -30,11 +30,42 @@ _ACL_HINT = "on the appliance the bridge can read only devices/#, tele/# and sta
 _MANUFACTURERS = {"tasmota": "Tasmota", "esphome": "ESPHome", "openevse": "OpenEVSE"}
 
 
-class _Meter:
-    def __init__(self, config: MqttMeterConfig) -> None:
+class MqttMeter:
+    """One meter read from MQTT topics: its parser, its availability tracker, and what a message does to them.
+
+    Shared by the `mqtt` source (configured meters) and the `tasmota` source (found ones);
+    `dropped_level` is the level a value the parser dropped is logged at.
+    """
+
+    def __init__(self, config: MqttMeterConfig, dropped_level: int = logging.INFO) -> None:
         self.config = config
         self.parser = MeterParser(config.plan())
         self.tracker = Tracker(self.parser.plan)
+        self.dropped_level = dropped_level
+
+    def handle(self, topic: str, payload: bytes, ctx: SourceContext) -> None:
+        """Take one message on one of this meter's topics; bad input is counted in `ctx`, never raised."""
+        plan, meter_id, now = self.parser.plan, self.config.id, time.monotonic()
+        if topic == plan.availability_topic:
+            online = self.parser.availability(payload)
+            if online is None:
+                ctx.error("parse", "%s: unknown availability payload %r", topic, payload[:40])
+            else:
+                ctx.availability(meter_id, self.tracker.announced(online, now))
+            if topic not in plan.topics and (plan.on_off is None or plan.on_off.topic != topic):
+                return
+        try:
+            outcome = self.parser.parse(topic, payload, utc_now())
+        except ParseError as err:
+            ctx.error("parse", "%s: bad message for %s: %s", topic, meter_id, err)
+            return
+        for reason in outcome.dropped:
+            ctx.error("dropped", "%s: value dropped: %s", meter_id, reason, level=self.dropped_level)
+        if not outcome.readings:
+            return
+        ctx.availability(meter_id, self.tracker.reading(now))
+        # totals pass the bridge's one rule in SourceContext.readings, like every source's
+        ctx.readings(outcome.readings)
 
 
 class MqttSource(MqttSubscriptionSource[MqttSourceConfig]):
@@ -44,8 +75,8 @@ class MqttSource(MqttSubscriptionSource[MqttSourceConfig]):
 
     def __init__(self, config: MqttSourceConfig, mqtt: MqttConfig, client_id: str) -> None:
         super().__init__(config, mqtt, client_id)
-        self.meters = [_Meter(meter) for meter in config.meters]
-        self.routes: dict[str, list[_Meter]] = {}
+        self.meters = [MqttMeter(meter) for meter in config.meters]
+        self.routes: dict[str, list[MqttMeter]] = {}
         for meter in self.meters:
             for topic in meter.parser.plan.subscriptions:
                 self.routes.setdefault(topic, []).append(meter)
@@ -101,26 +132,4 @@ class MqttSource(MqttSubscriptionSource[MqttSourceConfig]):
     async def on_message(self, client: MqttClient, topic: str, payload: bytes, ctx: SourceContext) -> None:
         """Hand the message to each meter read from this topic."""
         for meter in self.routes.get(topic, ()):
-            self._handle(meter, topic, payload, ctx)
-
-    def _handle(self, meter: _Meter, topic: str, payload: bytes, ctx: SourceContext) -> None:
-        plan, meter_id, now = meter.parser.plan, meter.config.id, time.monotonic()
-        if topic == plan.availability_topic:
-            online = meter.parser.availability(payload)
-            if online is None:
-                ctx.error("parse", "%s: unknown availability payload %r", topic, payload[:40])
-            else:
-                ctx.availability(meter_id, meter.tracker.announced(online, now))
-            if topic not in plan.topics and (plan.on_off is None or plan.on_off.topic != topic):
-                return
-        try:
-            outcome = meter.parser.parse(topic, payload, utc_now())
-        except ParseError as err:
-            ctx.error("parse", "%s: bad message for %s: %s", topic, meter_id, err)
-            return
-        for reason in outcome.dropped:
-            ctx.error("dropped", "%s: value dropped: %s", meter_id, reason, level=logging.INFO)
-        if not outcome.readings:
-            return
-        ctx.availability(meter_id, meter.tracker.reading(now))
-        ctx.readings(outcome.readings)
+            meter.handle(topic, payload, ctx)

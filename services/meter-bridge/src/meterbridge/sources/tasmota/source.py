@@ -2,8 +2,8 @@
 
 A device's `config` says where its telemetry is (`tele/<topic>/SENSOR`, `tele/<topic>/LWT`); its
 `sensors` message says whether it has an energy monitor (`ENERGY`) and how many channels. Each
-channel becomes a meter read like a `type: mqtt` meter with the `tasmota` preset (`mqtt.parser`:
-`MeterParser` and `Tracker`). A device that withdraws its discovery, or whose LWT says `Offline`,
+channel becomes a meter read like a `type: mqtt` meter with the `tasmota` preset (`mqtt.source`:
+`MqttMeter`, its `MeterParser` and `Tracker`). A device that withdraws its discovery, or whose LWT says `Offline`,
 is shown unavailable and kept (its history with it); it is never removed from Home Assistant.
 """
 
@@ -14,12 +14,12 @@ import logging
 import time
 
 from ...errors import ParseError
-from ...model import MeterDescription, Quantity, utc_now
+from ...model import MeterDescription, Quantity
 from ...mqtt import MqttClient
 from ...sections import MqttConfig
 from .. import SourceContext
 from ..mqtt.config import TASMOTA_TIMEOUT_S, MqttMeterConfig, MqttValueConfig
-from ..mqtt.parser import MeterParser, Tracker
+from ..mqtt.source import MqttMeter
 from ..mqttsource import MqttSubscriptionSource
 from .config import TasmotaSourceConfig
 from .parser import TasmotaDevice, energy_channels, parse_config
@@ -36,12 +36,12 @@ _KEYS = (
 _CHECK_S = 5.0
 
 
-class _Meter:
+class _Meter(MqttMeter):
+    """A channel's meter, read as a `type: mqtt` meter is (its LWT is never also its SENSOR topic)."""
+
     def __init__(self, config: MqttMeterConfig, device: TasmotaDevice) -> None:
-        self.config = config
+        super().__init__(config, dropped_level=logging.DEBUG)
         self.device = device
-        self.parser = MeterParser(config.plan())
-        self.tracker = Tracker(self.parser.plan)
 
 
 class TasmotaSource(MqttSubscriptionSource[TasmotaSourceConfig]):
@@ -107,7 +107,7 @@ class TasmotaSource(MqttSubscriptionSource[TasmotaSourceConfig]):
                 ctx.error("parse", "%s: bad discovery message: %s", topic, err)
             return
         for meter in self.routes.get(topic, ()):
-            self._handle(meter, topic, payload, ctx)
+            meter.handle(topic, payload, ctx)
 
     async def _on_config(self, client: MqttClient, mac: str, device: TasmotaDevice | None, ctx: SourceContext) -> None:
         if device is None:
@@ -169,25 +169,3 @@ class TasmotaSource(MqttSubscriptionSource[TasmotaSourceConfig]):
             payload_not_available=device.offline,
             timeout_s=TASMOTA_TIMEOUT_S,
         )
-
-    def _handle(self, meter: _Meter, topic: str, payload: bytes, ctx: SourceContext) -> None:
-        plan, meter_id, now = meter.parser.plan, meter.config.id, time.monotonic()
-        if topic == plan.availability_topic:
-            online = meter.parser.availability(payload)
-            if online is None:
-                ctx.error("parse", "%s: unknown availability payload %r", topic, payload[:40])
-            else:
-                ctx.availability(meter_id, meter.tracker.announced(online, now))
-            return
-        try:
-            outcome = meter.parser.parse(topic, payload, utc_now())
-        except ParseError as err:
-            ctx.error("parse", "%s: bad message for %s: %s", topic, meter_id, err)
-            return
-        for reason in outcome.dropped:
-            ctx.error("dropped", "%s: value dropped: %s", meter_id, reason, level=logging.DEBUG)
-        if not outcome.readings:
-            return
-        ctx.availability(meter_id, meter.tracker.reading(now))
-        # totals pass the bridge's one rule in SourceContext.readings, like every source's
-        ctx.readings(outcome.readings)
