@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -81,13 +82,21 @@ def test_malformed_lines_are_skipped() -> None:
 
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv")
 def test_another_users_process_is_named_by_its_uid(listener: socket.socket) -> None:
-    # run the check as `nobody`: root's /proc/PID/fd is closed to it, /proc/net/tcp is not
+    # run the check as `nobody`: root's /proc/PID/fd is closed to it, /proc/net/tcp is not. From a
+    # copy `nobody` can read: the checkout may be under a home it cannot pass (/root is 0700).
     port = listener.getsockname()[1]
-    result = subprocess.run(
-        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "/usr/bin/python3",
-         str(REPO / "scripts" / "demo_ports.py"), f"DEMO_HA_PORT={port}"],
-        capture_output=True, text=True, timeout=30, check=False, cwd="/",
-    )  # fmt: skip
+    copy = Path(tempfile.mkdtemp(prefix="demo-ports-"))
+    copy.chmod(0o755)
+    shutil.copy(REPO / "scripts" / "demo_ports.py", copy / "demo_ports.py")
+    (copy / "demo_ports.py").chmod(0o644)
+    try:
+        result = subprocess.run(
+            ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "/usr/bin/python3",
+             str(copy / "demo_ports.py"), f"DEMO_HA_PORT={port}"],
+            capture_output=True, text=True, timeout=30, check=False, cwd="/",
+        )  # fmt: skip
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)
     assert result.returncode == 1, result.stderr
     user = pwd.getpwuid(os.getuid()).pw_name
     assert f"port {port} on 127.0.0.1 (Home Assistant, DEMO_HA_PORT) is taken: " in result.stderr
