@@ -32,6 +32,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -267,15 +268,20 @@ def seed_influxdb_entry(config: Path, token: str) -> str:
 
 
 #: The bridge's entities the Energy dashboard starts with (ids: sensor.hems_<meter>_<quantity>;
-#: tests/integration/test_ha_release_config.py checks each exists in the pinned HA).
+#: tests/integration/test_ha_release_config.py checks each exists in the pinned HA). Power is the
+#: recorded companion `..._power_average` (the step's mean): the live `..._power` is left out of
+#: the recorder (packages/hems.yaml), and HA's power charts and `energy/validate` need statistics.
 GRID_IMPORT = "sensor.hems_grid_energy_import"
 GRID_EXPORT = "sensor.hems_grid_energy_export"
-GRID_POWER = "sensor.hems_grid_power"
+GRID_POWER = "sensor.hems_grid_power_average"
 SOLAR = "sensor.hems_solar_energy_export"
 DEVICES = (
-    ("sensor.hems_heat_pump_energy_import", "sensor.hems_heat_pump_power"),
-    ("sensor.hems_ev_energy_import", "sensor.hems_ev_power"),
+    ("sensor.hems_heat_pump_energy_import", "sensor.hems_heat_pump_power_average"),
+    ("sensor.hems_ev_energy_import", "sensor.hems_ev_power_average"),
 )
+#: A live power id of the bridge (`sensor.hems_<meter>_power`), which earlier releases put in the
+#: Energy preferences and which the recorder no longer keeps.
+LIVE_POWER = re.compile(r"sensor\.hems_[a-z0-9_]+_power")
 
 #: The Energy preferences store as the pinned HA writes it (energy/data.py STORAGE_VERSION 1,
 #: STORAGE_MINOR_VERSION 3: one "unified" grid source instead of flow_from/flow_to lists).
@@ -311,10 +317,37 @@ def energy_prefs() -> dict[str, object]:
     }
 
 
+def recorded_power_rates(node: object) -> int:
+    """Point every `stat_rate*` naming a live bridge power at its recorded companion, in place; how many."""
+    changed = 0
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key.startswith("stat_rate") and isinstance(value, str) and LIVE_POWER.fullmatch(value):
+                node[key] = f"{value}_average"
+                changed += 1
+            else:
+                changed += recorded_power_rates(value)
+    elif isinstance(node, list):
+        changed += sum(recorded_power_rates(item) for item in node)
+    return changed
+
+
 def seed_energy_prefs(config: Path) -> bool:
-    """Write the Energy dashboard preferences when there are none; False when HA already has them."""
+    """Write the Energy dashboard preferences when there are none; False when HA already has them.
+
+    Existing preferences keep the householder's choices; only a power of the bridge's that the
+    recorder no longer keeps (`sensor.hems_<meter>_power`) moves to its recorded companion.
+    """
     path = config / ".storage" / "energy"
     if path.exists():
+        try:
+            document = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            log(f"{path}: unreadable ({err}); left alone")
+            return False
+        if isinstance(document, dict) and (moved := recorded_power_rates(document.get("data"))):
+            atomic_write(path, (json.dumps(document, indent=2) + "\n").encode(), 0o600)
+            log(f"Energy dashboard: {moved} power sensor(s) moved to their recorded average")
         return False
     document = {**ENERGY_STORE, "data": energy_prefs()}
     atomic_write(path, (json.dumps(document, indent=2) + "\n").encode(), 0o600)

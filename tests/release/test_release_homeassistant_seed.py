@@ -265,7 +265,7 @@ def test_energy_dashboard_seeded_only_when_the_householder_has_none(tmp_path: Pa
     grid, solar = document["data"]["energy_sources"]
     assert grid["stat_energy_from"] == "sensor.hems_grid_energy_import"
     assert grid["stat_energy_to"] == "sensor.hems_grid_energy_export"
-    assert grid["stat_rate"] == "sensor.hems_grid_power"
+    assert grid["stat_rate"] == "sensor.hems_grid_power_average"
     assert solar == {
         "type": "solar",
         "stat_energy_from": "sensor.hems_solar_energy_export",
@@ -279,3 +279,50 @@ def test_energy_dashboard_seeded_only_when_the_householder_has_none(tmp_path: Pa
     assert result.returncode == 0
     assert energy.read_text() == mine
     assert "Energy dashboard" not in result.stderr
+
+
+def test_energy_power_moves_to_the_recorded_average_and_nothing_else_changes(tmp_path: Path, source: Path) -> None:
+    """An earlier release's preferences named the live `sensor.hems_<meter>_power`, which the recorder
+    no longer keeps (energy/validate: recorder_untracked): it becomes `..._power_average`."""
+    config = tmp_path / "config"
+    energy = config / ".storage" / "energy"
+    energy.parent.mkdir(parents=True)
+    data = {
+        "energy_sources": [
+            {
+                "type": "grid",
+                "stat_energy_from": "sensor.hems_grid_energy_import",
+                "stat_rate": "sensor.hems_grid_power",
+            },
+            {"type": "battery", "stat_energy_from": "sensor.powerwall_in", "stat_rate": "sensor.powerwall_power"},
+            {"type": "solar", "power_config": {"stat_rate_from": "sensor.hems_solar_power"}},
+        ],
+        "device_consumption": [
+            {"stat_consumption": "sensor.hems_ev_energy_import", "stat_rate": "sensor.hems_ev_power"},
+            {
+                "stat_consumption": "sensor.hems_heat_pump_energy_import",
+                "stat_rate": "sensor.hems_heat_pump_power_average",
+            },
+        ],
+    }
+    energy.write_text(json.dumps({"version": 1, "minor_version": 3, "key": "energy", "data": data}))
+    result = seed(source, config)
+    assert result.returncode == 0, result.stderr
+    assert "3 power sensor(s) moved" in result.stderr
+    moved = json.loads(energy.read_text())["data"]
+    grid, battery, solar = moved["energy_sources"]
+    assert grid["stat_rate"] == "sensor.hems_grid_power_average"
+    assert battery["stat_rate"] == "sensor.powerwall_power"  # not the bridge's
+    assert solar["power_config"] == {"stat_rate_from": "sensor.hems_solar_power_average"}
+    assert [d["stat_rate"] for d in moved["device_consumption"]] == [
+        "sensor.hems_ev_power_average",
+        "sensor.hems_heat_pump_power_average",
+    ]
+    assert {k: v for k, v in grid.items() if k != "stat_rate"} == {
+        "type": "grid",
+        "stat_energy_from": "sensor.hems_grid_energy_import",
+    }
+    # the next boot finds nothing to move
+    before = energy.read_text()
+    assert seed(source, config).returncode == 0
+    assert energy.read_text() == before
