@@ -154,7 +154,7 @@ if [[ $(id -u) -eq 0 ]]; then
             if ! setpriv --reuid="$uid" --regid="$uid" --clear-groups test -x "$dir"; then
                 command -v setfacl >/dev/null ||
                     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends acl >/dev/null
-                echo "setup: giving the images' users (uids $(echo $uids)) search access to $dir (ACL), so tests and the demo can run services as their images' users"
+                echo "setup: giving the images' users (uids ${uids//$'\n'/ }) search access to $dir (ACL), so tests and the demo can run services as their images' users"
                 for each in $uids; do setfacl -m "u:$each:x" "$dir"; done
                 break
             fi
