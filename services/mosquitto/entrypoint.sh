@@ -250,8 +250,12 @@ acl_file $acl_file
 listener $port $listen_address
 persistence true
 persistence_location $data_dir/
-# SD card: write the in-memory database every 5 minutes, not on every change
-autosave_interval 300
+# SD card: write the in-memory database (the whole retained set, ~50 KB with 10 meters) once an
+# hour, not every 5 minutes (docs/benchmarks.md, "Write budget"). A power cut loses at most an
+# hour of retained changes, and every one of them is sent again: the bridge re-announces and
+# re-publishes its states when it reconnects, Zigbee2MQTT and Shelly devices theirs. A clean stop
+# saves it all.
+autosave_interval 3600
 # A subscriber that lags behind a burst (meter-bridge stops reading rather than drop) has
 # up to 20,000 messages / 16 MiB queued here before Mosquitto drops any; its default of
 # 1,000 also drops QoS 0 (tests/bench/bench_ingest.py).

@@ -1,27 +1,34 @@
-"""Bytes the native stack writes to storage per hour with 10 simulated meters (SD-card wear).
+"""Bytes the native stack writes to storage per hour, day and year with 10 simulated meters (SD-card wear).
 
 Runs the release's broker (the mqtt entrypoint: persistence on, its autosave interval), the
-bridge (`meter-bridge run`: Home Assistant discovery/state over MQTT, InfluxDB sink with its
-spool) and VictoriaMetrics as the InfluxDB write peer, all on a disk-backed directory (tmpfs
-writes would not count), and reads each process's `/proc/<pid>/io` `write_bytes` (bytes it
-dirtied in the page cache for a block device, i.e. what will reach the card) over `--seconds`
-after a warm-up, scaled to an hour. With `--ha` (the default when `make setup-ha` has installed
-it) the pinned Home Assistant runs too, seeded by hems_seed.py with the release's packages (its
-recorder settings and InfluxDB filters), its MQTT integration on the same broker and its
-InfluxDB integration writing to VictoriaMetrics; its figure is the whole process tree's (the
-recorder is a thread of it). InfluxDB 2 itself cannot run here; its WAL fsyncs are counted as
-the write requests it would receive.
+bridge (`meter-bridge run`: Home Assistant live and recorded states over MQTT, InfluxDB sink with
+its spool; readings every `--interval` s, HA states as often, as `make demo` sets it) and
+VictoriaMetrics as the InfluxDB write peer, all on a disk-backed directory (tmpfs writes would not
+count), and reads each process's `/proc/<pid>/io` `write_bytes` (bytes it dirtied in the page
+cache for a block device, i.e. what will reach the card) over `--seconds` after a warm-up. With
+`--ha` (the default when `make setup-ha` has installed it) the pinned Home Assistant runs too,
+seeded by hems_seed.py with the release's packages (its recorder settings and InfluxDB filters),
+its MQTT integration on the same broker and its InfluxDB integration writing to VictoriaMetrics;
+its figure is the whole process tree's (the recorder is a thread of it), and what its recorder
+stored in the window is listed per entity. The broker's saves come once per `autosave_interval`
+(an hour), usually outside the window: one save is made with SIGUSR1 after the window and its
+bytes, times the saves in a day, are printed too. InfluxDB 2 itself cannot run here; the write
+requests and field values it would receive are counted (docs/benchmarks.md turns them into an
+estimate).
 
-A plain script (`python tests/bench/bench_sd_writes.py [--seconds 330]`); prints figures,
-asserts nothing. Keep `--seconds` above the broker's autosave interval (300 s) so that a save
-falls in the window.
+A plain script (`python tests/bench/bench_sd_writes.py [--warmup 600] [--seconds 1800]`); prints
+figures, asserts nothing. The recorder commits every 5 minutes: keep `--seconds` well above that.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import os
 import shutil
+import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -77,18 +84,53 @@ def write_bytes(pid: int) -> int:
     raise RuntimeError(f"no write_bytes for {pid}")
 
 
-def influx_writes(victoria: Victoria) -> int:
-    """Write requests VictoriaMetrics received on its InfluxDB endpoints (/api/v2/write among them)."""
+def influx_writes(victoria: Victoria) -> tuple[int, int]:
+    """(write requests, field values) VictoriaMetrics received on its InfluxDB endpoints.
+
+    A field value is what InfluxDB 2 calls a point's field: one entry in its WAL and TSM files.
+    """
     with urllib.request.urlopen(f"{victoria.url}/metrics", timeout=10) as response:  # noqa: S310 - local
         text = response.read().decode()
-    return sum(
+    lines = text.splitlines()
+    requests = sum(
         int(float(line.rsplit(" ", 1)[1]))
-        for line in text.splitlines()
+        for line in lines
         if line.startswith("vm_http_requests_total{") and 'protocol="influx"' in line
     )
+    values = sum(
+        int(float(line.rsplit(" ", 1)[1]))
+        for line in lines
+        if line.startswith("vm_rows_inserted_total{") and 'type="influx"' in line
+    )
+    return requests, values
 
 
-def bridge_config(root: Path, broker: ReleaseBroker, influx_url: str, interval_s: float) -> str:
+def broker_save_bytes(pid: int) -> int:
+    """Bytes one save of Mosquitto's persistence file writes: SIGUSR1 makes it save at once."""
+    before = write_bytes(pid)
+    os.kill(pid, signal.SIGUSR1)
+    time.sleep(2)
+    return write_bytes(pid) - before
+
+
+def autosave_interval(broker: ReleaseBroker) -> int:
+    """The rendered mosquitto.conf's `autosave_interval` (Mosquitto's default 1800 when absent)."""
+    for conf in broker.root.rglob("mosquitto.conf"):
+        for line in conf.read_text().splitlines():
+            if line.startswith("autosave_interval "):
+                return int(line.split()[1])
+    return 1800
+
+
+def per_day(written: float, seconds: float) -> str:
+    """`written` bytes over `seconds` as MB/h, MB/day and GB/year."""
+    day = written * 86400 / seconds
+    return f"{written * 3600 / seconds / 1e6:>9.2f} {day / 1e6:>9.1f} {day * 365 / 1e9:>8.2f}"
+
+
+def bridge_config(
+    root: Path, broker: ReleaseBroker, influx_url: str, interval_s: float, ha_interval_s: float, recorded_s: int
+) -> str:
     sources = "\n".join(
         f"  - {{type: simulated, id: meter_{n}, profile: {PROFILES[n % len(PROFILES)]}, interval_s: {interval_s},"
         f" speed: 1, seed: {n}}}"
@@ -98,6 +140,7 @@ def bridge_config(root: Path, broker: ReleaseBroker, influx_url: str, interval_s
 site: {{id: bench}}
 mqtt: {{host: 127.0.0.1, port: {broker.port}, username: bridge, password: "{broker.password("bridge")}"}}
 health: {{enabled: false}}
+homeassistant: {{min_interval_s: {ha_interval_s}, recorded_interval_s: {recorded_s}}}
 influx: {{url: "{influx_url}", org: hems, bucket: meters, token: bench-token}}
 spool: {{path: "{root / "bridge" / "spool.sqlite"}"}}
 sources:
@@ -126,11 +169,57 @@ def start_home_assistant(workdir: Path, broker: ReleaseBroker, influx_url: str) 
     return ha
 
 
+def report_home_assistant(ha: Any, since: float) -> None:
+    """What HA's recorder stored in the window, per entity (most rows first), and its files' sizes.
+
+    Asks the recorder to commit first (after the bytes were read): `recorder.purge` is one of the
+    recorder's tasks, each of which commits what it holds before it runs (recorder/tasks.py).
+    """
+    asyncio.run(ha.rest("POST", "/api/services/recorder/purge", {}))
+    time.sleep(5)
+    config = ha.workdir
+    database = config / "home-assistant_v2.db"
+    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=30)) as db:
+        rows = db.execute(
+            "SELECT m.entity_id, COUNT(*) FROM states s JOIN states_meta m ON s.metadata_id = m.metadata_id"
+            " WHERE s.last_updated_ts >= ? GROUP BY m.entity_id ORDER BY COUNT(*) DESC",
+            (since,),
+        ).fetchall()
+        # a 5-minute row's start is the period's, 5 minutes before it was compiled
+        short_term = db.execute(
+            "SELECT COUNT(*) FROM statistics_short_term WHERE start_ts >= ?", (since - 300,)
+        ).fetchone()
+        events = db.execute(
+            "SELECT t.event_type, COUNT(*) FROM events e JOIN event_types t ON e.event_type_id = t.event_type_id"
+            " WHERE e.time_fired_ts >= ? GROUP BY t.event_type",
+            (since,),
+        ).fetchall()
+    total = sum(count for _, count in rows)
+    print(f"HA recorder: {total:,} state rows in the window, {len(rows)} entities; most rows:")
+    for entity_id, count in rows[:12]:
+        print(f"  {entity_id:<50} {count:>7,}")
+    print(f"HA recorder: {short_term[0]:,} 5-minute statistics rows in the window; events: {events}")
+    files = sorted(
+        (path for path in config.rglob("*") if path.is_file() and path.stat().st_size > 0),
+        key=lambda path: -path.stat().st_size,
+    )
+    print("HA's largest files: " + ", ".join(f"{p.relative_to(config)} {p.stat().st_size:,}" for p in files[:8]))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=330.0, help="measuring window (default 330)")
-    parser.add_argument("--warmup", type=float, default=20.0, help="seconds before measuring (default 20)")
-    parser.add_argument("--interval", type=float, default=5.0, help="seconds between readings per meter")
+    parser.add_argument("--seconds", type=float, default=1800.0, help="measuring window (default 1800)")
+    parser.add_argument("--warmup", type=float, default=600.0, help="seconds before measuring (default 600)")
+    parser.add_argument("--interval", type=float, default=2.0, help="seconds between readings per meter (default 2)")
+    parser.add_argument(
+        "--ha-interval",
+        type=float,
+        default=None,
+        help="the HA sink's min_interval_s (default: --interval, as make demo sets it)",
+    )
+    parser.add_argument(
+        "--recorded-interval", type=int, default=60, help="the HA sink's recorded_interval_s (default 60)"
+    )
     parser.add_argument(
         "--ha", action=argparse.BooleanOptionalAction, default=HASS.exists(), help="run Home Assistant too"
     )
@@ -151,7 +240,16 @@ def main() -> int:
             ha = start_home_assistant(root / "ha", broker, victoria.url)
         (root / "bridge").mkdir()
         config = root / "bridge" / "config.yaml"
-        config.write_text(bridge_config(root, broker, victoria.url, args.interval))
+        config.write_text(
+            bridge_config(
+                root,
+                broker,
+                victoria.url,
+                args.interval,
+                args.interval if args.ha_interval is None else args.ha_interval,
+                args.recorded_interval,
+            )
+        )
         log = (root / "bridge" / "bridge.log").open("wb")
         bridge = subprocess.Popen(
             [sys.executable, "-m", "meterbridge.cli", "run", "--config", str(config)], stdout=log, stderr=log
@@ -171,12 +269,14 @@ def main() -> int:
             print((root / "bridge" / "bridge.log").read_text()[-3000:], file=sys.stderr)
             return 1
         before = {name: tree_write_bytes(pid) for name, pid in processes.items()}
-        writes_before = influx_writes(victoria)
+        requests_before, values_before = influx_writes(victoria)
         started = time.monotonic()
+        window_start = time.time()
         time.sleep(args.seconds)
         elapsed = time.monotonic() - started
         after = {name: tree_write_bytes(pid) for name, pid in processes.items()}
-        writes = influx_writes(victoria) - writes_before
+        requests_after, values_after = influx_writes(victoria)
+        writes, values = requests_after - requests_before, values_after - values_before
         spool = root / "bridge" / "spool.sqlite"
         spooled = sum(p.stat().st_size for p in spool.parent.glob("spool.sqlite*"))
         readings_per_hour = METERS * 3600 / args.interval
@@ -184,10 +284,18 @@ def main() -> int:
             f"{METERS} simulated meters, a reading every {args.interval:g} s each "
             f"({readings_per_hour:,.0f} readings/h); window {elapsed:.0f} s after {args.warmup:g} s warm-up"
         )
-        print(f"{'process':<60} {'bytes in window':>16} {'per hour':>12}")
+        print(f"{'process':<60} {'bytes in window':>16} {'MB/h':>9} {'MB/day':>9} {'GB/year':>8}")
         for name in processes:
             written = after[name] - before[name]
-            print(f"{name:<60} {written:>16,} {written * 3600 / elapsed / 1e6:>9.2f} MB")
+            print(f"{name:<60} {written:>16,} {per_day(written, elapsed)}")
+        # the broker's saves come every autosave_interval, which may be longer than the window:
+        # what one save writes, times the saves in a day
+        save = broker_save_bytes(broker.process.pid)
+        interval = autosave_interval(broker)
+        print(
+            f"{'broker, one save per autosave_interval ' + str(interval) + ' s':<60} {save:>16,}"
+            f" {per_day(save, interval)}"
+        )
         print(f"spool files on disk: {spooled:,} bytes")
         # InfluxDB 2.7 fsyncs its WAL once per write request with storage-wal-fsync-delay 0s; with
         # a delay of 1 s, once per second that has writes at most
@@ -197,6 +305,11 @@ def main() -> int:
             f"{writers} write requests to InfluxDB: {per_hour:,.0f}/h -> WAL fsyncs/h: {per_hour:,.0f} with delay 0s,"
             f" <= {min(per_hour, 3600):,.0f} with delay 1s"
         )
+        print(f"{writers} field values written to InfluxDB: {values * 86400 / elapsed:,.0f}/day")
+        mosquitto_db = sum(f.stat().st_size for f in (root / "mqtt").rglob("mosquitto.db"))
+        print(f"broker persistence file (the retained set, rewritten whole at each save): {mosquitto_db:,} bytes")
+        if ha is not None:
+            report_home_assistant(ha, window_start)
         print(f"load average: {os.getloadavg()[0]:.2f}")
         return 0
     finally:

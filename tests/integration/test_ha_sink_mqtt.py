@@ -125,6 +125,48 @@ async def test_state_energy_totals_are_exact_under_rate_limiting(broker: Mosquit
     assert final["energy_import"] > json.loads(rec.messages[0][1])["energy_import"]
 
 
+async def test_recorded_state_carries_every_total_and_the_mean_power(broker: Mosquitto, base_topic: str) -> None:
+    """The recorded topic (what HA's recorder keeps): at once for a new meter, then once per clock
+    step with the step's mean power, retained; the totals HA records are the live ones."""
+    prefix = f"{base_topic}_ha"
+    config = bridge_config(
+        broker,
+        base_topic,
+        homeassistant={"discovery_prefix": prefix, "min_interval_s": 0, "recorded_interval_s": 10},
+        sources=[{"type": "simulated", "id": "grid", "interval_s": 0.1, "pv_peak_w": 3000}],
+    )
+    recorded_topic = f"{base_topic}/meter/grid/recorded"
+    bridge = Bridge(config)
+    await bridge.start()
+    async with recording(broker, f"{base_topic}/#", f"{prefix}/#") as rec:
+        # the first at once, a second at the next step (10 s; the bound only stops a hang)
+        await rec.wait_for(lambda r: len([m for m in r.messages if m[0] == recorded_topic]) >= 2, timeout=40)
+        first, second = [json.loads(payload) for topic, payload, _ in rec.messages if topic == recorded_topic][:2]
+        live = [json.loads(payload) for topic, payload, _ in rec.messages if topic == f"{base_topic}/meter/grid"]
+        for body in (first, second):
+            assert set(body) == set(live[-1]) | {"power_average"}
+        # a mean of the powers held between the two (~one reading every 0.1 s)
+        between = [b["power"] for b in live if first["ts"] <= b["ts"] <= second["ts"]]
+        assert len(between) > 20
+        assert min(between) <= second["power_average"] <= max(between)
+        assert second["power_average"] not in between  # a mean, not a sample
+        assert second["energy_import"] >= first["energy_import"]
+        for quantity in ("energy_import", "energy_export", "power_average"):
+            discovery = rec.json(f"{prefix}/sensor/hems/hems_grid_{quantity}/config")
+            assert discovery["state_topic"] == recorded_topic
+        assert rec.json(f"{prefix}/sensor/hems/hems_grid_power/config")["state_topic"] == f"{base_topic}/meter/grid"
+        await bridge.shutdown()
+        # shutdown sends the latest totals on both topics: HA records the exact final total
+        await rec.wait_for(lambda r: r.messages[-1][0] == f"{base_topic}/bridge/availability")
+    final_live = rec.json(f"{base_topic}/meter/grid")
+    final_recorded = rec.json(recorded_topic)
+    assert final_recorded["energy_import"] == final_live["energy_import"]
+    assert final_recorded["ts"] == final_live["ts"]
+    async with recording(broker, recorded_topic) as late:
+        await late.wait_for(lambda r: recorded_topic in r.last)
+        assert [retain for _topic, _payload, retain in late.messages] == [True]
+
+
 async def test_homeassistant_online_makes_it_republish_discovery(broker: Mosquitto, base_topic: str) -> None:
     config = bridge_config(broker, base_topic)
     prefix = f"{base_topic}_ha"

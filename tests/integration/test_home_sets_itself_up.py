@@ -94,7 +94,7 @@ async def test_a_new_home_reaches_a_correct_energy_dashboard(
                 "grid",
                 "sensor.hems_emu2_energy_import",
                 "sensor.hems_emu2_energy_export",
-                "sensor.hems_emu2_power",
+                "sensor.hems_emu2_power_average",  # recorded (the live power is not)
             )
             assert len(prefs["device_consumption"]) == 2
 

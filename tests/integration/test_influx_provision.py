@@ -105,7 +105,7 @@ async def test_cloud_replication_create_update_remove(double: InfluxMgmtDouble, 
     assert "created replication hems-cloud-meters" in report.changes
     [remote] = double.remotes.values()
     [repl] = double.replications.values()
-    meters = next(b for b in double.buckets.values() if b["name"] == "meters")
+    meters = next(b for b in double.buckets.values() if b["name"] == "meters_1h")
     assert remote["remoteURL"] == CLOUD["INFLUX_CLOUD_URL"]
     assert remote["remoteOrgID"] == CLOUD["INFLUX_CLOUD_ORG_ID"]
     assert double.remote_tokens[remote["id"]] == "cloud-token-1"
@@ -140,6 +140,19 @@ async def test_cloud_replication_create_update_remove(double: InfluxMgmtDouble, 
     token_only = {**changed, "INFLUX_CLOUD_TOKEN": "cloud-token-3"}
     assert (await run(env(double, tokens, **token_only))).changes == ["updated remote hems-cloud"]
     assert double.remote_tokens[remote["id"]] == "cloud-token-3"
+
+    # the raw bucket instead of the hourly one: the stream is made again from `meters`
+    raw = {**token_only, "INFLUX_REPLICATION_SOURCE": "raw"}
+    report = await run(env(double, tokens, **raw))
+    assert report.changes == [
+        "removed replication hems-cloud-meters of another bucket",
+        "created replication hems-cloud-meters",
+    ]
+    [repl3] = double.replications.values()
+    assert repl3["localBucketID"] == next(b["id"] for b in double.buckets.values() if b["name"] == "meters")
+    assert (await run(env(double, tokens, **raw))).changes == []
+    with pytest.raises(ProvisionError, match="INFLUX_REPLICATION_SOURCE"):
+        await run(env(double, tokens, **{**raw, "INFLUX_REPLICATION_SOURCE": "hourly"}))
 
     report = await run(env(double, tokens))
     assert sorted(report.changes) == ["removed remote hems-cloud", "removed replication hems-cloud-meters"]

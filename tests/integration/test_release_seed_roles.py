@@ -43,12 +43,16 @@ EMU2_GRID = {
     "type": "grid",
     "stat_energy_from": "sensor.hems_emu2_energy_import",
     "stat_energy_to": "sensor.hems_emu2_energy_export",
-    "stat_rate": "sensor.hems_emu2_power",
+    # the recorded 1-minute mean: the recorder leaves the live power out, and energy/validate flags
+    # a power it does not record (recorder_untracked)
+    "stat_rate": "sensor.hems_emu2_power_average",
 }
 #: The householder's own: a device added by hand, and a seeded device they renamed.
 KETTLE = {"stat_consumption": "sensor.kettle_energy", "name": "Kettle"}
 RENAMED = {"stat_consumption": "sensor.hems_heat_pump_energy_import", "stat_rate": "sensor.hems_heat_pump_power"}
 RENAMED["name"] = "Heat pump (mine)"
+#: ... whose live power (no longer recorded) the integration moves to its recorded average.
+RENAMED_RECORDED = {**RENAMED, "stat_rate": "sensor.hems_heat_pump_power_average"}
 
 
 def seed(config: Path, broker: ReleaseBroker, ha_port: int, source: Path = REPO / "ha-config") -> str:
@@ -183,7 +187,9 @@ async def test_a_new_home_with_an_emu2_has_clean_dashboards(
             assert [without_none(s) for s in prefs["energy_sources"]] == [{**EMU2_GRID, "cost_adjustment_day": 0.0}]
             assert prefs["device_consumption"] == []
             assert await problems(ha) == []
-            named = await dashboard_names_what_exists(ha, "sensor.hems_emu2_power")
+            # the power graph on the recorded 1-minute means, the live power in Meter health
+            named = await dashboard_names_what_exists(ha, "sensor.hems_emu2_power_average")
+            assert "sensor.hems_emu2_power" in named, named
             assert not any(e.startswith(("switch.hems_flex", "select.hems_flex")) for e in named), named
 
             # as a battery (import: charging): HA's battery power is positive discharging, so the
@@ -199,11 +205,12 @@ async def test_a_new_home_with_an_emu2_has_clean_dashboards(
             (source,) = await until(battery, "the EMU-2 as a battery", ha)
             assert source["stat_energy_from"] == "sensor.hems_emu2_energy_export"
             assert source["stat_energy_to"] == "sensor.hems_emu2_energy_import"
-            assert source["power_config"] == {"stat_rate_inverted": "sensor.hems_emu2_power"}
-            assert source["stat_rate"] == "sensor.hems_emu2_power_inverted"
+            assert source["power_config"] == {"stat_rate_inverted": "sensor.hems_emu2_power_average"}
+            assert source["stat_rate"] == "sensor.hems_emu2_power_average_inverted"
             assert await problems(ha) == []
             states = {s["entity_id"]: s["state"] for s in await ha.rest("GET", "/api/states")}
-            assert float(states["sensor.hems_emu2_power_inverted"]) == -float(states["sensor.hems_emu2_power"])
+            inverted = float(states["sensor.hems_emu2_power_average_inverted"])
+            assert inverted == -float(states["sensor.hems_emu2_power_average"])
     finally:
         ha.stop()
 
@@ -235,12 +242,15 @@ async def test_a_home_upgraded_from_seeded_preferences_converges_and_keeps_its_e
             prefs = await energy_follows_the_emu2(ha)
             # the untouched seeded entries (grid, solar, EV) gave way to the EMU-2's grid source
             assert [without_none(s) for s in prefs["energy_sources"]] == [{**EMU2_GRID, "cost_adjustment_day": 0.0}]
-            # the householder's edits stay: the renamed seeded device and the hand-made one
-            assert prefs["device_consumption"] == [RENAMED, KETTLE]
+            # the householder's edits stay: the renamed seeded device (its power now the recorded one)
+            # and the hand-made one
+            assert prefs["device_consumption"] == [RENAMED_RECORDED, KETTLE]
             # what validate still finds is about the householder's own entries (no such entities here)
-            theirs = frozenset({RENAMED["stat_consumption"], RENAMED["stat_rate"], KETTLE["stat_consumption"]})
+            theirs = frozenset({RENAMED["stat_consumption"], RENAMED_RECORDED["stat_rate"], KETTLE["stat_consumption"]})
             assert await problems(ha, theirs) == []
-            named = await dashboard_names_what_exists(ha, "sensor.hems_emu2_power")
+            # the power graph on the recorded 1-minute means, the live power in Meter health
+            named = await dashboard_names_what_exists(ha, "sensor.hems_emu2_power_average")
+            assert "sensor.hems_emu2_power" in named, named
             assert not any("heat_pump" in e or "hems_ev" in e for e in named), named
     finally:
         ha.stop()

@@ -13,8 +13,16 @@ import pytest
 from meterbridge import __version__
 from meterbridge.logutil import RateLimitedLog, redact
 from meterbridge.model import MeterDescription, Quantity
-from meterbridge.sinks.homeassistant.discovery import ENTITY_DESCRIPTIONS, Topics, discovery_message, state_payload
-from meterbridge.sinks.homeassistant.sink import MeterState, due_at
+from meterbridge.sinks.homeassistant.discovery import (
+    AVERAGED,
+    ENTITY_DESCRIPTIONS,
+    RECORDED_STATE_CLASSES,
+    Topics,
+    average_discovery_message,
+    discovery_message,
+    state_payload,
+)
+from meterbridge.sinks.homeassistant.sink import RECORDED_LEAD_S, MeterState, TimeWeightedMean, due_at, next_recorded_at
 
 SNAPSHOTS = Path(__file__).parent.parent / "fixtures" / "homeassistant"
 METER = MeterDescription(
@@ -38,6 +46,63 @@ def test_discovery_snapshot(quantity: Quantity) -> None:
         snapshot.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
     assert snapshot.exists(), f"no snapshot {snapshot.name}: run with UPDATE_SNAPSHOTS=1 and review it"
     assert payload == json.loads(snapshot.read_text())
+
+
+@pytest.mark.parametrize("quantity", AVERAGED)
+def test_average_discovery_snapshot(quantity: Quantity) -> None:
+    topic, payload = average_discovery_message(Topics(), "home", METER, quantity)
+    assert topic == f"homeassistant/sensor/hems/hems_grid_{quantity.value}_average/config"
+    payload["origin"]["sw_version"] = "<version>"
+    snapshot = SNAPSHOTS / f"discovery_{quantity.value}_average.json"
+    if os.environ.get("UPDATE_SNAPSHOTS"):
+        snapshot.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    assert snapshot.exists(), f"no snapshot {snapshot.name}: run with UPDATE_SNAPSHOTS=1 and review it"
+    assert payload == json.loads(snapshot.read_text())
+
+
+def test_totals_and_averages_read_the_recorded_topic_and_the_rest_the_live_one() -> None:
+    """What HA records (ha-config/packages/hems.yaml leaves out the live power) comes once per step."""
+    for quantity in Quantity:
+        _, payload = discovery_message(Topics(), "home", METER, quantity)
+        recorded = ENTITY_DESCRIPTIONS[quantity].state_class in RECORDED_STATE_CLASSES
+        assert payload["state_topic"] == ("hems/meter/grid/recorded" if recorded else "hems/meter/grid"), quantity
+    for quantity in (Quantity.ENERGY_IMPORT, Quantity.ENERGY_EXPORT, Quantity.GAS_ENERGY, Quantity.HEAT_ENERGY):
+        assert ENTITY_DESCRIPTIONS[quantity].state_class in RECORDED_STATE_CLASSES
+    for quantity in AVERAGED:
+        _, live = discovery_message(Topics(), "home", METER, quantity)
+        _, average = average_discovery_message(Topics(), "home", METER, quantity)
+        assert average["state_topic"] == "hems/meter/grid/recorded"
+        assert average["value_template"] == f"{{{{ value_json.{quantity.value}_average }}}}"
+        assert average["default_entity_id"] == f"{live['default_entity_id']}_average"
+        same = ("device_class", "state_class", "unit_of_measurement", "availability", "device")
+        assert {k: average[k] for k in same} == {k: live[k] for k in same}
+
+
+def test_recorded_step_lands_before_each_boundary() -> None:
+    # 60 s step: 2 s before each whole minute, never twice for one boundary
+    assert next_recorded_at(1_000_000.0, 60) == 1_000_020.0 - RECORDED_LEAD_S
+    assert next_recorded_at(1_000_018.0, 60) == 1_000_080.0 - RECORDED_LEAD_S
+    assert next_recorded_at(1_000_019.5, 60) == 1_000_080.0 - RECORDED_LEAD_S
+    # every 5-minute boundary (where HA compiles statistics) gets a publication
+    times, wall = [], 1_000_000.0
+    for _ in range(20):
+        wall = next_recorded_at(wall, 60)
+        times.append(wall)
+    assert [t + RECORDED_LEAD_S for t in times] == [1_000_020.0 + 60 * n for n in range(20)]
+    assert {(t + RECORDED_LEAD_S) % 300 for t in times} == {0.0, 60.0, 120.0, 180.0, 240.0}
+
+
+def test_time_weighted_mean() -> None:
+    mean = TimeWeightedMean()
+    assert mean.take(0.0) is None
+    mean.add(100.0, 10.0)
+    mean.add(300.0, 40.0)  # 100 W for 30 s, then 300 W
+    assert mean.take(70.0) == pytest.approx((100 * 30 + 300 * 30) / 60)
+    # the next window starts with the value held
+    assert mean.take(80.0) == 300.0
+    mean.add(0.0, 85.0)
+    assert mean.take(90.0) == pytest.approx(150.0)
+    assert mean.take(90.0) == 0.0  # an empty window: the value held
 
 
 def test_energy_dashboard_requirements() -> None:
@@ -77,6 +142,10 @@ def test_state_payload() -> None:
     ts = datetime(2026, 11, 21, 20, 0, tzinfo=UTC)
     body = json.loads(state_payload({Quantity.POWER: 512.0, Quantity.ENERGY_IMPORT: 6613.405}, ts))
     assert body == {"power": 512.0, "energy_import": 6613.405, "ts": "2026-11-21T20:00:00+00:00"}
+    recorded = json.loads(
+        state_payload({Quantity.POWER: 512.0, Quantity.ENERGY_IMPORT: 6613.405}, ts, {Quantity.POWER: 498.5})
+    )
+    assert recorded == {**body, "power_average": 498.5}
 
 
 def state(**kwargs: object) -> MeterState:

@@ -56,7 +56,7 @@ def test_roles_become_energy_entries() -> None:
         "grid",
         "sensor.hems_emu2_energy_import",
         "sensor.hems_emu2_energy_export",
-        "sensor.hems_emu2_power",
+        "sensor.hems_emu2_power_average",
     )
     assert solar == {
         "type": "solar",
@@ -67,9 +67,16 @@ def test_roles_become_energy_entries() -> None:
         {
             "stat_consumption": "sensor.hems_plug_energy_import",
             "name": "Heat pump",
-            "stat_rate": "sensor.hems_plug_power",
+            "stat_rate": "sensor.hems_plug_power_average",
         }
     ]
+
+
+def test_power_is_the_recorded_average_found_by_unique_id() -> None:
+    """The recorder keeps `..._power_average`, not the live power (energy/validate: recorder_untracked)."""
+    renamed = {"hems_home_emu2_power_average": "sensor.grid_power_mean", "hems_home_emu2_power": "sensor.grid_power"}
+    grid, _ = prefs.wanted_entries(DOC, renamed.get)[0]
+    assert grid["stat_rate"] == "sensor.grid_power_mean"
 
 
 def test_entities_are_found_by_unique_id_when_renamed() -> None:
@@ -140,17 +147,17 @@ def test_battery_and_solar_power() -> None:
         "type": "battery",
         "stat_energy_from": "sensor.hems_bat_energy_export",
         "stat_energy_to": "sensor.hems_bat_energy_import",
-        "power_config": {"stat_rate_inverted": "sensor.hems_bat_power"},
+        "power_config": {"stat_rate_inverted": "sensor.hems_bat_power_average"},
     }
     assert "stat_rate" not in solar
-    assert solar_import["stat_rate"] == "sensor.hems_pv2_power"
+    assert solar_import["stat_rate"] == "sensor.hems_pv2_power_average"
 
 
 def test_entries_home_assistant_completed_stay_ours() -> None:
     """HA adds `stat_rate` to a battery's `power_config` when it stores it: still ours, and not rewritten."""
     doc = {"meters": [{"id": "bat", "role": "battery", "quantities": ["energy_export", "energy_import", "power"]}]}
     update, owned = prefs.merge({}, doc, {}, no_registry)
-    completed = {**update["energy_sources"][0], "stat_rate": "sensor.hems_bat_power_inverted"}
+    completed = {**update["energy_sources"][0], "stat_rate": "sensor.hems_bat_power_average_inverted"}
     stored = {**update, "energy_sources": [completed]}
     owned = prefs.as_stored(owned, stored)
     again, owned_again = prefs.merge(stored, doc, owned, no_registry)
@@ -191,10 +198,75 @@ def test_the_dashboard_names_only_what_the_home_has() -> None:
     board = dashboard.hems_dashboard(DOC, entity, flex)
     named = set(_entities(board))
     assert "sensor.hems_room_temperature" in named
-    assert "sensor.hems_emu2_power" in named
+    assert "sensor.hems_emu2_power" in named, "the live power, in Meter health"
+    graph = next(card for card in board["views"][0]["cards"] if card["type"] == "history-graph")
+    assert [row["entity"] for row in graph["entities"]] == [
+        "sensor.hems_emu2_power_average",
+        "sensor.hems_pv_power_average",
+        "sensor.hems_plug_power_average",
+    ], "history from the recorded 1-minute means (the recorder leaves the live power out)"
+    health = next(card for card in board["views"][0]["cards"] if card.get("title") == "Meter health")
+    assert {row["entity"] for row in health["entities"]} == {
+        "sensor.hems_emu2_power",
+        "sensor.hems_pv_power",
+        "sensor.hems_plug_power",
+    }
     assert not any("tv" in e for e in named), "an ignored meter is left out"
     assert "switch.hems_flex_ev_allow" not in named, "no EV asset: no EV switch"
     assert "switch.hems_flex_heat_pump_allow" in named
     empty = dashboard.hems_dashboard({"meters": []}, entity, [])
     assert _entities(empty) == []
     assert empty["views"][0]["cards"][0]["type"] == "markdown"
+
+
+def test_a_live_power_moves_to_the_recorded_average_and_nothing_else_changes() -> None:
+    """An earlier release's preferences, or a householder, named the live `sensor.hems_<meter>_power`,
+    which the recorder no longer keeps (energy/validate: recorder_untracked): it becomes
+    `..._power_average`, in the householder's own entries too; everything else stays."""
+    mine = {
+        "energy_sources": [
+            {"type": "battery", "stat_energy_from": "sensor.powerwall_in", "stat_rate": "sensor.powerwall_power"},
+            {
+                "type": "solar",
+                "stat_energy_from": "sensor.roof",
+                "power_config": {"stat_rate_from": "sensor.hems_roof_power"},
+            },
+        ],
+        "device_consumption": [
+            {"stat_consumption": "sensor.hems_ev_energy_import", "stat_rate": "sensor.hems_ev_power", "name": "Car"},
+            {"stat_consumption": "sensor.hems_kiln_energy_import", "stat_rate": "sensor.hems_kiln_power_average"},
+        ],
+        "device_consumption_water": [],
+    }
+    update, owned = prefs.merge(mine, {"meters": []}, {}, no_registry)
+    battery, solar = update["energy_sources"]
+    assert battery == mine["energy_sources"][0], "not the bridge's"
+    moved = {"stat_rate_from": "sensor.hems_roof_power_average"}
+    assert solar == {**mine["energy_sources"][1], "power_config": moved}
+    assert update["device_consumption"] == [
+        {
+            "stat_consumption": "sensor.hems_ev_energy_import",
+            "stat_rate": "sensor.hems_ev_power_average",
+            "name": "Car",
+        },
+        mine["device_consumption"][1],
+    ]
+    assert owned == {"energy_sources": [], "device_consumption": []}, "the householder's entries stay theirs"
+    assert mine["device_consumption"][0]["stat_rate"] == "sensor.hems_ev_power", "the input is not changed"
+    again, _ = prefs.merge(update, {"meters": []}, owned, no_registry)
+    assert again == update, "nothing to move the next time"
+
+
+def test_earlier_releases_seeded_entries_converge_with_the_live_power() -> None:
+    """`SEEDED` names the live power as the old seed wrote it: compared after the same move, the seeded
+    entries are still ours, and the roles replace them (no stale `sensor.hems_grid_power` left)."""
+    values = _constants("_SEEDED_GRID", "SEEDED")
+    grid = ast.literal_eval(values["_SEEDED_GRID"])
+    seeded = ast.literal_eval(ast.unparse(values["SEEDED"]).replace("_SEEDED_GRID", repr(grid)))
+    stored = json.loads((PREVIOUS / "storage-energy.json").read_text())["data"]
+    update, owned = prefs.merge(stored, DOC, seeded, no_registry)
+    ids = json.dumps(update)
+    assert "sensor.hems_grid_" not in ids, "the seeded meters are gone"
+    assert "sensor.hems_ev_" not in ids
+    assert update["energy_sources"][0]["stat_rate"] == "sensor.hems_emu2_power_average"
+    assert owned["device_consumption"] == update["device_consumption"]

@@ -19,6 +19,10 @@ This integration is the only writer of Energy preferences the release makes: the
 `grid`, `solar`, `heat_pump`, `ev`: `SEEDED`); an entry still exactly as written then counts as
 this integration's own on its first run (no `.storage/hems.energy` yet), so an upgraded home
 converges to its meters' roles, while an entry the householder edited or added stays theirs.
+Power in the preferences is the bridge's recorded `sensor.hems_<meter>_power_average`: a live
+`sensor.hems_<meter>_power` (which the recorder no longer keeps) is moved to it wherever it is
+named, in the householder's entries too (energy_prefs.recorded_power_rates); `SEEDED` stays what
+those releases wrote, and is compared after the same move.
 """
 
 from __future__ import annotations

@@ -1,9 +1,14 @@
 """The HEMS dashboard from the meters a home has: pure, no Home Assistant imports (unit-tested).
 
 `hems_dashboard` builds the Lovelace YAML dashboard (`dashboards/hems.yaml`, the `hems-energy`
-dashboard of packages/hems.yaml) from the bridge's roles document: live power, today's energy,
+dashboard of packages/hems.yaml) from the bridge's roles document: power, today's energy,
 the room's climate, demand flexibility and meter health, each card naming only entities the
 home has (no "Entity not found"). A meter set to "ignore" is left out.
+
+The power graph shows the recorded 1-minute means (`sensor.hems_<meter>_power_average`): the
+recorder leaves the live `..._power` out (packages/hems.yaml, SD-card wear), so a history graph
+of it would be empty but for the last hour's states in memory. The live values are in "Meter
+health" (entities rows, from the state machine: nothing recorded needed).
 """
 
 from __future__ import annotations
@@ -42,23 +47,25 @@ def hems_dashboard(
     cards: list[dict[str, Any]] = []
 
     def sensors(
-        quantity: str, role_filter: Callable[[Mapping[str, Any]], bool] = lambda m: True
+        quantity: str, role_filter: Callable[[Mapping[str, Any]], bool] = lambda m: True, suffix: str = ""
     ) -> list[dict[str, Any]]:
+        """The meters' `quantity` sensors (with `suffix`: its recorded companion, `_average`)."""
         found = []
         for meter in meters:
-            entity_id = entity(meter, quantity) if quantity in meter.get("quantities", ()) else None
+            entity_id = entity(meter, quantity + suffix) if quantity in meter.get("quantities", ()) else None
             if entity_id is not None and role_filter(meter):
                 found.append({"entity": entity_id, "name": str(meter.get("name") or meter["id"])})
         return found
 
     power = sensors("power", lambda m: m.get("role") is not None)
-    if power:
+    recorded_power = sensors("power", lambda m: m.get("role") is not None, "_average")
+    if recorded_power:
         cards.append(
             {
                 "type": "history-graph",
-                "title": "Live power (W; import +, export -)",
-                "hours_to_show": 1,
-                "entities": power,
+                "title": "Power, 1-minute means (W; import +, export -)",
+                "hours_to_show": 24,
+                "entities": recorded_power,
             }
         )
     today: list[dict[str, Any]] = []
@@ -84,8 +91,7 @@ def hems_dashboard(
     flex_rows += [
         {
             "entity": entity_id,
-            "name": key.removeprefix("flex_").removesuffix("_allow").replace("_", " ").capitalize()
-            + " may be shifted",
+            "name": key.removeprefix("flex_").removesuffix("_allow").replace("_", " ").capitalize() + " may be shifted",
         }
         for key, entity_id in sorted(existing.items())
         if key.startswith("flex_") and key.endswith("_allow")

@@ -7,11 +7,21 @@ one unified grid source with `stat_energy_from`/`stat_energy_to`/`stat_rate`; `s
 and touches only entries this integration added itself and nobody changed since: an entry the
 householder added or edited by hand is never removed or overwritten, and an entry of ours the
 householder edited becomes theirs.
+
+Power (`stat_rate`, a battery's `power_config`) is the bridge's recorded companion
+`sensor.hems_<meter>_power_average` (the minute's mean, on `hems/meter/<id>/recorded`), not the
+live `sensor.hems_<meter>_power`: the recorder leaves the live power out (packages/hems.yaml, SD
+card wear), and the pinned HA's `energy/validate` flags a power statistic the recorder does not
+record (`recorder_untracked`, energy/validate.py `_async_validate_power_stat`). Preferences that
+still name a live power (earlier releases' seed, or a householder who picked it) are moved to the
+companion by `recorded_power_rates` before they are merged.
 """
 
 from __future__ import annotations
 
+import copy
 import json
+import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -22,11 +32,17 @@ Resolve = Callable[[str], str | None]
 DEVICE_ROLES = ("ev_charger", "heat_pump", "device")
 
 
-def _entity(resolve: Resolve, site: str, meter: Mapping[str, Any], quantity: str) -> str | None:
+#: A live power of the bridge's (`sensor.hems_<meter>_power`, `..._heat_power`), which the recorder
+#: leaves out; its recorded companion is the same id with `_average`.
+LIVE_POWER = re.compile(r"sensor\.hems_[a-z0-9_]+_power")
+
+
+def _entity(resolve: Resolve, site: str, meter: Mapping[str, Any], quantity: str, suffix: str = "") -> str | None:
+    """The sensor of `quantity` (with `suffix`: its companion, `_average`) when the meter has it."""
     if quantity not in meter.get("quantities", ()):
         return None
-    unique_id = f"hems_{site}_{meter['id']}_{quantity}"
-    return resolve(unique_id) or f"sensor.hems_{meter['id']}_{quantity}"
+    unique_id = f"hems_{site}_{meter['id']}_{quantity}{suffix}"
+    return resolve(unique_id) or f"sensor.hems_{meter['id']}_{quantity}{suffix}"
 
 
 def wanted_entries(document: Mapping[str, Any], resolve: Resolve) -> tuple[list[Entry], list[Entry]]:
@@ -40,7 +56,7 @@ def wanted_entries(document: Mapping[str, Any], resolve: Resolve) -> tuple[list[
         role, name = meter.get("role"), meter.get("name") or meter["id"]
         imported = _entity(resolve, site, meter, "energy_import")
         exported = _entity(resolve, site, meter, "energy_export")
-        power = _entity(resolve, site, meter, "power")
+        power = _entity(resolve, site, meter, "power", "_average")  # recorded: see the module's doc
         gas = _entity(resolve, site, meter, "gas_energy")
         if gas is not None:
             # a gas meter (a Glow CAD's) has no role to choose: it is the home's gas supply
@@ -146,10 +162,33 @@ def as_stored(owned: Mapping[str, Any], stored: Mapping[str, Any]) -> dict[str, 
     return result
 
 
+def recorded_power_rates(node: object) -> int:
+    """Point every `stat_rate*` naming a live bridge power at its recorded companion, in place; how many."""
+    changed = 0
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key.startswith("stat_rate") and isinstance(value, str) and LIVE_POWER.fullmatch(value):
+                node[key] = f"{value}_average"
+                changed += 1
+            else:
+                changed += recorded_power_rates(value)
+    elif isinstance(node, list):
+        changed += sum(recorded_power_rates(item) for item in node)
+    return changed
+
+
 def merge(
     prefs: Mapping[str, Any], document: Mapping[str, Any], owned: Mapping[str, Any], resolve: Resolve
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(the Energy preferences update, what this integration owns afterwards)."""
+    """(the Energy preferences update, what this integration owns afterwards).
+
+    A live bridge power in the preferences becomes its recorded companion first, in the
+    householder's entries and in the record of ours alike (so that an entry of ours written with
+    the live power, like earlier releases' seeded ones, still counts as untouched).
+    """
+    prefs, owned = copy.deepcopy(dict(prefs)), copy.deepcopy(dict(owned))
+    recorded_power_rates(prefs)
+    recorded_power_rates(owned)
     sources, devices = wanted_entries(document, resolve)
     new_sources, our_sources = _merge_list(
         prefs.get("energy_sources", ()), sources, list(owned.get("energy_sources", ()))

@@ -41,6 +41,10 @@ class Topics:
         """Retained JSON state of one meter."""
         return f"{self.base}/meter/{meter_id}"
 
+    def meter_recorded(self, meter_id: str) -> str:
+        """Retained JSON of one meter at a coarse clock step: what Home Assistant's recorder keeps."""
+        return f"{self.base}/meter/{meter_id}/recorded"
+
     def meter_availability(self, meter_id: str) -> str:
         """Retained `online`/`offline` of one meter."""
         return f"{self.base}/meter/{meter_id}/availability"

@@ -16,8 +16,14 @@ reconciles what exists with what the variables ask for; a second run changes not
   and `INFLUX_CLOUD_BUCKET` are all set: one remote `hems-cloud` (changed in place when the
   variables change: the API never returns the cloud token, so a short SHA-256
   fingerprint of it lives in the remote's description) and one replication
-  `hems-cloud-meters` from `meters` (`INFLUX_REPLICATION_MAX_QUEUE_BYTES`,
-  `INFLUX_REPLICATION_MAX_AGE_S`). Unset them and both are removed.
+  `hems-cloud-meters` from `meters_1h` (`INFLUX_REPLICATION_SOURCE=downsampled`, the default:
+  what a community settles and compares on, 1/1,800 of the points of meters read every 2 s and
+  of the replication queue's writes on the SD card) or from `meters`
+  (`INFLUX_REPLICATION_SOURCE=raw`), with `INFLUX_REPLICATION_MAX_QUEUE_BYTES` and
+  `INFLUX_REPLICATION_MAX_AGE_S`. Unset them and both are removed. Replicating a downsampled
+  bucket is InfluxDB's own recipe ("Replicate downsampled or processed data",
+  docs.influxdata.com/influxdb/v2/write-data/replication/replicate-data/): a stream replicates
+  every write to its bucket, the task's `to()` among them.
 
 Talks to InfluxDB through influxdb-client's API and service classes. Replications are
 listed from the raw JSON: the client's model predates 2.7's `maxAgeSeconds`.
@@ -58,6 +64,13 @@ def parse_duration_s(text: str) -> int:
     return int(match.group(1)) * factor
 
 
+def replication_source(text: str) -> str:
+    """`INFLUX_REPLICATION_SOURCE`: `downsampled` (the hourly bucket) or `raw`; ValueError otherwise."""
+    if text not in ("downsampled", "raw"):
+        raise ValueError(f"INFLUX_REPLICATION_SOURCE: {text!r} is neither downsampled nor raw")
+    return text
+
+
 @dataclass(frozen=True, slots=True)
 class CloudTarget:
     """Where `meters` replicates to."""
@@ -68,6 +81,8 @@ class CloudTarget:
     bucket: str
     max_queue_bytes: int
     max_age_s: int
+    #: Replicate the raw bucket (`meters`) instead of the hourly one (`meters_1h`).
+    raw: bool = False
 
     @property
     def fingerprint(self) -> str:
@@ -117,6 +132,7 @@ class ProvisionSettings:
                         MIN_QUEUE_BYTES, int(env.get("INFLUX_REPLICATION_MAX_QUEUE_BYTES", "67108860"))
                     ),
                     max_age_s=parse_duration_s(env.get("INFLUX_REPLICATION_MAX_AGE_S", "604800")),
+                    raw=replication_source(env.get("INFLUX_REPLICATION_SOURCE", "downsampled")) == "raw",
                 )
             return cls(
                 url=env.get("INFLUX_URL", "http://localhost:8086"),
@@ -223,7 +239,9 @@ class Provisioner:
             step = "tokens"
             self._tokens(org_id, buckets)
             step = "replication"
-            self._replication(org_id, buckets[self.settings.bucket])
+            cloud = self.settings.cloud
+            source = self.settings.bucket if cloud is not None and cloud.raw else self.settings.downsampled_bucket
+            self._replication(org_id, buckets[source])
         except (ApiException, OSError, ValueError) as err:
             raise ProvisionError(f"{step} at {self.settings.url}: {err}") from err
         return self.report

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
 from .configbase import Identifier, StrictModel
 
@@ -61,6 +61,24 @@ class HomeAssistantConfig(StrictModel):
     power_deadband_w: float = Field(
         default=50.0, ge=0, description="A power change larger than this is published at once, ignoring the interval."
     )
+    recorded_interval_s: int = Field(
+        default=60,
+        ge=10,
+        le=300,
+        description=(
+            "Clock step of the recorded state (`<base>/meter/<id>/recorded`: totals and the mean power that Home"
+            " Assistant records), published just before each multiple of it; must divide 300."
+        ),
+    )
+
+    @field_validator("recorded_interval_s")
+    @classmethod
+    def _divides_five_minutes(cls, value: int) -> int:
+        # HA compiles statistics every 5 minutes from the last state before each boundary: a step
+        # that does not divide 300 s would leave some boundary without a fresh total
+        if 300 % value:
+            raise ValueError("must divide 300 (10, 12, 15, 20, 25, 30, 50, 60, 75, 100, 150 or 300)")
+        return value
 
 
 class HealthConfig(StrictModel):

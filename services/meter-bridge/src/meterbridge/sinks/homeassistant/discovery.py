@@ -4,6 +4,14 @@ One discovery config per (meter, quantity): `<prefix>/sensor/hems/hems_<id>_<qua
 one HA device per meter, availability = bridge AND meter. Per-entity discovery (not
 the device-based `cmps` form of 2024.11+) so that Home Assistant 2024.3 and current
 releases both accept it.
+
+Two state topics per meter (SD-card wear, docs/benchmarks.md): the live one
+(`hems/meter/<id>`, every reading) and the recorded one (`hems/meter/<id>/recorded`, once per
+clock step). Totals read the recorded topic: HA's recorder stores a row per state change, and the
+Energy dashboard's statistics need only the total at each 5-minute boundary. Power reads the live
+topic (HA's recorder leaves it out, ha-config/packages/hems.yaml); its recorded companion
+`sensor.hems_<id>_power_average` (the step's time-weighted mean) is what history and the Energy
+dashboard's power charts use.
 """
 
 from __future__ import annotations
@@ -18,11 +26,15 @@ from ...ha_topics import DISCOVERY_NODE_ID, ORIGIN, Topics
 from ...model import MeterDescription, Quantity
 
 __all__ = [
+    "AVERAGED",
     "DISCOVERY_NODE_ID",
     "ENTITY_DESCRIPTIONS",
     "ORIGIN",
+    "RECORDED_STATE_CLASSES",
     "QuantityEntity",
     "Topics",
+    "average_discovery_message",
+    "average_entity",
     "discovery_message",
     "meter_entity",
     "state_payload",
@@ -101,17 +113,29 @@ ENTITY_DESCRIPTIONS: dict[Quantity, QuantityEntity] = {
 }
 
 
+#: Quantities HA reads from the recorded topic: the counters that grow at every reading, whose
+#: statistics are compiled from the state at each 5-minute boundary (any step that divides 5
+#: minutes keeps them exact). A `total` (the EMU-2's period usage) stays live: it is polled
+#: (`period_interval_s`), and its value and its `last_reset` must come in the same message.
+RECORDED_STATE_CLASSES = frozenset({"total_increasing"})
+
+#: Quantities that change at every reading and get a recorded companion: their time-weighted mean
+#: over the step, key `<quantity>_average` in the recorded state, entity `..._<quantity>_average`.
+AVERAGED: tuple[Quantity, ...] = (Quantity.POWER, Quantity.HEAT_POWER)
+
+
 def meter_entity(
     topics: Topics, meter: MeterDescription, quantity: Quantity, currency: str = "GBP"
 ) -> EntityDescription:
     """The sensor of one quantity of one meter, on the meter's device; available when the bridge and the meter are."""
     entity = ENTITY_DESCRIPTIONS[quantity]
+    recorded = entity.state_class in RECORDED_STATE_CLASSES
     return EntityDescription(
         "sensor",
         f"{meter.meter_id}_{quantity.value}",
         entity.name,
         Device.of_meter(meter),
-        state_topic=topics.meter_state(meter.meter_id),
+        state_topic=topics.meter_recorded(meter.meter_id) if recorded else topics.meter_state(meter.meter_id),
         value_template=entity.value_template or f"{{{{ value_json.{quantity.value} }}}}",
         availability=(topics.meter_availability(meter.meter_id),),
         device_class=entity.device_class,
@@ -129,6 +153,26 @@ def meter_entity(
     )
 
 
+def average_entity(topics: Topics, meter: MeterDescription, quantity: Quantity) -> EntityDescription:
+    """The recorded companion of a live `quantity` (one of AVERAGED): its mean over each step."""
+    entity = ENTITY_DESCRIPTIONS[quantity]
+    key = f"{quantity.value}_average"
+    return EntityDescription(
+        "sensor",
+        f"{meter.meter_id}_{key}",
+        f"{entity.name} (average)",
+        Device.of_meter(meter),
+        state_topic=topics.meter_recorded(meter.meter_id),
+        value_template=f"{{{{ value_json.{key} }}}}",
+        availability=(topics.meter_availability(meter.meter_id),),
+        device_class=entity.device_class,
+        state_class=entity.state_class,
+        unit=entity.unit,
+        icon=entity.icon,
+        precision=entity.precision,
+    )
+
+
 def discovery_message(
     topics: Topics, site_id: str, meter: MeterDescription, quantity: Quantity, currency: str = "GBP"
 ) -> tuple[str, dict[str, Any]]:
@@ -136,9 +180,23 @@ def discovery_message(
     return discovery_config(meter_entity(topics, meter, quantity, currency), topics, site_id)
 
 
-def state_payload(values: dict[Quantity, float], ts: datetime | None) -> bytes:
-    """The retained JSON state of a meter: `{"power": 512.0, ..., "ts": "...+00:00"}`."""
+def average_discovery_message(
+    topics: Topics, site_id: str, meter: MeterDescription, quantity: Quantity
+) -> tuple[str, dict[str, Any]]:
+    """Topic and payload of the discovery config of one recorded companion (`..._power_average`)."""
+    return discovery_config(average_entity(topics, meter, quantity), topics, site_id)
+
+
+def state_payload(
+    values: dict[Quantity, float], ts: datetime | None, averages: dict[Quantity, float] | None = None
+) -> bytes:
+    """The retained JSON state of a meter: `{"power": 512.0, ..., "ts": "...+00:00"}`.
+
+    The recorded state is the same body plus `<quantity>_average` for each of `averages`.
+    """
     body: dict[str, Any] = {quantity.value: value for quantity, value in values.items()}
+    for quantity, mean in (averages or {}).items():
+        body[f"{quantity.value}_average"] = mean
     if ts is not None:
         body["ts"] = ts.isoformat()
     return json.dumps(body, separators=(",", ":")).encode()

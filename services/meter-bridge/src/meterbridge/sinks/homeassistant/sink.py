@@ -9,6 +9,11 @@ that a power change larger than `power_deadband_w`, a new quantity or the first 
 go out at once. Each published state carries the latest value of every quantity, so
 energy totals are always exact (a skipped intermediate state loses nothing).
 
+The recorded state (`<base>/meter/<id>/recorded`, what HA's recorder keeps: see discovery.py)
+goes out once per `recorded_interval_s` of the wall clock, `RECORDED_LEAD_S` before each multiple
+of it, so that HA, which stamps a state with its arrival, files it in the 5-minute period that
+ends at that multiple; and at once when a meter brings a quantity HA has not seen there yet.
+
 Discovery is announced here and nowhere else: meter sensors from the meters the hub brings,
 everything else (Shelly relays, utility account status, replication health, flex) from the
 bridge's `EntityCatalog`, all through `ha_entities.discovery_config`. After every (re)connect
@@ -22,6 +27,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -35,12 +41,51 @@ from ...mqtt import MqttClient, Will, endpoint
 from ...mqttsession import MqttSession
 from ...sections import MqttContext
 from .. import Sink
-from .discovery import Topics, discovery_message, state_payload
+from .discovery import AVERAGED, Topics, average_discovery_message, discovery_message, state_payload
 
 _LOGGER = logging.getLogger(__name__)
 
 ONLINE = b"online"
 OFFLINE = b"offline"
+
+#: How long before each step boundary the recorded state is published: more than a state takes
+#: to reach HA's state machine on a busy Pi, so that it lands before the boundary, not after.
+RECORDED_LEAD_S = 2.0
+
+
+@dataclass(slots=True)
+class TimeWeightedMean:
+    """The mean of a value held from each reading's arrival to the next, over a window."""
+
+    start: float | None = None
+    value: float | None = None
+    since: float = 0.0
+    area: float = 0.0
+
+    def add(self, value: float, now: float) -> None:
+        """A new reading at monotonic time `now`."""
+        if self.value is None or self.start is None:
+            self.start = now
+        else:
+            self.area += self.value * (now - self.since)
+        self.value = value
+        self.since = now
+
+    def take(self, now: float) -> float | None:
+        """The mean since the window started (None before any reading); the next window starts now."""
+        if self.value is None or self.start is None:
+            return None
+        span = now - self.start
+        area = self.area + self.value * (now - self.since)
+        mean = area / span if span > 0 else self.value
+        self.start = self.since = now
+        self.area = 0.0
+        return mean
+
+
+def next_recorded_at(wall: float, step: float, lead: float = RECORDED_LEAD_S) -> float:
+    """Wall-clock time of the next recorded publication after `wall`: `lead` before a multiple of `step`."""
+    return (math.floor((wall + lead) / step) + 1) * step - lead
 
 
 @dataclass(slots=True)
@@ -59,6 +104,11 @@ class MeterState:
     published_power: float | None = None
     #: The name the meter's device was last announced with, when the householder chose one (roles).
     chosen_name: str | None = None
+    #: A reading came since the last recorded state.
+    recorded_dirty: bool = False
+    #: Quantities the recorded topic has carried (a new one goes out at once).
+    recorded: set[Quantity] = field(default_factory=set)
+    averages: dict[Quantity, TimeWeightedMean] = field(default_factory=dict)
 
 
 def due_at(state: MeterState, min_interval_s: float, deadband_w: float) -> float | None:
@@ -101,6 +151,8 @@ class HomeAssistantSink(Sink):
         self._task: asyncio.Task[None] | None = None
         self.stats.connected = False
         self.stats.gauges["states_published"] = 0
+        self.stats.gauges["recorded_states_published"] = 0
+        self._recorded_at = next_recorded_at(time.time(), config.homeassistant.recorded_interval_s)
 
     # -- the hub side: cheap, never touches the network ---------------------------------
 
@@ -113,12 +165,16 @@ class HomeAssistantSink(Sink):
 
     async def handle(self, events: Sequence[Event]) -> None:
         """Fold events into the latest state of each meter and wake the publisher."""
+        now = time.monotonic()
         for event in events:
             if isinstance(event, Point):
                 continue  # InfluxDB's alone (flex deliveries reach HA through the flex state)
             state = self._meter(event.meter_id)
             if isinstance(event, Reading):
                 state.values[event.quantity] = event.value
+                state.recorded_dirty = True
+                if event.quantity in AVERAGED:
+                    state.averages.setdefault(event.quantity, TimeWeightedMean()).add(event.value, now)
                 if state.ts is None or event.ts > state.ts:
                     state.ts = event.ts
                 state.state_dirty = True
@@ -216,24 +272,30 @@ class HomeAssistantSink(Sink):
             if self._catalog_dirty:
                 await self._announce_catalog(client)
             now = time.monotonic()
-            next_due: float | None = None
+            wall = time.time()
+            step_due = wall >= self._recorded_at or self._closing
+            if wall >= self._recorded_at:
+                self._recorded_at = next_recorded_at(wall, ha.recorded_interval_s)
+            next_due = now + (self._recorded_at - wall)
             for meter_id, state in list(self._meters.items()):
                 await self._publish_discovery(client, state)
                 if state.availability_dirty and state.available is not None:
                     state.availability_dirty = False
                     payload = ONLINE if state.available else OFFLINE
                     await client.publish(self._topics.meter_availability(meter_id), payload, qos=1, retain=True)
+                if state.recorded_dirty and (step_due or not set(state.values) <= state.recorded):
+                    await self._publish_recorded(client, meter_id, state, now)
                 due = due_at(state, ha.min_interval_s, ha.power_deadband_w)
                 if due is None:
                     continue
                 if due <= now or self._closing:
                     await self._publish_state(client, meter_id, state, now)
                 else:
-                    next_due = due if next_due is None else min(next_due, due)
+                    next_due = min(next_due, due)
             if self._closing:
                 await client.publish(self._topics.bridge_availability, OFFLINE, qos=1, retain=True)
                 return
-            await wait_event(self._wake, None if next_due is None else next_due - time.monotonic())
+            await wait_event(self._wake, next_due - time.monotonic())
 
     def _forget_announced(self) -> None:
         self._catalog_announced.clear()
@@ -283,6 +345,9 @@ class HomeAssistantSink(Sink):
                 self._topics, self._config.site.id, description, quantity, self._config.site.currency
             )
             await client.publish(topic, json.dumps(payload).encode(), qos=1, retain=True)
+            if quantity in AVERAGED:
+                topic, payload = average_discovery_message(self._topics, self._config.site.id, description, quantity)
+                await client.publish(topic, json.dumps(payload).encode(), qos=1, retain=True)
             state.announced.add(quantity)
 
     async def _publish_state(self, client: MqttClient, meter_id: str, state: MeterState, now: float) -> None:
@@ -293,3 +358,15 @@ class HomeAssistantSink(Sink):
         state.published_at = now
         state.published_power = state.values.get(Quantity.POWER)
         self.stats.gauges["states_published"] += 1
+
+    async def _publish_recorded(self, client: MqttClient, meter_id: str, state: MeterState, now: float) -> None:
+        state.recorded_dirty = False
+        state.recorded = set(state.values)
+        averages = {quantity: mean.take(now) for quantity, mean in state.averages.items()}
+        body = state_payload(
+            state.values,
+            state.ts,
+            {quantity: round(mean, 3) for quantity, mean in averages.items() if mean is not None},
+        )
+        await client.publish(self._topics.meter_recorded(meter_id), body, qos=0, retain=True)
+        self.stats.gauges["recorded_states_published"] += 1

@@ -1,0 +1,82 @@
+"""The settings the SD-card write budget rests on (docs/benchmarks.md, "Write budget"), pinned.
+
+The figures come from `tests/bench/bench_sd_writes.py` (`make bench`); this file only keeps the
+settings they were measured with from drifting: what Home Assistant's recorder keeps of the
+bridge's entities and how often it commits, the bridge's recorded step, and how often the broker
+saves its retained set.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+
+import yaml
+
+from helpers.release import REPO
+from meterbridge.config import BridgeConfig
+from meterbridge.model import MeterDescription, Quantity
+from meterbridge.sections import HomeAssistantConfig
+from meterbridge.sinks.homeassistant.discovery import (
+    AVERAGED,
+    Topics,
+    average_discovery_message,
+    discovery_message,
+)
+
+RECORDER = yaml.safe_load((REPO / "ha-config" / "packages" / "hems.yaml").read_text())["recorder"]
+METER = MeterDescription("heat_pump", "Heat pump", "shelly")
+
+
+def excluded(entity_id: str) -> bool:
+    """Whether the release's recorder leaves `entity_id` out (HA matches its globs as fnmatch does)."""
+    globs = RECORDER["exclude"]["entity_globs"]
+    return entity_id.split(".")[0] in RECORDER["exclude"]["domains"] or any(
+        fnmatch.fnmatchcase(entity_id, glob) for glob in globs
+    )
+
+
+def test_recorder_commits_with_the_statistics_run_and_keeps_ten_days() -> None:
+    # The recorder commits before each 5-minute statistics run anyway (recorder/tasks.py,
+    # RecorderTask.commit_before): 300 s is one commit per run; 30 s wrote ~10x more per state.
+    assert RECORDER["commit_interval"] == 300
+    assert RECORDER["purge_keep_days"] == 10
+    assert "include" not in RECORDER, "an include list would change how the excludes apply"
+
+
+def test_recorder_keeps_what_is_published_once_a_step_and_leaves_out_the_live_series() -> None:
+    topics = Topics()
+    for quantity in Quantity:
+        _, payload = discovery_message(topics, "home", METER, quantity)
+        entity_id = payload["default_entity_id"]
+        if payload["state_topic"] == topics.meter_recorded(METER.meter_id):
+            assert not excluded(entity_id), f"{entity_id} is published for the recorder but left out"
+        if quantity in AVERAGED:
+            assert excluded(entity_id), f"{entity_id} changes at every reading and is recorded"
+            _, average = average_discovery_message(topics, "home", METER, quantity)
+            assert not excluded(average["default_entity_id"]), average["default_entity_id"]
+            assert average["state_topic"] == topics.meter_recorded(METER.meter_id)
+    # the Energy dashboard's totals have statistics only when recorded
+    for quantity in (Quantity.ENERGY_IMPORT, Quantity.ENERGY_EXPORT, Quantity.GAS_ENERGY, Quantity.HEAT_ENERGY):
+        _, payload = discovery_message(topics, "home", METER, quantity)
+        assert payload["state_topic"] == topics.meter_recorded(METER.meter_id)
+        assert not excluded(payload["default_entity_id"])
+
+
+def test_bridge_publishes_the_recorded_step_once_a_minute_and_live_states_as_before() -> None:
+    defaults = HomeAssistantConfig()
+    assert defaults.recorded_interval_s == 60
+    assert 300 % defaults.recorded_interval_s == 0
+    assert (defaults.min_interval_s, defaults.power_deadband_w) == (5.0, 50.0)
+    # the release's bridge configuration leaves them at their defaults
+    release = yaml.safe_load((REPO / "services" / "meter-bridge" / "default-config.yaml").read_text())
+    assert "homeassistant" not in release
+    config = BridgeConfig.model_validate({"mqtt": {"username": "bridge", "password": "x"}})
+    assert config.homeassistant.recorded_interval_s == 60
+
+
+def test_broker_saves_its_retained_set_once_an_hour() -> None:
+    entrypoint = (REPO / "services" / "mosquitto" / "entrypoint.sh").read_text()
+    assert re.findall(r"^autosave_interval (\d+)$", entrypoint, re.MULTILINE) == ["3600"]
+    assert re.findall(r"^persistence (\w+)$", entrypoint, re.MULTILINE) == ["true"]
+    assert "autosave_on_changes" not in entrypoint, "would turn the interval into a count of changes"
