@@ -89,7 +89,6 @@ image_user() { awk -v s="$1" '$1 == s { print $7 }' "$REPO/scripts/image-users.t
 # (`make setup` run as root creates the users and opens the way to this checkout).
 # shellcheck disable=SC2016 # $1 and $2 below are the inner shell's arguments
 can_run_as() {
-    # shellcheck disable=SC2016 # $1 and $2 are the inner sh's arguments, expanded there
     id -u "$1" >/dev/null 2>&1 &&
         setpriv --reuid="$1" --regid="$(id -g "$1")" --clear-groups sh -c 'test -x "$1" && "$2" -c ""' - "$DEMO" \
             "$VENV/bin/python" 2>/dev/null
