@@ -185,7 +185,12 @@ async def test_source_imports_from_pge_and_backs_off_on_refusal(pge: tuple[FakeP
         ca_file=certs.ca,
     )
     events: list[object] = []
-    ctx = SourceContext("pge_home", SourceStats(source_type="green_button", stale_after_s=1.0), events.append)
+    ctx = SourceContext(
+        "pge_home",
+        SourceStats(source_type="green_button", stale_after_s=1.0),
+        events.append,
+        historical=GreenButtonSource.historical,  # as the bridge builds it: the utility's own times
+    )
     source = GreenButtonSource(config)
     async with aiohttp.ClientSession() as session:
         summary = await source.run_once(ctx, session)
@@ -293,7 +298,12 @@ sources:
     (config,) = load_config(config_file).sources
     assert isinstance(config, GreenButtonSourceConfig)
     events: list[object] = []
-    ctx = SourceContext("pge_home", SourceStats(source_type="green_button", stale_after_s=1.0), events.append)
+    ctx = SourceContext(
+        "pge_home",
+        SourceStats(source_type="green_button", stale_after_s=1.0),
+        events.append,
+        historical=GreenButtonSource.historical,  # as the bridge builds it: the utility's own times
+    )
     async with aiohttp.ClientSession() as session:
         assert await GreenButtonSource(config).run_once(ctx, session) is not None
     assert state.token_paths == {"/datacustodian/test/oauth/v2/token": 1}, "the test endpoint, nothing else"
