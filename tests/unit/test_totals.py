@@ -397,16 +397,21 @@ def test_a_synchronized_kernel_never_lets_a_time_before_the_release_through() ->
 
 
 def test_the_floor_from_a_future_save_on_disk_goes_when_the_kernel_says_synchronized(tmp_path: Path) -> None:
+    """The last run was killed with its clock a day ahead: its floor and its meter times are a day ahead."""
     real = T0.timestamp()
     path = tmp_path / "totals.json"
-    path.write_text(json.dumps({"version": 1, "saved_at": real + 86400, "meters": {}}))
+    meters = {"m": {"energy_import": {"raw": 4.9, "ts": real + 86000, "offset": 0.0}}}
+    path.write_text(json.dumps({"version": 1, "saved_at": real + 86400, "meters": meters}))
     guard = TotalGuard()
     store = TotalsStore(path, guard)
     store.load()
     clocks = _Clocks(real)
     synced = ClockGate(floor_s=store.saved_at, monotonic=clocks.mono, wall=clocks.wall, synced=lambda: True)
     unknown = ClockGate(floor_s=store.saved_at, monotonic=clocks.mono, wall=clocks.wall, synced=_never_synced)
-    assert [r.value for r in ReadingRules(guard, store, synced).apply([_energy(real, 5.0)]).readings] == [5.0]
+    rules = ReadingRules(guard, store, synced)
+    assert [r.value for r in rules.apply([_energy(real, 5.0)]).readings] == [5.0]  # neither held nor stale
+    clocks.tick(30)
+    assert [r.value for r in rules.apply([_energy(clocks.wall_s, 5.1)]).readings] == [5.1]
     assert ReadingRules(TotalGuard(), store, unknown).apply([_energy(real, 5.0)]).readings == []
 
 

@@ -345,7 +345,8 @@ class TotalsStore:
     Why a file of its own and not the spool: the bridge runs without InfluxDB too, and the state
     is a few hundred bytes written once a minute at most (see `maybe_save`). The file also
     carries the wall-clock time of the save (`saved_at`): `ClockGate` takes a clock that is
-    behind it as wrong.
+    behind it as wrong, unless the kernel says the clock is synchronized (then `saved_at` came
+    from a clock that was ahead, and the meter times saved with it are moved back).
     """
 
     def __init__(
@@ -486,6 +487,7 @@ class ClockGate:
         self._held: list[_Held] = []
         #: (a known right time, the monotonic time it was right at), from a set device clock.
         self._reference: tuple[float, float] | None = None
+        self._dropped_floor: tuple[float, float] | None = None
         #: The wall clock minus the monotonic one at the last look (None before the first).
         self._wall_offset: float | None = None
         #: Seconds of the last backward step of the wall clock (0: none seen).
@@ -538,7 +540,13 @@ class ClockGate:
             self.floor_s - wall,
             datetime.fromtimestamp(self.floor_s, UTC).isoformat(),
         )
+        self._dropped_floor = (self.floor_s, wall)
         self.floor_s = CLOCK_FLOOR.timestamp()
+
+    def take_dropped_floor(self) -> tuple[float, float] | None:
+        """(the floor, the wall clock) when `admit` last dropped a floor saved by a clock ahead, once."""
+        dropped, self._dropped_floor = self._dropped_floor, None
+        return dropped
 
     def _restamp(self, held: _Held, now: float, mono: float) -> Reading:
         reading = held.reading
@@ -646,6 +654,12 @@ class ReadingRules:
                 moved,
             )
         admitted = list(readings) if historical else self.clock.admit(readings)
+        dropped = self.clock.take_dropped_floor()
+        if dropped is not None:
+            # the state saved with that floor has meter times from the same clock ahead: moved back
+            # as for a step (by at most how far the floor was ahead), else they would make readings stale
+            floor_s, wall_s = dropped
+            self.guard.rebase(wall_s, floor_s - wall_s)
         outcome = self.guard.filter(admitted)
         self.store.maybe_save()
         return replace(outcome, clock_step_s=step_s) if step_s else outcome
