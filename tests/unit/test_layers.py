@@ -89,6 +89,7 @@ PLACEMENT: tuple[tuple[str, str], ...] = (
     ("meterbridge.yamlsource", "foundation"),
     ("meterbridge.ha_topics", "foundation"),
     ("meterbridge.ha_entities", "foundation"),
+    ("meterbridge.clocksync", "foundation"),  # the kernel's NTP status: one read-only call, like time.time
 )
 
 #: Allowed exceptions to "sources never import sinks", each with its reason.

@@ -256,6 +256,165 @@ def test_held_readings_are_bounded() -> None:
     assert (gate.held, gate.dropped) == (3, 2)
 
 
+def _never_synced() -> bool | None:
+    return None  # the kernel cannot tell: the gate behaves as without it
+
+
+def _energy(seconds: float, value: float) -> Reading:
+    return _at(seconds, value, Quantity.ENERGY_IMPORT)
+
+
+def test_a_clock_ahead_that_steps_back_keeps_every_reading_and_the_total(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 25: the clock is an hour ahead, then NTP steps it back; nothing after the step may be stale."""
+    real = T0.timestamp()
+    clocks = _Clocks(real + 3600)
+    guard = TotalGuard()
+    store = TotalsStore(tmp_path / "totals.json", guard, monotonic=clocks.mono, wall=clocks.wall)
+    gate = ClockGate(monotonic=clocks.mono, wall=clocks.wall, synced=_never_synced)
+    rules = ReadingRules(guard, store, gate)
+    passed: list[Reading] = []
+    for i in range(4):  # stamped by the clock that is ahead: they pass (nothing says it is wrong)
+        passed += rules.apply([_at(clocks.wall_s, 100.0 + i), _energy(clocks.wall_s, 10.0 + i / 10)]).readings
+        clocks.tick(30)
+    in_flight = _energy(clocks.wall_s - 1, 10.4)  # stamped just before the step, handed on after it
+    clocks.wall_s -= 3600  # NTP: the clock steps back to the right time
+    caplog.clear()
+    outcome = rules.apply([in_flight])
+    assert outcome.clock_step_s == 3600
+    assert [r.ts.timestamp() for r in outcome.readings] == [real + 120 - 1]  # moved back by the step
+    passed += outcome.readings
+    for i in range(5, 8):
+        clocks.tick(30)
+        outcome = rules.apply([_at(clocks.wall_s, 100.0 + i), _energy(clocks.wall_s, 10.0 + i / 10)])
+        assert outcome.notes == []  # nothing stale
+        passed += outcome.readings
+    totals = [r.value for r in passed if r.quantity is Quantity.ENERGY_IMPORT]
+    assert totals == pytest.approx([10.0, 10.1, 10.2, 10.3, 10.4, 10.5, 10.6, 10.7])
+    assert [r.value for r in passed if r.quantity is Quantity.POWER] == [
+        100.0,
+        101.0,
+        102.0,
+        103.0,
+        105.0,
+        106.0,
+        107.0,
+    ]
+    assert guard.offset("m", Quantity.ENERGY_IMPORT) == 0.0  # no restart seen, nothing counted twice
+    after = [r.ts.timestamp() for r in passed[-6:]]
+    assert after == sorted(after)
+    assert all(ts <= real + 240 for ts in after)  # right times, not an hour ahead
+    (warning,) = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert "stepped back 3600 s" in warning.getMessage()
+    assert gate.steps_back == 1
+    # the state file no longer carries a time from the clock that was ahead (saved at once)
+    assert json.loads((tmp_path / "totals.json").read_text())["saved_at"] == real + 120
+
+
+def test_the_source_that_saw_the_step_counts_it() -> None:
+    clocks = _Clocks(T0.timestamp() + 600)
+    rules = ReadingRules(clock=ClockGate(monotonic=clocks.mono, wall=clocks.wall, synced=_never_synced))
+    events: list[Event] = []
+    ctx = SourceContext("plug", SourceStats("mqtt", 60.0), events.append, rules=rules)
+    ctx.readings([_energy(clocks.wall_s, 1.0)])
+    clocks.tick(30)
+    clocks.wall_s -= 600
+    ctx.readings([_energy(clocks.wall_s, 1.1)])
+    assert ctx.stats.errors["clock_stepped_back"] == 1
+    assert [r.value for r in events if isinstance(r, Reading)] == [1.0, 1.1]
+
+
+def test_a_small_fall_of_the_clock_is_not_a_step() -> None:
+    clocks = _Clocks(T0.timestamp())
+    gate = ClockGate(monotonic=clocks.mono, wall=clocks.wall, synced=_never_synced)
+    rules = ReadingRules(clock=gate)
+    rules.apply([_energy(clocks.wall_s, 1.0)])
+    clocks.tick(30)
+    clocks.wall_s -= 2  # NTP slewing, jitter: the reading 2 s older than a later one is stale as ever
+    out = rules.apply([_energy(clocks.wall_s - 30, 1.1), _energy(clocks.wall_s, 1.2)])
+    assert (out.clock_step_s, gate.steps_back) == (0.0, 0)
+    assert [v for _, v in out.notes] == [TotalVerdict.STALE]
+    assert [r.value for r in out.readings] == [1.2]
+
+
+def _ahead(seconds: float, value: float) -> Reading:
+    return Reading.of("ahead", Quantity.ENERGY_IMPORT, value, datetime.fromtimestamp(seconds, UTC))
+
+
+def test_rebase_moves_held_candidates_in_order_and_leaves_right_times_alone() -> None:
+    guard = TotalGuard()
+    now = T0.timestamp()
+    guard.filter([_energy(now - 100, 50.0), _energy(now - 50, 50.1), _at(now - 10, 7.0)])  # right times
+    guard.filter([_ahead(now + 3000, 80.0)])  # a meter last read by the clock that was ahead
+    assert [v for _, v in guard.filter([_ahead(now + 3030, 0.1)]).notes] == [TotalVerdict.RESET_PENDING]
+    assert guard.rebase(now, 3600) == 1
+    assert guard.rebase(now, 3600) == 0  # nothing ahead any more
+    got = guard.filter(
+        [
+            _ahead(now + 1, 0.3),
+            _energy(now - 60, 50.05),  # older than a right time already applied: stale as ever
+            _energy(now + 1, 50.2),
+            _at(now + 1, 8.0),
+        ]
+    )
+    assert [(r.meter_id, r.value) for r in got.readings] == [("ahead", 80.1), ("ahead", 80.3), ("m", 50.2), ("m", 8.0)]
+    assert [v for _, v in got.notes] == [TotalVerdict.RESET, TotalVerdict.STALE]
+    held, confirmed = got.readings[0], got.readings[1]
+    assert (held.ts.timestamp(), confirmed.ts.timestamp()) == (now - 570, now + 1)  # moved back by the step
+
+
+def test_a_floor_saved_by_a_clock_ahead_is_dropped_when_the_kernel_says_synchronized(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 25: the last run saved the totals state with its clock 3 days ahead; now the clock is right."""
+    real = T0.timestamp()
+    answers: list[bool | None] = [None, False, True]
+    clocks = _Clocks(real)
+    gate = ClockGate(floor_s=real + 3 * 86400, monotonic=clocks.mono, wall=clocks.wall, synced=lambda: answers[0])
+    assert gate.admit([_at(clocks.wall_s, 1.0)]) == []  # the kernel cannot tell: held, as before
+    answers.pop(0)
+    clocks.tick(10)
+    assert gate.admit([_at(clocks.wall_s, 2.0)]) == []  # the kernel says not synchronized: held
+    answers.pop(0)
+    clocks.tick(10)
+    out = gate.admit([_at(clocks.wall_s, 3.0)])  # synchronized: the clock is right, the floor was not
+    assert [(r.value, r.ts.timestamp()) for r in out] == [(1.0, real), (2.0, real + 10), (3.0, real + 20)]
+    assert gate.floor_s == CLOCK_FLOOR.timestamp()
+    clocks.tick(10)
+    assert [r.value for r in gate.admit([_at(clocks.wall_s, 4.0)])] == [4.0]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1
+    assert "synchronized" in warnings[0]
+    assert (gate.dropped, gate.held) == (0, 0)
+
+
+def test_a_synchronized_kernel_never_lets_a_time_before_the_release_through() -> None:
+    clocks = _Clocks(datetime(2025, 3, 1, tzinfo=UTC).timestamp())
+    gate = ClockGate(floor_s=T0.timestamp(), monotonic=clocks.mono, wall=clocks.wall, synced=lambda: True)
+    assert gate.admit([_at(clocks.wall_s)]) == []
+    assert gate.floor_s == T0.timestamp()
+
+
+def test_the_floor_from_a_future_save_on_disk_goes_when_the_kernel_says_synchronized(tmp_path: Path) -> None:
+    """The last run was killed with its clock a day ahead: its floor and its meter times are a day ahead."""
+    real = T0.timestamp()
+    path = tmp_path / "totals.json"
+    meters = {"m": {"energy_import": {"raw": 4.9, "ts": real + 86000, "offset": 0.0}}}
+    path.write_text(json.dumps({"version": 1, "saved_at": real + 86400, "meters": meters}))
+    guard = TotalGuard()
+    store = TotalsStore(path, guard)
+    store.load()
+    clocks = _Clocks(real)
+    synced = ClockGate(floor_s=store.saved_at, monotonic=clocks.mono, wall=clocks.wall, synced=lambda: True)
+    unknown = ClockGate(floor_s=store.saved_at, monotonic=clocks.mono, wall=clocks.wall, synced=_never_synced)
+    rules = ReadingRules(guard, store, synced)
+    assert [r.value for r in rules.apply([_energy(real, 5.0)]).readings] == [5.0]  # neither held nor stale
+    clocks.tick(30)
+    assert [r.value for r in rules.apply([_energy(clocks.wall_s, 5.1)]).readings] == [5.1]
+    assert ReadingRules(TotalGuard(), store, unknown).apply([_energy(real, 5.0)]).readings == []
+
+
 # -- the shared path -------------------------------------------------------------------------------
 
 

@@ -55,6 +55,8 @@ class SourceContext:
     def readings(self, readings: Iterable[Reading]) -> None:
         """Hand readings on to every sink, through the bridge's rules (held, dropped or continued)."""
         outcome = self.rules.apply(readings, self.historical)
+        if outcome.clock_step_s:  # logged once by the rules; counted where it was seen
+            self.stats.errors["clock_stepped_back"] += 1
         for reading, verdict in outcome.notes:
             kind, level, message = VERDICT_LOG[verdict]
             self.error(kind, message, reading.meter_id, reading.quantity.value, reading.ts.isoformat(), level=level)

@@ -36,7 +36,11 @@ InfluxDB's `increase()` and Home Assistant's statistics see one counter for the 
 meter id. A reading the guard holds or drops is counted in the source's `errors` by verdict.
 
 **A wrong clock** (a Pi 4 has no real-time clock: after a power cut it starts at an old
-time and jumps when NTP answers) is handled by `ClockGate` below, before this rule.
+time and jumps when NTP answers) is handled by `ClockGate` below, before this rule. A clock
+that was *ahead* and steps back (NTP) would leave times in the future here, and every reading
+after the step would be dropped as `stale` until real time caught up: `ReadingRules` sees the
+step (the wall clock falls against the monotonic one) and `TotalGuard.rebase` moves those
+times back by it, keeping `raw` and `offset`.
 
 State per (meter, total) is `raw`, `ts` and `offset`; `TotalsStore` writes it to a small
 JSON file (atomically) every `save_interval_s` (15 min) when it changed, at once when an
@@ -59,12 +63,13 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from ..clocksync import kernel_clock_synced
 from ..model import TOTALS, Quantity, Reading
 
 _LOGGER = logging.getLogger(__name__)
@@ -115,6 +120,8 @@ class GuardOutcome:
 
     readings: list[Reading]
     notes: list[tuple[Reading, TotalVerdict]]
+    #: Seconds the wall clock stepped back just before these readings (0: it did not).
+    clock_step_s: float = 0.0
 
 
 def _seconds(ts: datetime) -> float:
@@ -263,6 +270,36 @@ class TotalGuard:
         track.raw, track.ts, track.pending = last.value, _seconds(last.ts), []
         self.dirty = self.structural = True
 
+    def rebase(self, now_s: float, step_s: float) -> int:
+        """After the wall clock stepped back `step_s` seconds to `now_s`: times ahead of `now_s` are
+        moved back by `step_s` (not after `now_s`), so that they no longer make later readings
+        stale; `raw`, `offset` and the total stay, so it neither falls nor counts twice. Held
+        candidates are moved likewise, in order. Returns how many (meter, quantity) moved."""
+
+        def back(ts: float) -> float:
+            return min(ts - step_s, now_s) if ts > now_s else ts
+
+        moved = 0
+        for track in self._tracks.values():
+            if track.ts <= now_s and not track.pending:
+                continue
+            if track.ts > now_s:
+                moved += 1
+            track.ts = earliest = back(track.ts)
+            pending: list[Reading] = []
+            for held in track.pending:
+                ts = max(back(_seconds(held.ts)), earliest)  # the order of the candidates stands
+                pending.append(held if ts == _seconds(held.ts) else _stamped(held, datetime.fromtimestamp(ts, UTC)))
+                earliest = ts
+            track.pending = pending
+        for key, ts in self._latest.items():
+            if ts > now_s:
+                self._latest[key] = back(ts)
+                moved += 1
+        if moved:
+            self.dirty = self.structural = True  # saved at once: the file's `saved_at` is right again
+        return moved
+
     def forget(self, meter_id: str) -> None:
         """Drop the state of one meter (it was removed or re-paired)."""
         for mapping in (self._tracks, self._latest):
@@ -308,7 +345,8 @@ class TotalsStore:
     Why a file of its own and not the spool: the bridge runs without InfluxDB too, and the state
     is a few hundred bytes written once a minute at most (see `maybe_save`). The file also
     carries the wall-clock time of the save (`saved_at`): `ClockGate` takes a clock that is
-    behind it as wrong.
+    behind it as wrong, unless the kernel says the clock is synchronized (then `saved_at` came
+    from a clock that was ahead, and the meter times saved with it are moved back).
     """
 
     def __init__(
@@ -418,6 +456,17 @@ class ClockGate:
     While the wall clock is right, a reading stamped before `CLOCK_FLOOR` (a device clock not
     set yet) is re-stamped with its arrival time at once. Historical sources (utility data)
     do not pass here: their times come from the utility, not from a clock of this machine.
+
+    A floor from the last save can itself be wrong: saved by a clock that was ahead. When the
+    wall clock is behind it but the kernel says it is synchronized (`synced`, by default
+    `clocksync.kernel_clock_synced`: adjtimex(2), what chrony and `timedatectl` use), the floor
+    falls to `CLOCK_FLOOR` (logged once) and nothing is held for it; when the kernel says no
+    or cannot tell, the floor stands as above.
+
+    A clock that was ahead and steps back is seen by `stepped_back` (the wall clock falls
+    against the monotonic one by more than `step_tolerance_s`); a reading stamped by it just
+    before the step and handed on just after is moved back by the step. Readings that already
+    went on with the times of the clock that was ahead cannot be recalled.
     """
 
     def __init__(
@@ -426,14 +475,26 @@ class ClockGate:
         max_held: int = 100_000,
         monotonic: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        synced: Callable[[], bool | None] = kernel_clock_synced,
+        step_tolerance_s: float = 60.0,
     ) -> None:
         self.floor_s = max(floor_s, CLOCK_FLOOR.timestamp())
         self.max_held = max_held
+        self.step_tolerance_s = step_tolerance_s
         self._monotonic = monotonic
         self._wall = wall
+        self._synced = synced
         self._held: list[_Held] = []
         #: (a known right time, the monotonic time it was right at), from a set device clock.
         self._reference: tuple[float, float] | None = None
+        self._dropped_floor: tuple[float, float] | None = None
+        #: The wall clock minus the monotonic one at the last look (None before the first).
+        self._wall_offset: float | None = None
+        #: Seconds of the last backward step of the wall clock (0: none seen).
+        self.last_step_s = 0.0
+        #: The wall clock just after that step.
+        self.stepped_to_s = 0.0
+        self.steps_back = 0
         self.dropped = 0
         self.restamped = 0
 
@@ -453,6 +514,40 @@ class ClockGate:
             return known + (self._monotonic() - at)
         return None
 
+    def stepped_back(self) -> float:
+        """Seconds the wall clock stepped back since the last call (0 if it did not).
+
+        Seen against the monotonic clock, which no step moves: their difference falls by the
+        step. A fall within `step_tolerance_s` is NTP slewing or jitter, not a step. A step
+        forward (NTP setting a clock that was behind) is `floor_s`'s business, not this one's.
+        """
+        wall = self._wall()
+        offset = wall - self._monotonic()
+        previous, self._wall_offset = self._wall_offset, offset
+        if previous is None or previous - offset <= self.step_tolerance_s:
+            return 0.0
+        self.last_step_s, self.stepped_to_s = previous - offset, wall
+        self.steps_back += 1
+        return self.last_step_s
+
+    def _drop_floor_if_synced(self, wall: float) -> None:
+        """The kernel says the clock is synchronized: a floor from the last save is not evidence."""
+        if not CLOCK_FLOOR.timestamp() <= wall < self.floor_s or self._synced() is not True:
+            return
+        _LOGGER.warning(
+            "The clock is %.0f s behind the last save of the totals state (%s), but the kernel says it is "
+            "synchronized (NTP): the saved time came from a clock that was ahead; the clock is taken as right",
+            self.floor_s - wall,
+            datetime.fromtimestamp(self.floor_s, UTC).isoformat(),
+        )
+        self._dropped_floor = (self.floor_s, wall)
+        self.floor_s = CLOCK_FLOOR.timestamp()
+
+    def take_dropped_floor(self) -> tuple[float, float] | None:
+        """(the floor, the wall clock) when `admit` last dropped a floor saved by a clock ahead, once."""
+        dropped, self._dropped_floor = self._dropped_floor, None
+        return dropped
+
     def _restamp(self, held: _Held, now: float, mono: float) -> Reading:
         reading = held.reading
         ts = reading.ts.timestamp()
@@ -461,11 +556,26 @@ class ClockGate:
         self.restamped += 1
         return _stamped(reading, datetime.fromtimestamp(now - (mono - held.mono), UTC))
 
+    def _before_step(self, reading: Reading, wall: float) -> Reading:
+        """A reading the wall clock stamped just before it stepped back, re-stamped by the step.
+
+        A source may stamp a reading and hand it on a moment later, after the step: stamped
+        `last_step_s` ahead of the clock (within a minute's delay), it came from the clock as it
+        was; its time minus the step is when it was taken. A right device clock is never that
+        far ahead."""
+        step = self.last_step_s
+        ts = reading.ts.timestamp()
+        if not step or not wall - self.step_tolerance_s <= ts - step <= wall + _OWN_CLOCK_S:
+            return reading
+        self.restamped += 1
+        return _stamped(reading, datetime.fromtimestamp(ts - step, UTC))
+
     def admit(self, readings: Iterable[Reading]) -> list[Reading]:
         """The readings that may go on now (held ones released first, re-stamped), in order."""
         mono, wall = self._monotonic(), self._wall()
         floor = CLOCK_FLOOR.timestamp()
-        incoming = list(readings)
+        self._drop_floor_if_synced(wall)
+        incoming = [self._before_step(reading, wall) for reading in readings]
         if wall < self.floor_s:
             for reading in incoming:
                 ts = reading.ts.timestamp()
@@ -513,10 +623,13 @@ class ReadingRules:
     without one gets its own in memory (tests, one-shot imports).
     """
 
-    def __init__(self, guard: TotalGuard | None = None, store: TotalsStore | None = None) -> None:
+    def __init__(
+        self, guard: TotalGuard | None = None, store: TotalsStore | None = None, clock: ClockGate | None = None
+    ) -> None:
         self.guard = TotalGuard() if guard is None else guard
         self.store = TotalsStore(None, self.guard) if store is None else store
-        self.clock = ClockGate(floor_s=self.store.saved_at)
+        #: By default floored at the last save; a gate given here (tests) brings its own floor.
+        self.clock = ClockGate(floor_s=self.store.saved_at) if clock is None else clock
 
     @classmethod
     def from_file(cls, path: Path | None, save_interval_s: float = 900.0, max_power_kw: float = 100.0) -> ReadingRules:
@@ -528,10 +641,28 @@ class ReadingRules:
 
     def apply(self, readings: Iterable[Reading], historical: bool = False) -> GuardOutcome:
         """What of `readings` goes on (re-stamped, totals continued), with notes on the rest."""
+        step_s = self.clock.stepped_back()
+        if step_s:
+            # to the wall clock after the step even if the gate does not take it as right yet:
+            # every time after it came from the clock before the step
+            moved = self.guard.rebase(self.clock.stepped_to_s, step_s)
+            _LOGGER.warning(
+                "The clock stepped back %.0f s (NTP corrected a clock that was ahead): %d meter times moved "
+                "back with it so that new readings are not dropped as older; readings already sent with "
+                "the times of the clock that was ahead stay as they are",
+                step_s,
+                moved,
+            )
         admitted = list(readings) if historical else self.clock.admit(readings)
+        dropped = self.clock.take_dropped_floor()
+        if dropped is not None:
+            # the state saved with that floor has meter times from the same clock ahead: moved back
+            # as for a step (by at most how far the floor was ahead), else they would make readings stale
+            floor_s, wall_s = dropped
+            self.guard.rebase(wall_s, floor_s - wall_s)
         outcome = self.guard.filter(admitted)
         self.store.maybe_save()
-        return outcome
+        return replace(outcome, clock_step_s=step_s) if step_s else outcome
 
     def close(self) -> None:
         """Save the state if it changed since the last save (at shutdown)."""
