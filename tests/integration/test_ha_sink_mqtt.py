@@ -113,15 +113,17 @@ async def test_state_energy_totals_are_exact_under_rate_limiting(broker: Mosquit
     await bridge.start()
     async with recording(broker, f"{base_topic}/meter/grid") as rec:
         await rec.wait_for(lambda r: f"{base_topic}/meter/grid" in r.last)
-        await asyncio.sleep(1.0)
+        # some 20 steps of readings (a count, not a time: a loaded machine takes longer; the bound
+        # only stops a hang), then a moment for any state the sink would wrongly send to arrive
+        source = bridge.stats.sources["grid"]
+        await rec.wait_for(lambda _r: source.readings > 20 * 5, timeout=60)
+        await asyncio.sleep(0.5)
         # the interval holds back intermediate states...
         assert len(rec.messages) == 1
         await bridge.shutdown()
         await rec.wait_for(lambda r: len(r.messages) == 2)
     # ...and shutdown flushes the latest, exact total
-    source = bridge.stats.sources["grid"]
     final = json.loads(rec.messages[-1][1])
-    assert source.readings > 20 * 5
     assert final["energy_import"] > json.loads(rec.messages[0][1])["energy_import"]
 
 
