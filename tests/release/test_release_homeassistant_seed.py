@@ -149,14 +149,21 @@ def test_seeding_waits_for_a_broker_that_starts_later(tmp_path: Path, source: Pa
     config = tmp_path / "config"
     password_file = tmp_path / "mqtt" / "password"
     env = seed_env(source, config, MQTT_PASSWORD_FILE=str(password_file))
-    seeder = subprocess.Popen([sys.executable, str(SEED), "--wait", "30"], env=env, stderr=subprocess.PIPE, text=True)
-    time.sleep(1.5)
-    assert seeder.poll() is None, "the seeder gave up before the broker wrote its password"
+    log = tmp_path / "seeder.log"
+    with log.open("w") as sink:
+        seeder = subprocess.Popen([sys.executable, str(SEED), "--wait", "30"], env=env, stderr=sink, text=True)
+    # the password appears once the seeder says it waits (a slow start on a loaded machine would
+    # otherwise find it already there); 60 s is a hang bound only
+    deadline = time.monotonic() + 60
+    while "waiting up to 30 s for the MQTT password" not in log.read_text():
+        assert seeder.poll() is None, f"the seeder gave up before the broker wrote its password: {log.read_text()}"
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.05)
     password_file.parent.mkdir()
     password_file.write_text("late-password-0123456789")
-    _, stderr = seeder.communicate(timeout=30)
+    seeder.wait(timeout=60)
+    stderr = log.read_text()
     assert seeder.returncode == 0, stderr
-    assert "waiting up to 30 s for the MQTT password" in stderr
     assert entries(config)["mqtt"]["data"]["password"] == "late-password-0123456789"
 
 
