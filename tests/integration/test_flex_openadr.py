@@ -140,7 +140,7 @@ class Vtn:
 async def expect_next_event_opted_out(vtn: Vtn, sim: RelaySim) -> None:
     """A new event gets optOut at the VTN and no relay moves."""
     event_id = vtn.add_event(datetime.now(UTC) + timedelta(seconds=1), duration_s=5, level=3)
-    await wait_until(lambda: (event_id, "optOut") in vtn.opt_responses, 15, "optOut of the next event")
+    await wait_until(lambda: (event_id, "optOut") in vtn.opt_responses, 60, "optOut of the next event")
     await asyncio.sleep(2)
     assert all(r.on for r in sim.relays.values())
 
@@ -196,6 +196,9 @@ async def test_event_opt_in_shed_and_staggered_restore_with_reports(
         on_ev = await sim.wait("ev", True, 60)
         on_immersion = await sim.wait("immersion", True, 60)
         assert on_ev < on_immersion
+        # the relay hears the command before the controller has its acknowledgement and notes the change
+        restored = lambda: all(flex.assets[a].state.value == "normal" for a in ("ev", "immersion"))  # noqa: E731
+        await wait_until(restored, 60, "both restored in the controller")
         restored_ev, restored_immersion = flex.assets["ev"].changed_at, flex.assets["immersion"].changed_at
         assert restored_ev is not None
         assert restored_immersion is not None
