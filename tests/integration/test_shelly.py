@@ -64,7 +64,7 @@ class Events:
         self.ctx = SourceContext(source_id, SourceStats("shelly", 300.0), self.items.append, catalog)
 
     async def wait_for(
-        self, predicate: Callable[[list[Event]], bool], timeout: float = 10.0, message: object = None
+        self, predicate: Callable[[list[Event]], bool], timeout: float = 30.0, message: object = None
     ) -> None:
         deadline = time.monotonic() + timeout
         while not predicate(self.items):
