@@ -156,15 +156,22 @@ async def test_4xx_quarantined_5xx_retried(tmp_path: Path, sink_factory: Any) ->
     app.router.add_post("/api/v2/write", write)
     async with serving(app) as port:
         sink = await sink_factory(config(f"http://127.0.0.1:{port}", tmp_path / "spool.sqlite"))
+        gauges = sink.stats.gauges
+
+        async def until(done: Any) -> None:
+            # each reading goes in once the one before is settled, so each is a batch of its own:
+            # waited for, not assumed after a sleep (a slow sender would batch 12 with 13, or 13
+            # with 14); 60 s is a hang bound only
+            async with asyncio.timeout(60):
+                while not done():
+                    await asyncio.sleep(0.05)
+
         await sink.handle(readings("a", 12, 1))
-        await asyncio.sleep(1.6)
+        await until(lambda: gauges["sent_readings"] >= 1)  # after the 503 and its Retry-After
         await sink.handle(readings("a", 13, 1))
-        await asyncio.sleep(0.6)
+        await until(lambda: gauges["quarantined_batches"] >= 1)
         await sink.handle(readings("a", 14, 1))
-        for _ in range(50):
-            if sink.stats.gauges["sent_readings"] >= 2 and sink.stats.gauges["quarantined_batches"] == 1:
-                break
-            await asyncio.sleep(0.1)
+        await until(lambda: gauges["sent_readings"] >= 2)
         assert sink.stats.gauges["quarantined_batches"] == 1
         [entry] = sink.spool.quarantined()
         assert entry.reason.startswith("HTTP 400")
@@ -254,12 +261,13 @@ async def test_unwritable_spool_while_influx_is_down_keeps_the_sender_alive(
         for step in range(20):
             await sink.handle(readings("a", step, 1))
             await asyncio.sleep(0.1)
-        await asyncio.sleep(1.5)
-        assert sink.stats.errors["spool"] >= 1
+        async with asyncio.timeout(60):  # the refused spool write waited for; a hang bound only
+            while sink.stats.errors["spool"] < 1:
+                await asyncio.sleep(0.1)
         assert all(not task.done() for task in sink._tasks), "sender and syncer survive a full disk"
         monkeypatch.undo()
         up = True
-        for _ in range(100):
+        for _ in range(600):  # 60 s: a hang bound only
             if sink.stats.gauges["sent_readings"] >= 20:
                 break
             await asyncio.sleep(0.1)
