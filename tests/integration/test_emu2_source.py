@@ -70,9 +70,9 @@ async def test_end_to_end_retained_state_with_export(broker: Mosquitto, base_top
             ),
             timeout=20,
         )
-        await rec.wait_for(lambda r: r.last.get(f"{state_topic}/availability") == b"online", timeout=10)
+        await rec.wait_for(lambda r: r.last.get(f"{state_topic}/availability") == b"online", timeout=30)
         link_config = f"{base_topic}/ha/sensor/hems/hems_grid_link_quality/config"
-        await rec.wait_for(lambda r: link_config in r.last, timeout=10)
+        await rec.wait_for(lambda r: link_config in r.last, timeout=30)
         discovery = rec.json(link_config)
         assert discovery["entity_category"] == "diagnostic"
         assert discovery["unit_of_measurement"] == "%"
@@ -80,7 +80,7 @@ async def test_end_to_end_retained_state_with_export(broker: Mosquitto, base_top
         assert discovery["device"]["sw_version"] == "2.0.0 (7400)"
     # retained: a client connecting afterwards still gets the last state
     async with recording(broker, state_topic) as late:
-        await late.wait_for(lambda r: state_topic in r.last, timeout=10)
+        await late.wait_for(lambda r: state_topic in r.last, timeout=30)
         assert late.json(state_topic)["power"] == -1500.0
     assert sim.commands[:4] == ["initialize", "get_device_info", "get_meter_list", "get_connection_status"]
     assert sim.commands.count("set_schedule") == 2
@@ -95,7 +95,7 @@ async def test_unplug_marks_offline_and_replug_recovers(broker: Mosquitto, base_
         async with recording(broker, f"{base_topic}/#") as rec:
             await rec.wait_for(lambda r: r.last.get(availability) == b"online", timeout=20)
             sim.unplug()
-            await rec.wait_for(lambda r: r.last.get(availability) == b"offline", timeout=10)
+            await rec.wait_for(lambda r: r.last.get(availability) == b"offline", timeout=30)
             # failed reopen attempts while the port is gone: counted, not assumed of a time
             errors = bridge.stats.sources["grid"].errors
             await rec.wait_for(lambda _r: errors["connection"] >= 2, timeout=60)
