@@ -173,7 +173,7 @@ async def registered_ven(
             relay_sim(broker, base_topic, POWERS) as sim,
             running(flex_controller(config), sim) as flex,
         ):
-            await wait_until(lambda: vtn.registered, 20, "VEN registration")
+            await wait_until(lambda: vtn.registered, 60, "VEN registration")
             yield vtn, sim, flex
     finally:
         await vtn.server.stop()
@@ -221,10 +221,10 @@ async def test_participation_off_opts_out_and_householder_opt_out_is_reported(
 ) -> None:
     async with registered_ven(broker, base_topic, tmp_path) as (vtn, sim, flex):
         event_id = vtn.add_event(datetime.now(UTC) + timedelta(seconds=1), duration_s=60, level=1)
-        await sim.wait("immersion", False, 15)
+        await sim.wait("immersion", False, 60)
         await flex.handle_command(flex.topics.command("opt_out"), b"PRESS")
         await sim.wait("immersion", True, 30)  # at once, not staggered (the bound only stops a hang)
-        await wait_until(lambda: (event_id, "optOut") in vtn.opt_responses, 10, "optOut at the VTN")
+        await wait_until(lambda: (event_id, "optOut") in vtn.opt_responses, 60, "optOut at the VTN")
         assert any(o["kind"] == "oadrCreateOpt" and o["opt_type"] == "optOut" for o in vtn.create_opts)
         # Participation off: the next event is opted out and nothing switches.
         await flex.handle_command(flex.topics.command("participation"), b"OFF")
