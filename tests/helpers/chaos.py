@@ -53,6 +53,24 @@ def wait_export(vm: Victoria, match: str, until: Callable[[list[Series]], bool],
     return series
 
 
+def settled_export(vm: Victoria, match: str, timeout: float = 60.0) -> list[Series]:
+    """`export_all` once nothing more is coming: two exports 1 s apart hold the same samples.
+
+    For counting what landed after the writers stopped: VictoriaMetrics shows new rows only after
+    its in-memory buffers are flushed (about a second), so one export right away may miss some of
+    the last step's quantities. `timeout` is a hang bound only.
+    """
+    deadline = time.monotonic() + timeout
+    series = export_all(vm, match)
+    while True:
+        time.sleep(1.0)
+        again = export_all(vm, match)
+        if sum(len(s.timestamps) for s in again) == sum(len(s.timestamps) for s in series):
+            return again
+        assert time.monotonic() < deadline, "VictoriaMetrics still taking samples after the writers stopped"
+        series = again
+
+
 @dataclass
 class Landed:
     """What landed for one meter: per quantity, the step indexes seen (relative to the first)."""

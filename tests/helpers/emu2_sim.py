@@ -340,7 +340,7 @@ class Emu2Simulator:
                 for reply in replies:
                     self._write(reply)
 
-    async def wait_for_command(self, name: str, timeout: float = 10.0, after: int = 0) -> None:
+    async def wait_for_command(self, name: str, timeout: float = 30.0, after: int = 0) -> None:
         """Wait until command `name` was received (at index >= `after`); TimeoutError otherwise."""
         deadline = time.monotonic() + timeout
         while name not in self.commands[after:]:

@@ -37,8 +37,9 @@ class Recorder:
         """The latest payload on `topic`, decoded."""
         return json.loads(self.last[topic])
 
-    async def wait_for(self, predicate: Callable[[Recorder], bool], timeout: float = 10.0) -> None:
-        """Wait until `predicate(self)` is true; AssertionError after `timeout`."""
+    async def wait_for(self, predicate: Callable[[Recorder], bool], timeout: float = 30.0) -> None:
+        """Wait until `predicate(self)` is true; AssertionError after `timeout` (a hang bound: generous,
+        a loaded machine is slow, and a test that passes never waits it out)."""
         deadline = time.monotonic() + timeout
         while not predicate(self):
             remaining = deadline - time.monotonic()

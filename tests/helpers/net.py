@@ -19,7 +19,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> None:
+def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 30.0) -> None:
     """Block until something accepts TCP connections on `host:port`; TimeoutError otherwise."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

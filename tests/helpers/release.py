@@ -157,7 +157,7 @@ class ReleaseBroker:
         """The Shelly identities volume (the bridge writes it, the broker reads it)."""
         return self.volumes / "shelly-identities"
 
-    def add_shelly(self, device_id: str, timeout: float = 10.0) -> str:
+    def add_shelly(self, device_id: str, timeout: float = 60.0) -> str:
         """Give `device_id` an identity as provisioning does and wait until the broker takes it; its password."""
         identity, _ = ShellyIdentityStore(self.identities).get_or_create(device_id)
         deadline = time.monotonic() + timeout

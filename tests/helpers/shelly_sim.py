@@ -251,7 +251,7 @@ class ShellySim:
         """Set MQTT up directly (as if provisioned earlier); takes effect on `start`/`reboot`."""
         self.mqtt_config.update(enable=True, server=server, user=user, **{"pass": password})
 
-    async def wait_connected(self, timeout: float = 10.0) -> None:
+    async def wait_connected(self, timeout: float = 30.0) -> None:
         """Wait until the device is connected to the broker and has announced itself."""
         await asyncio.wait_for(self._connected.wait(), timeout)
 

@@ -31,13 +31,15 @@ async def test_community_event_sheds_and_restores(broker: Mosquitto, base_topic:
         relay_sim(broker, base_topic, POWERS) as sim,
         running(flex_controller(config), sim) as flex,
     ):
-        await wait_until(lambda: flex.stats.connected, 10, "flex connected")
+        await wait_until(lambda: flex.stats.connected, 30, "flex connected")
         async with client_for(broker, "bridge") as client:
-            await client.publish(f"{base_topic}/flex/event", event(datetime.now(UTC) + timedelta(seconds=1)), qos=1)
+            # 8 s: room for a loaded machine to shed well inside the event (the bounds only stop a hang)
+            start = datetime.now(UTC) + timedelta(seconds=1)
+            await client.publish(f"{base_topic}/flex/event", event(start, duration_s=8), qos=1)
         # 2 kW asked: the immersion heater (3 kW, priority 0) is enough; the EV stays on.
-        await sim.wait("immersion", False, 10)
+        await sim.wait("immersion", False, 60)
         assert sim.relays["ev"].on
-        await sim.wait("immersion", True, 10)
+        await sim.wait("immersion", True, 60)
         assert all(on for _, on in sim.relays["ev"].timeline) or not sim.relays["ev"].timeline
 
 
@@ -63,7 +65,7 @@ async def test_invalid_events_are_rejected_and_change_nothing(
         relay_sim(broker, base_topic, POWERS) as sim,
         running(flex_controller(config), sim) as flex,
     ):
-        await wait_until(lambda: flex.stats.connected, 10, "flex connected")
+        await wait_until(lambda: flex.stats.connected, 30, "flex connected")
         async with client_for(broker, "bridge") as client:
             for payload in bad:
                 await client.publish(f"{base_topic}/flex/event", payload, qos=1)
@@ -129,11 +131,12 @@ async def test_restart_mid_event_resumes(broker: Mosquitto, base_topic: str, tmp
     async with relay_sim(broker, base_topic, POWERS) as sim:
         first = flex_controller(config)
         async with running(first, sim):
-            await wait_until(lambda: first.stats.connected, 10, "flex connected")
+            await wait_until(lambda: first.stats.connected, 30, "flex connected")
             start = datetime.now(UTC)
             async with client_for(broker, "bridge") as client:
-                await client.publish(f"{base_topic}/flex/event", event(start, duration_s=8), qos=1)
-            await sim.wait("immersion", False, 10)
+                # 16 s: the restart below must come well inside the event on a loaded machine too
+                await client.publish(f"{base_topic}/flex/event", event(start, duration_s=16), qos=1)
+            await sim.wait("immersion", False, 60)
         # The first controller is gone mid-event (state saved as it went). Meanwhile the
         # device fail-safe (or a person) switched the heater back on.
         sim.relays["immersion"].on = True
@@ -144,10 +147,10 @@ async def test_restart_mid_event_resumes(broker: Mosquitto, base_topic: str, tmp
         assert "community-1" in second.events
         async with running(second, sim):
             # resumed: the heater is switched off again at once (re-armed), not shed anew
-            await sim.wait("immersion", False, 5)
+            await sim.wait("immersion", False, 30)
             assert sim.relays["ev"].on
             # and it comes back when the event ends
-            await sim.wait("immersion", True, 15)
+            await sim.wait("immersion", True, 60)
         kinds = [json.loads(line)["kind"] for line in (tmp_path / "flex-events.jsonl").read_text().splitlines()]
         assert "resumed" in kinds
 
@@ -169,7 +172,7 @@ async def test_connected_means_listening(
     monkeypatch.setattr(BrokerConnection, "subscribe", slow_subscribe)
     config = flex_config(broker, base_topic, tmp_path, POWERS)
     async with running(flex_controller(config)) as flex:
-        await wait_until(lambda: flex.stats.connected, 10, "flex connected")
+        await wait_until(lambda: flex.stats.connected, 30, "flex connected")
         async with client_for(broker, "bridge") as client:
             await client.publish(f"{base_topic}/flex/event", event(datetime.now(UTC) + timedelta(minutes=5)), qos=1)
-        await wait_until(lambda: "community-1" in flex.events, 5, "event heard")
+        await wait_until(lambda: "community-1" in flex.events, 30, "event heard")

@@ -84,17 +84,21 @@ async def test_killed_mid_event_relay_returns_by_toggle_after_and_restart_resume
                 with contextlib.suppress(AssertionError):
                     await wait_until(lambda: not output(), 1, "relay off for the event")
                     break
-        await wait_until(lambda: not output(), 5, "relay off for the event")
+        await wait_until(lambda: not output(), 30, "relay off for the event")
         assert sim.status["switch:0"]["timer_duration"] <= FAILSAFE_S  # the fail-safe is armed
         bridge.send_signal(signal.SIGKILL)
         bridge.wait(10)
-        killed = asyncio.get_running_loop().time()
-        await wait_until(output, FAILSAFE_S + 5, "relay back on through toggle_after")
+        # The bridge re-arms the fail-safe as the event goes on: the device's timer now is the one
+        # of the last Switch.Set the bridge sent before it died, and nothing can change it any more.
+        last_armed_s = sim.status["switch:0"]["timer_duration"]
+        assert last_armed_s <= FAILSAFE_S
+        # Back on by the device's own toggle_after (source "timer"), not by the bridge, which is gone.
+        # Shown by the source and the armed duration, not by the clock: the bound only stops a hang.
+        await wait_until(output, FAILSAFE_S + 60, "relay back on through toggle_after")
         assert sim.status["switch:0"]["source"] == "timer"
-        assert asyncio.get_running_loop().time() - killed <= FAILSAFE_S + 2
         # Restarted mid-event: the persisted state says "shed", so the relay goes off again.
         bridge = start_bridge(config, tmp_path)
-        await wait_until(lambda: not output(), 20, "relay off again after the restart")
+        await wait_until(lambda: not output(), 60, "relay off again after the restart")
         # The householder opts out through the HA command topic: back on at once. The relay went
         # off through flex's Shelly RPC connection; its command connection may still be
         # subscribing (a loaded machine), and a button press is not retained: press until it acts.
@@ -104,7 +108,7 @@ async def test_killed_mid_event_relay_returns_by_toggle_after_and_restart_resume
                 with contextlib.suppress(AssertionError):
                     await wait_until(output, 1, "relay on after the opt-out")
                     break
-        await wait_until(output, 5, "relay on after the opt-out")
+        await wait_until(output, 30, "relay on after the opt-out")
         kinds = [json.loads(line)["kind"] for line in (tmp_path / "flex-events.jsonl").read_text().splitlines()]
         assert "resumed" in kinds
     finally:

@@ -205,7 +205,7 @@ async def test_source_imports_from_pge_and_backs_off_on_refusal(pge: tuple[FakeP
     # refused credentials: the run loop counts the error, marks the meter down, and waits
     bad = GreenButtonSource(config.model_copy(update={"client_secret": SecretStr("wrong")}))
     task = asyncio.create_task(bad.run(ctx))
-    for _ in range(100):
+    for _ in range(1200):  # 60 s: a hang bound only
         if ctx.stats.errors["auth"]:
             break
         await asyncio.sleep(0.05)

@@ -96,7 +96,7 @@ async def test_home_assistant_creates_energy_ready_sensors(
 
         # the bridge goes away: HA shows its entities unavailable (availability = bridge AND meter)
         await bridge.shutdown()
-        for _ in range(50):
+        for _ in range(300):  # 60 s: a hang bound only
             state = (await ha.rest("GET", "/api/states/sensor.hems_grid_power"))["state"]
             if state == "unavailable":
                 break

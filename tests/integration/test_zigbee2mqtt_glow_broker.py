@@ -208,7 +208,7 @@ async def test_glow_sentinels_kw_units_and_gas(broker: Mosquitto, base_topic: st
     sensor = f"{prefix}/{cad}/SENSOR"
     async with recording(broker, f"{base_topic}/#", f"{base_topic}_ha/#") as rec, Bridge(config) as bridge:
         stats = bridge.stats.sources["smart"]
-        for _ in range(50):  # until the source has subscribed
+        for _ in range(300):  # until the source has subscribed (60 s: a hang bound)
             await publisher.publish(
                 f"{sensor}/electricitymeter", GLOW_ELEC.format(ts="2026-11-21T20:00:00Z", imp=4595.563, kw=0.623)
             )

@@ -58,8 +58,30 @@ def _env(data: Path, adapter: str, **extra: str) -> dict[str, str]:
 STAND_IN = [sys.executable, "-c", "import os; print('STARTED', os.environ['ZIGBEE2MQTT_DATA'])"]
 
 
-def _run(env: dict[str, str], timeout: float = 20) -> subprocess.CompletedProcess[str]:
+def _run(env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["sh", str(SCRIPT), *STAND_IN], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _start(env: dict[str, str], out: Path) -> subprocess.Popen[str]:
+    """The entrypoint in the background, its output (stdout and stderr) to the file `out`."""
+    with out.open("w") as sink:
+        return subprocess.Popen(
+            ["sh", str(SCRIPT), *STAND_IN], env=env, stdout=sink, stderr=subprocess.STDOUT, text=True
+        )
+
+
+def _wait_idle(process: subprocess.Popen[str], env: dict[str, str], out: Path) -> str:
+    """Wait until the entrypoint idles (marker made, the line said); its output so far.
+
+    Waited for, not assumed after a sleep: a loaded machine may take seconds to get there (and a
+    device plugged in before the first check would be found without idling). 60 s: a hang bound.
+    """
+    deadline = time.monotonic() + 60
+    while not (Path(env["Z2M_IDLE_MARKER"]).exists() and "Zigbee2MQTT is idle" in out.read_text()):
+        assert process.poll() is None, f"the entrypoint must idle, not exit: {out.read_text()}"
+        assert time.monotonic() < deadline, f"not idle within 60 s: {out.read_text()}"
+        time.sleep(0.05)
+    return out.read_text()
 
 
 def _resolved(data: Path) -> dict[str, Any]:
@@ -83,23 +105,18 @@ def _resolved(data: Path) -> dict[str, Any]:
 
 def test_idles_without_an_adapter_then_starts_when_it_appears(tmp_path: Path) -> None:
     adapter = tmp_path / "ttyUSB0"
-    process = subprocess.Popen(
-        ["sh", str(SCRIPT), *STAND_IN],
-        env=_env(tmp_path / "data", str(adapter)),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    env = _env(tmp_path / "data", str(adapter))
+    process = _start(env, tmp_path / "out")
     try:
-        time.sleep(1.5)  # several re-checks
+        _wait_idle(process, env, tmp_path / "out")  # the healthcheck counts idling as healthy
+        time.sleep(1.0)  # several re-checks
         assert process.poll() is None, "the entrypoint must idle, not exit"
         assert not (tmp_path / "data" / "configuration.yaml").exists()
-        assert (tmp_path / "idle").exists(), "the healthcheck counts idling as healthy"
         adapter.touch()  # the dongle is plugged in
-        out, _ = process.communicate(timeout=10)
+        process.wait(timeout=60)
     finally:
         process.kill()
-    lines = out.splitlines()
+    lines = (tmp_path / "out").read_text().splitlines()
     assert lines[0] == (
         f"hems-zigbee2mqtt: no Zigbee adapter at {adapter}; Zigbee2MQTT is idle, checking again every 0.2 s"
     )
@@ -121,9 +138,12 @@ def test_idles_without_an_adapter_then_starts_when_it_appears(tmp_path: Path) ->
 def test_idles_with_a_clear_reason(tmp_path: Path, extra: dict[str, str], reason: str) -> None:
     (tmp_path / "tty").touch()
     env = _env(tmp_path / "data", str(tmp_path / "tty"), **extra)
-    with pytest.raises(subprocess.TimeoutExpired) as info:
-        _run(env, timeout=1.0)
-    out = (info.value.stdout or b"").decode() if isinstance(info.value.stdout, bytes) else info.value.stdout or ""
+    process = _start(env, tmp_path / "out")
+    try:
+        out = _wait_idle(process, env, tmp_path / "out")
+    finally:
+        process.kill()
+        process.wait()
     assert reason in out
     assert not (tmp_path / "data" / "configuration.yaml").exists()
 
@@ -178,16 +198,14 @@ def test_finds_the_coordinator_by_usb_ids_and_never_a_meter_stick(tmp_path: Path
     sysfs.plug(FTDI_CABLE, "ttyUSB0", (188, 0))
     sysfs.plug(CP2102_GENERIC, "ttyUSB1", (188, 1))
     env = _env(tmp_path / "data", "", SYSFS_TTY_DIR=str(sysfs.tty_dir))
-    process = subprocess.Popen(
-        ["sh", str(SCRIPT), *STAND_IN], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    process = _start(env, tmp_path / "out")
     try:
-        time.sleep(1.0)
-        assert process.poll() is None, "idle: no coordinator among the sticks"
+        _wait_idle(process, env, tmp_path / "out")  # idle: no coordinator among the sticks
         sysfs.plug(SONOFF_ZBDONGLE_E, "ttyUSB2", (188, 2))  # hot-plugged
-        out, _ = process.communicate(timeout=10)
+        process.wait(timeout=60)
     finally:
         process.kill()
+    out = (tmp_path / "out").read_text()
     assert "no known Zigbee coordinator is plugged in" in out
     assert process.returncode == 0, out
     config = _resolved(tmp_path / "data")

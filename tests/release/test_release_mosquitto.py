@@ -296,7 +296,7 @@ def test_entrypoint_runs_on_busybox_alone(tmp_path: Path) -> None:
     try:
         password = broker.add_shelly(DEVICE_A)  # rendered and reloaded by the watcher
         (broker.identities / DEVICE_A).unlink()
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60  # a hang bound only
         while broker.accepts(DEVICE_A, password):
             assert time.monotonic() < deadline, broker.log_text()
             time.sleep(0.1)

@@ -105,7 +105,7 @@ async def test_a_refusing_connack_is_our_error(code: int, error: type[BrokerErro
 
     async with peer(handler) as config:
         with pytest.raises(error) as raised:
-            async with BrokerConnection(config, "wire", timeout_s=5):
+            async with BrokerConnection(config, "wire", timeout_s=30):
                 pass
     assert f"127.0.0.1:{config.port}" in str(raised.value)
     assert (code == 3) is not isinstance(raised.value, BrokerAuthError)

@@ -87,7 +87,7 @@ class _Client:
 
 async def test_rpc_replies_come_from_inside_the_asked_devices_prefix() -> None:
     client = _Client()
-    rpc = ShellyMqttRpc(client, "meter-bridge-home-shelly-shelly", timeout_s=2)  # type: ignore[arg-type]
+    rpc = ShellyMqttRpc(client, "meter-bridge-home-shelly-shelly", timeout_s=30)  # type: ignore[arg-type]
     pump, heater = "shelly/shellyplus1pm-aaaaaaaaaaaa", "shelly/shellyplus1pm-bbbbbbbbbbbb"
     call = asyncio.create_task(rpc.call(pump, "Switch.GetStatus", {"id": 0}))
     while not client.published:

@@ -28,7 +28,7 @@ def _source(switch: Switch, **extra: Any) -> OpowerSource:
     return OpowerSource(config, None, fake_opower(switch))
 
 
-async def _until(check: Any, timeout: float = 10.0) -> None:
+async def _until(check: Any, timeout: float = 30.0) -> None:
     async with asyncio.timeout(timeout):
         while not check():
             await asyncio.sleep(0.02)
