@@ -127,10 +127,18 @@ async def wait_until(predicate: Any, timeout: float, what: str) -> None:
         await asyncio.sleep(0.1)
 
 
-#: A settled event of the synthetic history (`write_settlement_history`): Thursday 26 Nov 2026.
-SETTLE_START = datetime(2026, 11, 26, 17, tzinfo=UTC)
-SETTLE_END = datetime(2026, 11, 26, 18, tzinfo=UTC)
-#: By hand: the site draws 2 kW on every half-hour of 1-26 Nov but 800 W in the event, so every
+#: A settled event of the synthetic history (`write_settlement_history`): a Thursday, 17:00-18:00
+#: UTC, 3 to 10 days before the run (whole weeks after Thursday 26 Nov 2026: the same weekdays).
+#: Not a fixed date: the controller drops ledger lines older than `keep_days` (70) before its
+#: clock's now, so from late January 2027 the baseline's days of a fixed 26 Nov were gone.
+_FIRST_SETTLE_START = datetime(2026, 11, 26, 17, tzinfo=UTC)
+SETTLE_START = _FIRST_SETTLE_START + timedelta(
+    weeks=max(0, (datetime.now(UTC) - timedelta(days=3) - _FIRST_SETTLE_START) // timedelta(weeks=1))
+)
+SETTLE_END = SETTLE_START + timedelta(hours=1)
+#: The history's first day: 25 days before the event's (a Sunday, as 1 Nov 2026 for 26 Nov).
+HISTORY_START = SETTLE_START.replace(hour=0) - timedelta(days=25)
+#: By hand: the site draws 2 kW on every half-hour of the history but 800 W in the event, so every
 #: baseline (10 previous working days, 10 of 10, the 2 kW at the start) is 1.0 kWh a period and
 #: 0.6 kWh a period is delivered; the immersion heater (1 kW 17:00-18:00 daily) is off in the event.
 SETTLE_SITE_KWH = (0.6, 0.6)
@@ -139,11 +147,12 @@ SETTLE_TARGET_W = 1500.0  # 1.5 kWh asked for: 1.2 delivered is 80 %
 
 
 def write_settlement_history(ledger_path: Path) -> None:
-    """Write 1-26 Nov of the site meter `site` and the asset meter `immersion` into the ledger."""
+    """Write the history (`HISTORY_START` to the end of the event's day) of the site meter `site`
+    and the asset meter `immersion` into the ledger."""
     records: list[PeriodRecord] = []
     totals = {"site": 100.0, "immersion": 10.0}
-    at = datetime(2026, 11, 1, tzinfo=UTC)
-    while at < datetime(2026, 11, 27, tzinfo=UTC):
+    at = HISTORY_START
+    while at < SETTLE_START.replace(hour=0) + timedelta(days=1):
         in_event = SETTLE_START <= at < SETTLE_END
         heater_hours = 17 <= at.hour < 18
         powers = {"site": 800.0 if in_event else 2000.0, "immersion": 1000.0 if heater_hours and not in_event else 0.0}
