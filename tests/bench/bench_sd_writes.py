@@ -148,9 +148,11 @@ sources:
 """
 
 
-def start_home_assistant(workdir: Path, broker: ReleaseBroker, influx_url: str) -> Any:
-    """The pinned HA with the release's packages, seeded as the image seeds it (hems_seed.py)."""
-    from helpers.homeassistant import HomeAssistant
+def start_home_assistant(workdir: Path, broker: ReleaseBroker, influx_url: str, page_size: int) -> Any:
+    """The pinned HA with the release's packages, seeded as the image seeds it (hems_seed.py, then
+    hems_recorder_db.py under HA's own Python: the recorder database with `page_size` pages; 0:
+    none, HA creates it with SQLite's default)."""
+    from helpers.homeassistant import REPO, HomeAssistant, run_ha_python
     from integration.test_ha_release_config import seed_release
 
     class BrokerAddress:
@@ -165,6 +167,13 @@ def start_home_assistant(workdir: Path, broker: ReleaseBroker, influx_url: str) 
 
     ha = HomeAssistant(workdir, packages=True, extra_yaml="energy:\nhistory:\n")
     seed_release(ha.workdir, ha.port, BrokerAddress(), influx_url)  # type: ignore[arg-type]
+    if page_size:
+        script = REPO / "services" / "homeassistant" / "hems_recorder_db.py"
+        made = run_ha_python(
+            [str(script), "--page-size", str(page_size)], {"HA_CONFIG_DIR": str(ha.workdir)}, ha.workdir
+        )
+        print(made.stderr.strip(), file=sys.stderr)
+        assert made.returncode == 0
     ha.start()
     return ha
 
@@ -194,6 +203,10 @@ def report_home_assistant(ha: Any, since: float) -> None:
             " WHERE e.time_fired_ts >= ? GROUP BY t.event_type",
             (since,),
         ).fetchall()
+        page_size = db.execute("PRAGMA page_size").fetchone()[0]
+        schema = db.execute("SELECT schema_version FROM schema_changes ORDER BY change_id").fetchall()
+    moved_aside = sorted(path.name for path in config.glob("home-assistant_v2.db*.corrupt*"))
+    print(f"HA recorder database: page size {page_size}, schema versions {schema}, moved aside: {moved_aside}")
     total = sum(count for _, count in rows)
     print(f"HA recorder: {total:,} state rows in the window, {len(rows)} entities; most rows:")
     for entity_id, count in rows[:12]:
@@ -221,6 +234,13 @@ def main() -> int:
         "--recorded-interval", type=int, default=60, help="the HA sink's recorded_interval_s (default 60)"
     )
     parser.add_argument(
+        "--recorder-page-size",
+        type=int,
+        default=1024,
+        help="page size of the recorder database hems_recorder_db.py creates (default 1024, as the release;"
+        " 0: HA creates it, 4096 bytes)",
+    )
+    parser.add_argument(
         "--ha", action=argparse.BooleanOptionalAction, default=HASS.exists(), help="run Home Assistant too"
     )
     args = parser.parse_args()
@@ -237,7 +257,7 @@ def main() -> int:
         broker.start()
         victoria.start()
         if args.ha:
-            ha = start_home_assistant(root / "ha", broker, victoria.url)
+            ha = start_home_assistant(root / "ha", broker, victoria.url, args.recorder_page_size)
         (root / "bridge").mkdir()
         config = root / "bridge" / "config.yaml"
         config.write_text(
