@@ -143,7 +143,8 @@ async def test_recorded_state_carries_every_total_and_the_mean_power(broker: Mos
         # moment after the first, so the whole step is the one between the second and the third
         # (10 s apart; the bound only stops a hang)
         await rec.wait_for(lambda r: len([m for m in r.messages if m[0] == recorded_topic]) >= 3, timeout=60)
-        initial, first, second = [json.loads(payload) for topic, payload, _ in rec.messages if topic == recorded_topic][:3]
+        recorded = [json.loads(payload) for topic, payload, _ in rec.messages if topic == recorded_topic]
+        initial, first, second = recorded[:3]
         live = [json.loads(payload) for topic, payload, _ in rec.messages if topic == f"{base_topic}/meter/grid"]
         for body in (initial, first, second):
             assert set(body) == set(live[-1]) | {"power_average"}
