@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import sys
 
 import yaml
 
@@ -80,3 +81,20 @@ def test_broker_saves_its_retained_set_once_an_hour() -> None:
     assert re.findall(r"^autosave_interval (\d+)$", entrypoint, re.MULTILINE) == ["3600"]
     assert re.findall(r"^persistence (\w+)$", entrypoint, re.MULTILINE) == ["true"]
     assert "autosave_on_changes" not in entrypoint, "would turn the interval into a count of changes"
+
+
+def test_the_image_creates_the_recorder_database_with_small_pages_before_home_assistant() -> None:
+    # services/homeassistant/hems_recorder_db.py; that HA adopts and keeps such a database:
+    # tests/integration/test_ha_recorder_page_size.py
+    sys.path.insert(0, str(REPO / "services" / "homeassistant"))
+    import hems_recorder_db
+
+    assert hems_recorder_db.PAGE_SIZE == 1024
+    entrypoint = (REPO / "services" / "homeassistant" / "entrypoint.sh").read_text()
+    steps = [line.split()[1] for line in entrypoint.splitlines() if line.startswith(("python3 ", "exec "))]
+    assert steps.index("/usr/local/bin/hems_recorder_db.py") < steps.index("/init")
+    dockerfile = (REPO / "services" / "homeassistant" / "Dockerfile").read_text()
+    copies = [line.split()[1:] for line in dockerfile.replace("\\\n", " ").splitlines() if line.startswith("COPY ")]
+    assert any(
+        "services/homeassistant/hems_recorder_db.py" in args and args[-1] == "/usr/local/bin/" for args in copies
+    )
