@@ -11,9 +11,12 @@ from __future__ import annotations
 import fnmatch
 import re
 import sys
+from pathlib import Path
 
+import pytest
 import yaml
 
+from helpers.homeassistant import run_ha_python
 from helpers.release import REPO
 from meterbridge.config import BridgeConfig
 from meterbridge.model import MeterDescription, Quantity
@@ -98,3 +101,21 @@ def test_the_image_creates_the_recorder_database_with_small_pages_before_home_as
     assert any(
         "services/homeassistant/hems_recorder_db.py" in args and args[-1] == "/usr/local/bin/" for args in copies
     )
+
+
+@pytest.mark.homeassistant
+def test_recorder_leaves_out_its_own_statistics_run_events(tmp_path: Path) -> None:
+    # HA fires one after every 5-minute (hourly) statistics run and records it like any event: a
+    # row (and its index entries) in every commit; the names are the pinned HA's own constants
+    names = run_ha_python(
+        [
+            "-c",
+            "from homeassistant import const;"
+            " print(const.EVENT_RECORDER_5MIN_STATISTICS_GENERATED, const.EVENT_RECORDER_HOURLY_STATISTICS_GENERATED)",
+        ],
+        {},
+        tmp_path,
+    )
+    assert names.returncode == 0, names.stderr
+    five_minute, hourly = names.stdout.split()
+    assert {five_minute, hourly} <= set(RECORDER["exclude"]["event_types"])
