@@ -115,7 +115,8 @@ def broker_save_bytes(pid: int) -> int:
 
 def autosave_interval(broker: ReleaseBroker) -> int:
     """The rendered mosquitto.conf's `autosave_interval` (Mosquitto's default 1800 when absent)."""
-    for conf in broker.root.rglob("mosquitto.conf"):
+    # the volumes are where ReleaseBroker makes them (not under its root)
+    for conf in broker.config.rglob("mosquitto.conf"):
         for line in conf.read_text().splitlines():
             if line.startswith("autosave_interval "):
                 return int(line.split()[1])
@@ -326,7 +327,7 @@ def main() -> int:
             f" <= {min(per_hour, 3600):,.0f} with delay 1s"
         )
         print(f"{writers} field values written to InfluxDB: {values * 86400 / elapsed:,.0f}/day")
-        mosquitto_db = sum(f.stat().st_size for f in (root / "mqtt").rglob("mosquitto.db"))
+        mosquitto_db = sum(f.stat().st_size for f in broker.data.rglob("mosquitto.db"))
         print(f"broker persistence file (the retained set, rewritten whole at each save): {mosquitto_db:,} bytes")
         if ha is not None:
             report_home_assistant(ha, window_start)
