@@ -7,8 +7,10 @@ VictoriaMetrics as the InfluxDB write peer, all on a disk-backed directory (tmpf
 count), and reads each process's `/proc/<pid>/io` `write_bytes` (bytes it dirtied in the page
 cache for a block device, i.e. what will reach the card) over `--seconds` after a warm-up. With
 `--ha` (the default when `make setup-ha` has installed it) the pinned Home Assistant runs too,
-seeded by hems_seed.py with the release's packages (its recorder settings and InfluxDB filters),
-its MQTT integration on the same broker and its InfluxDB integration writing to VictoriaMetrics;
+seeded by hems_seed.py with the release's packages (its recorder settings and InfluxDB filters)
+and its recorder database made as the image makes it (hems_recorder_db.py under HA's own Python:
+1 KB pages; `--recorder-page-size` to compare, 0 for HA's own 4 KB database), its MQTT
+integration on the same broker and its InfluxDB integration writing to VictoriaMetrics;
 its figure is the whole process tree's (the recorder is a thread of it), and what its recorder
 stored in the window is listed per entity. The broker's saves come once per `autosave_interval`
 (an hour), usually outside the window: one save is made with SIGUSR1 after the window and its
