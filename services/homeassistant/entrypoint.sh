@@ -10,5 +10,9 @@
 set -eu
 python3 /usr/local/bin/hems_seed.py --wait "${HEMS_SEED_WAIT_S:-120}" ||
     echo "homeassistant-entrypoint: seeding /config failed (see above)" >&2
+# First boot only (no database yet): the recorder's database with small pages (fewer bytes per
+# commit on the SD card); an existing database is never touched. Never keeps HA from starting.
+python3 /usr/local/bin/hems_recorder_db.py ||
+    echo "homeassistant-entrypoint: creating the recorder database failed (HA creates its own)" >&2
 python3 /usr/local/bin/hems_seed.py --watch 1 --poll "${HEMS_SECRETS_POLL_S:-30}" &
 exec /init "$@"

@@ -7,8 +7,10 @@ VictoriaMetrics as the InfluxDB write peer, all on a disk-backed directory (tmpf
 count), and reads each process's `/proc/<pid>/io` `write_bytes` (bytes it dirtied in the page
 cache for a block device, i.e. what will reach the card) over `--seconds` after a warm-up. With
 `--ha` (the default when `make setup-ha` has installed it) the pinned Home Assistant runs too,
-seeded by hems_seed.py with the release's packages (its recorder settings and InfluxDB filters),
-its MQTT integration on the same broker and its InfluxDB integration writing to VictoriaMetrics;
+seeded by hems_seed.py with the release's packages (its recorder settings and InfluxDB filters)
+and its recorder database made as the image makes it (hems_recorder_db.py under HA's own Python:
+1 KB pages; `--recorder-page-size` to compare, 0 for HA's own 4 KB database), its MQTT
+integration on the same broker and its InfluxDB integration writing to VictoriaMetrics;
 its figure is the whole process tree's (the recorder is a thread of it), and what its recorder
 stored in the window is listed per entity. The broker's saves come once per `autosave_interval`
 (an hour), usually outside the window: one save is made with SIGUSR1 after the window and its
@@ -115,7 +117,8 @@ def broker_save_bytes(pid: int) -> int:
 
 def autosave_interval(broker: ReleaseBroker) -> int:
     """The rendered mosquitto.conf's `autosave_interval` (Mosquitto's default 1800 when absent)."""
-    for conf in broker.root.rglob("mosquitto.conf"):
+    # the volumes are where ReleaseBroker makes them (not under its root)
+    for conf in broker.config.rglob("mosquitto.conf"):
         for line in conf.read_text().splitlines():
             if line.startswith("autosave_interval "):
                 return int(line.split()[1])
@@ -148,9 +151,11 @@ sources:
 """
 
 
-def start_home_assistant(workdir: Path, broker: ReleaseBroker, influx_url: str) -> Any:
-    """The pinned HA with the release's packages, seeded as the image seeds it (hems_seed.py)."""
-    from helpers.homeassistant import HomeAssistant
+def start_home_assistant(workdir: Path, broker: ReleaseBroker, influx_url: str, page_size: int) -> Any:
+    """The pinned HA with the release's packages, seeded as the image seeds it (hems_seed.py, then
+    hems_recorder_db.py under HA's own Python: the recorder database with `page_size` pages; 0:
+    none, HA creates it with SQLite's default)."""
+    from helpers.homeassistant import REPO, HomeAssistant, run_ha_python
     from integration.test_ha_release_config import seed_release
 
     class BrokerAddress:
@@ -165,6 +170,13 @@ def start_home_assistant(workdir: Path, broker: ReleaseBroker, influx_url: str) 
 
     ha = HomeAssistant(workdir, packages=True, extra_yaml="energy:\nhistory:\n")
     seed_release(ha.workdir, ha.port, BrokerAddress(), influx_url)  # type: ignore[arg-type]
+    if page_size:
+        script = REPO / "services" / "homeassistant" / "hems_recorder_db.py"
+        made = run_ha_python(
+            [str(script), "--page-size", str(page_size)], {"HA_CONFIG_DIR": str(ha.workdir)}, ha.workdir
+        )
+        print(made.stderr.strip(), file=sys.stderr)
+        assert made.returncode == 0
     ha.start()
     return ha
 
@@ -194,6 +206,10 @@ def report_home_assistant(ha: Any, since: float) -> None:
             " WHERE e.time_fired_ts >= ? GROUP BY t.event_type",
             (since,),
         ).fetchall()
+        page_size = db.execute("PRAGMA page_size").fetchone()[0]
+        schema = db.execute("SELECT schema_version FROM schema_changes ORDER BY change_id").fetchall()
+    moved_aside = sorted(path.name for path in config.glob("home-assistant_v2.db*.corrupt*"))
+    print(f"HA recorder database: page size {page_size}, schema versions {schema}, moved aside: {moved_aside}")
     total = sum(count for _, count in rows)
     print(f"HA recorder: {total:,} state rows in the window, {len(rows)} entities; most rows:")
     for entity_id, count in rows[:12]:
@@ -221,6 +237,13 @@ def main() -> int:
         "--recorded-interval", type=int, default=60, help="the HA sink's recorded_interval_s (default 60)"
     )
     parser.add_argument(
+        "--recorder-page-size",
+        type=int,
+        default=1024,
+        help="page size of the recorder database hems_recorder_db.py creates (default 1024, as the release;"
+        " 0: HA creates it, 4096 bytes)",
+    )
+    parser.add_argument(
         "--ha", action=argparse.BooleanOptionalAction, default=HASS.exists(), help="run Home Assistant too"
     )
     args = parser.parse_args()
@@ -237,7 +260,7 @@ def main() -> int:
         broker.start()
         victoria.start()
         if args.ha:
-            ha = start_home_assistant(root / "ha", broker, victoria.url)
+            ha = start_home_assistant(root / "ha", broker, victoria.url, args.recorder_page_size)
         (root / "bridge").mkdir()
         config = root / "bridge" / "config.yaml"
         config.write_text(
@@ -306,7 +329,7 @@ def main() -> int:
             f" <= {min(per_hour, 3600):,.0f} with delay 1s"
         )
         print(f"{writers} field values written to InfluxDB: {values * 86400 / elapsed:,.0f}/day")
-        mosquitto_db = sum(f.stat().st_size for f in (root / "mqtt").rglob("mosquitto.db"))
+        mosquitto_db = sum(f.stat().st_size for f in broker.data.rglob("mosquitto.db"))
         print(f"broker persistence file (the retained set, rewritten whole at each save): {mosquitto_db:,} bytes")
         if ha is not None:
             report_home_assistant(ha, window_start)

@@ -35,6 +35,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import os
 import re
 import secrets
 import subprocess
@@ -73,6 +74,41 @@ def pinned_version() -> str:
 
 PINNED_VERSION = pinned_version()
 START_TIMEOUT_S = 120.0
+
+
+def run_ha_python(
+    args: list[str], env: dict[str, str], bind: Path, hass: Path = HASS, timeout: float = 120.0
+) -> subprocess.CompletedProcess[str]:
+    """Run `python3 ARGS` with the interpreter of the pinned HA (the image's Python: homeassistant
+    and SQLAlchemy importable), as the image's entrypoint runs its steps, with only `env` set.
+
+    Reads where that Python is from the `hass` wrapper scripts/setup-ha.sh wrote: natively its
+    venv's python; in the Debian sid root the same unshare + chroot the wrapper does, with `bind`'s
+    top-level directory (and the checkout's) bound at the same path, so host paths work inside.
+    """
+    wrapper = hass.read_text()
+    native = re.search(r'^exec "(.+)/bin/hass"', wrapper, re.MULTILINE)
+    settings = [f"{key}={value}" for key, value in env.items()]
+    if native is not None:
+        command = ["/usr/bin/env", "-i", *settings, f"{native.group(1)}/bin/python3", *args]
+    else:
+        root = re.search(r"^root=(.+)$", wrapper, re.MULTILINE)
+        venv = re.search(r"(/opt/ha-[^/ ]+)/bin/hass", wrapper)
+        if root is None or venv is None:
+            raise RuntimeError(f"{hass}: cannot tell where the pinned Home Assistant's Python is")
+        tops = sorted({"/" + Path(path).resolve().parts[1] for path in (bind, REPO)})
+        userns = [] if os.getuid() == 0 else ["--map-root-user"]
+        script = (
+            'root=$1; shift; mount --rbind /proc "$root/proc"; mount --rbind /dev "$root/dev"\n'
+            + "".join(f'[ -d "$root{top}" ] || mkdir "$root{top}"; mount --rbind {top} "$root{top}"\n' for top in tops)
+            + 'exec chroot "$root" "$@"'
+        )
+        command = [
+            "unshare", *userns, "--mount", "--propagation", "private", "sh", "-ec", script, "sh", root.group(1),
+            "/usr/bin/env", "-i", f"PATH={venv.group(1)}/bin:/usr/bin:/bin", "HOME=/root", "LANG=C.UTF-8",
+            *settings, f"{venv.group(1)}/bin/python3", *args,
+        ]  # fmt: skip
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
 
 
 class HomeAssistantWebsocket:

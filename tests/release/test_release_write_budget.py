@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import sys
+from pathlib import Path
 
+import pytest
 import yaml
 
+from helpers.homeassistant import run_ha_python
 from helpers.release import REPO
 from meterbridge.config import BridgeConfig
 from meterbridge.model import MeterDescription, Quantity
@@ -80,3 +84,38 @@ def test_broker_saves_its_retained_set_once_an_hour() -> None:
     assert re.findall(r"^autosave_interval (\d+)$", entrypoint, re.MULTILINE) == ["3600"]
     assert re.findall(r"^persistence (\w+)$", entrypoint, re.MULTILINE) == ["true"]
     assert "autosave_on_changes" not in entrypoint, "would turn the interval into a count of changes"
+
+
+def test_the_image_creates_the_recorder_database_with_small_pages_before_home_assistant() -> None:
+    # services/homeassistant/hems_recorder_db.py; that HA adopts and keeps such a database:
+    # tests/integration/test_ha_recorder_page_size.py
+    sys.path.insert(0, str(REPO / "services" / "homeassistant"))
+    import hems_recorder_db
+
+    assert hems_recorder_db.PAGE_SIZE == 1024
+    entrypoint = (REPO / "services" / "homeassistant" / "entrypoint.sh").read_text()
+    steps = [line.split()[1] for line in entrypoint.splitlines() if line.startswith(("python3 ", "exec "))]
+    assert steps.index("/usr/local/bin/hems_recorder_db.py") < steps.index("/init")
+    dockerfile = (REPO / "services" / "homeassistant" / "Dockerfile").read_text()
+    copies = [line.split()[1:] for line in dockerfile.replace("\\\n", " ").splitlines() if line.startswith("COPY ")]
+    assert any(
+        "services/homeassistant/hems_recorder_db.py" in args and args[-1] == "/usr/local/bin/" for args in copies
+    )
+
+
+@pytest.mark.homeassistant
+def test_recorder_leaves_out_its_own_statistics_run_events(tmp_path: Path) -> None:
+    # HA fires one after every 5-minute (hourly) statistics run and records it like any event: a
+    # row (and its index entries) in every commit; the names are the pinned HA's own constants
+    names = run_ha_python(
+        [
+            "-c",
+            "from homeassistant import const;"
+            " print(const.EVENT_RECORDER_5MIN_STATISTICS_GENERATED, const.EVENT_RECORDER_HOURLY_STATISTICS_GENERATED)",
+        ],
+        {},
+        tmp_path,
+    )
+    assert names.returncode == 0, names.stderr
+    five_minute, hourly = names.stdout.split()
+    assert {five_minute, hourly} <= set(RECORDER["exclude"]["event_types"])
