@@ -57,7 +57,7 @@ class Stack:
         )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def stack() -> Iterator[Stack]:
     """The whole appliance, up and onboarded."""
     if not HASS.exists():
