@@ -80,12 +80,18 @@ usb_node_numbers() {
 
 # usb_serial_sync: make the nodes and by-id links of the adapters present now, drop the ones of
 # adapters gone. Idempotent and cheap: the entrypoints run it at start and then every few seconds.
-usb_serial_sync() {
+# A subshell without errexit: both entrypoints run `set -eu`, and a stick unplugged while a pass
+# reads its sysfs entries makes a read fail half-way; under errexit that ended the hot-plug loop
+# for good (seen in CI: a replugged EMU-2 never got its by-id link back). A pass that meets a
+# vanished device skips it; the next pass sees the tree as it is.
+usb_serial_sync() (
+    set +e
     mkdir -p "$usb_dev/serial/by-id"
     for sys in "$usb_sysfs_tty"/ttyUSB* "$usb_sysfs_tty"/ttyACM*; do
         [ -r "$sys/dev" ] || continue
         tty=${sys##*/}
-        numbers=$(head -n 1 "$sys/dev")
+        numbers=$(head -n 1 "$sys/dev" 2>/dev/null) || continue
+        case "$numbers" in *[0-9]:[0-9]*) ;; *) continue ;; esac
         node="$usb_dev/$tty"
         if [ -e "$node" ] && [ "$(usb_node_numbers "$node")" != "$numbers" ]; then
             rm -f "$node"
@@ -115,4 +121,5 @@ usb_serial_sync() {
             usb_log "serial device $node went away"
         fi
     done
-}
+    exit 0
+)

@@ -310,6 +310,13 @@ async def test_emu2_reaches_the_broker_through_the_entrypoint_and_survives_a_rep
             plug("ttyACM1")
             await asyncio.wait_for(power(777.0), 45)
             await in_home_assistant(777.0)
+            # found by its USB ids, the bridge may read the new node before the entrypoint's sync
+            # loop (every USB_SCAN_S) has moved the by-id link: wait for the loop, while it runs
+            link = dev / "serial" / "by-id" / EMU2_BY_ID
+            for _ in range(100):
+                if os.path.islink(link) and os.readlink(link) == "../../ttyACM1":
+                    break
+                await asyncio.sleep(0.3)
         finally:
             process.terminate()
             process.wait(15)

@@ -90,3 +90,36 @@ def test_the_bridge_finds_the_emu2_by_usb_ids(tmp_path: Path) -> None:
     sysfs.plug(EMU2, "ttyACM4", (166, 4))
     assert find_usb_serial(EMU2_USB_IDS, sysfs.tty_dir, dev) == dev / "ttyACM4"
     assert find_usb_serial(EMU2_USB_IDS, tmp_path / "no-sysfs", dev) is None
+
+
+@needs_root
+def test_a_stick_unplugged_during_a_pass_does_not_end_the_hot_plug_loop(tmp_path: Path) -> None:
+    """Both entrypoints run `set -eu`; a pass that reads a stick's sysfs entries while it goes away
+    meets a failing read. The loop must carry on (it once ended, and a replugged EMU-2 never got its
+    by-id link back). The stick is plugged and unplugged while 300 passes run under errexit, as in
+    the entrypoints (here the old code ended within a few cycles); then it is plugged as ttyACM1 and
+    the same shell, still alive, links it."""
+    sysfs, dev = FakeSysfs(tmp_path / "sys"), tmp_path / "dev"
+    dev.mkdir()
+    passes_done, replugged = tmp_path / "passes-done", tmp_path / "replugged"
+    script = (
+        f'set -eu; . "{LIB}"; i=0; while [ $i -lt 300 ]; do usb_serial_sync 2>/dev/null; i=$((i+1)); done; '
+        f'touch "{passes_done}"; while [ ! -e "{replugged}" ]; do sleep 0.05; done; usb_serial_sync; echo alive'
+    )
+    env = {"PATH": os.environ["PATH"], "SYSFS_TTY_DIR": str(sysfs.tty_dir), "DEV_DIR": str(dev)}
+    loop = subprocess.Popen(["sh", "-c", script], env=env, stdout=subprocess.PIPE, text=True)
+    cycles = 0
+    try:
+        while loop.poll() is None and not passes_done.exists():
+            sysfs.plug(EMU2, "ttyACM0", (166, 0))
+            sysfs.unplug("ttyACM0")
+            cycles += 1
+        sysfs.plug(EMU2, "ttyACM1", (166, 1))
+        replugged.touch()
+        out, _ = loop.communicate(timeout=60)
+    finally:
+        if loop.poll() is None:
+            loop.kill()
+    assert loop.returncode == 0, f"the loop ended during {cycles} plug/unplug cycles"
+    assert out.strip() == "alive"
+    assert os.readlink(dev / "serial" / "by-id" / EMU2_BY_ID) == "../../ttyACM1"
