@@ -58,8 +58,12 @@ async def test_logs_for_a_window_then_debug_off(broker: Mosquitto, base_topic: s
         assert proc.returncode == 0, err.decode()
         assert not debug_on(sim)
         lines = out.read_text().splitlines()
-        assert len(lines) >= 5, lines
+        # the device sends 10 lines a second; how many fall in the window depends on the machine,
+        # so: some were written, each whole and in the device's order, none left out between
+        assert len(lines) >= 2, lines
         assert all(line.startswith(f"{sim.device_id} ") for line in lines)
+        numbers = [int(line.split()[1]) for line in lines]
+        assert numbers == list(range(numbers[0], numbers[0] + len(numbers))), numbers
         assert "debug log turned off again" in err.decode()
         sent = sim.debug_lines
         await asyncio.sleep(0.5)

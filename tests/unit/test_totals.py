@@ -312,6 +312,25 @@ def test_a_clock_ahead_that_steps_back_keeps_every_reading_and_the_total(
     assert json.loads((tmp_path / "totals.json").read_text())["saved_at"] == real + 120
 
 
+def test_readings_are_moved_back_by_a_step_only_while_they_may_be_in_flight_across_it() -> None:
+    """After the step, a reading stamped by the old clock may arrive for up to `step_tolerance_s`;
+    later, a reading that happens to lie one step ahead is left as its source stamped it."""
+    real = T0.timestamp()
+    clocks = _Clocks(real + 600)
+    gate = ClockGate(monotonic=clocks.mono, wall=clocks.wall, synced=_never_synced)
+    rules = ReadingRules(clock=gate)
+    rules.apply([_energy(clocks.wall_s, 1.0)])
+    clocks.tick(30)
+    clocks.wall_s -= 600
+    assert rules.apply([_energy(clocks.wall_s, 1.1)]).clock_step_s == 600
+    clocks.tick(10)  # within the tolerance: stamped by the clock as it was, moved back
+    (moved,) = gate.admit([_energy(clocks.wall_s + 600 - 2, 1.2)])
+    assert moved.ts.timestamp() == clocks.wall_s - 2
+    clocks.tick(gate.step_tolerance_s)  # long after the step: left alone
+    ahead = _energy(clocks.wall_s + 600 - 2, 1.3)
+    assert gate.admit([ahead]) == [ahead]
+
+
 def test_the_source_that_saw_the_step_counts_it() -> None:
     clocks = _Clocks(T0.timestamp() + 600)
     rules = ReadingRules(clock=ClockGate(monotonic=clocks.mono, wall=clocks.wall, synced=_never_synced))

@@ -494,6 +494,9 @@ class ClockGate:
         self.last_step_s = 0.0
         #: The wall clock just after that step.
         self.stepped_to_s = 0.0
+        #: The monotonic time the step was seen (readings in flight across it arrive within
+        #: `step_tolerance_s` of it; after that, `_before_step` leaves readings alone).
+        self._stepped_at_mono = 0.0
         self.steps_back = 0
         self.dropped = 0
         self.restamped = 0
@@ -527,6 +530,7 @@ class ClockGate:
         if previous is None or previous - offset <= self.step_tolerance_s:
             return 0.0
         self.last_step_s, self.stepped_to_s = previous - offset, wall
+        self._stepped_at_mono = self._monotonic()
         self.steps_back += 1
         return self.last_step_s
 
@@ -562,10 +566,13 @@ class ClockGate:
         A source may stamp a reading and hand it on a moment later, after the step: stamped
         `last_step_s` ahead of the clock (within a minute's delay), it came from the clock as it
         was; its time minus the step is when it was taken. A right device clock is never that
-        far ahead."""
+        far ahead. Only for `step_tolerance_s` after the step was seen: a reading in flight across
+        it has arrived by then, and a later reading that far ahead is a device's business."""
         step = self.last_step_s
+        if not step or self._monotonic() - self._stepped_at_mono > self.step_tolerance_s:
+            return reading
         ts = reading.ts.timestamp()
-        if not step or not wall - self.step_tolerance_s <= ts - step <= wall + _OWN_CLOCK_S:
+        if not wall - self.step_tolerance_s <= ts - step <= wall + _OWN_CLOCK_S:
             return reading
         self.restamped += 1
         return _stamped(reading, datetime.fromtimestamp(ts - step, UTC))
