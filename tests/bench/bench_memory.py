@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench_sd_writes import children
@@ -40,44 +42,25 @@ PROGRAMS = ("mosquitto", "bridge", "homeassistant", "nginx", "configurator")
 EXTRA_PROFILES = ("heat_pump", "ev", "solar", "heat_pump", "ev", "solar")
 
 
-def bridge_config(interval_s: float) -> str:
-    """The demo's bridge configuration with 10 meters instead of 4 (same flex settings)."""
-    extra = "\n".join(
-        f"  - {{type: simulated, id: extra_{n}, profile: {profile}, seed: {n + 10}, interval_s: {interval_s},"
-        " rated_w: 3000}"
+def bridge_config(demo_config: str, interval_s: float) -> str:
+    """The demo's bridge configuration (as scripts/demo.sh wrote it: flex, roles, totals and all)
+    with 10 meters instead of 4, every one reading each `interval_s`."""
+    config = yaml.safe_load(demo_config)
+    config.setdefault("homeassistant", {})["min_interval_s"] = interval_s
+    for source in config["sources"]:
+        source["interval_s"] = interval_s
+    config["sources"] += [
+        {
+            "type": "simulated",
+            "id": f"extra_{n}",
+            "profile": profile,
+            "seed": n + 10,
+            "interval_s": interval_s,
+            "rated_w": 3000,
+        }
         for n, profile in enumerate(EXTRA_PROFILES)
-    )
-    return f"""
-site: {{id: demo, name: Demo home, currency: GBP}}
-mqtt:
-  host: 127.0.0.1
-  port: ${{DEMO_MQTT_PORT}}
-  username: bridge
-  password: ${{MQTT_PASSWORD}}
-health:
-  port: ${{DEMO_HEALTH_PORT}}
-homeassistant: {{min_interval_s: {interval_s}}}
-sources:
-  - {{type: simulated, id: grid, name: Grid, profile: grid, seed: 1, interval_s: {interval_s},
-     pv_peak_w: 3500, heat_pump_w: 2500, ev_w: 7200}}
-  - {{type: simulated, id: solar, name: Solar, profile: solar, seed: 1, interval_s: {interval_s}, rated_w: 3500}}
-  - {{type: simulated, id: heat_pump, name: Heat pump, profile: heat_pump, seed: 1, interval_s: {interval_s},
-     rated_w: 2500}}
-  - {{type: simulated, id: ev, name: EV charger, profile: ev, seed: 1, interval_s: {interval_s}, rated_w: 7200}}
-{extra}
-flex:
-  enabled: true
-  site_meter_id: grid
-  state_path: ${{DEMO_STATE_DIR}}/flex-state.json
-  log_path: ${{DEMO_STATE_DIR}}/logs/flex-events.jsonl
-  assets:
-    - id: heat_pump
-      name: Heat pump
-      kind: heat_pump
-      rated_power_w: 2500
-      meter_id: heat_pump
-      actuator: {{type: mqtt, command_topic: hems/demo/heat_pump/relay/set}}
-"""
+    ]
+    return yaml.safe_dump(config, sort_keys=False)
 
 
 def rollup(pid: int) -> tuple[int, int]:
@@ -158,7 +141,8 @@ def main() -> int:
         if started.returncode != 0:
             print(started.stdout[-2000:], started.stderr[-3000:], file=sys.stderr)
             return 1
-        (demo_dir / "bridge" / "config.yaml").write_text(bridge_config(args.interval))
+        written = demo_dir / "bridge" / "config.yaml"
+        written.write_text(bridge_config(written.read_text(), args.interval))
         restarted = subprocess.run([*ctl, "restart", "bridge"], capture_output=True, text=True, check=False)
         if restarted.returncode != 0:
             print(restarted.stdout, restarted.stderr, file=sys.stderr)
