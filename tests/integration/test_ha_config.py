@@ -40,7 +40,13 @@ def test_shipped_config_is_valid(tmp_path: Path) -> None:
     assert "Failed config" not in output, output
     assert "Incorrect config" not in output, output
     assert "Attempting install" not in output, "a requirement is missing from scripts/setup-ha.sh"
-    for expected in ("max_retries: 3", "sensor.hems_flex_*", "commit_interval: 300", "hems-energy"):
+    for expected in (
+        "max_retries: 3",
+        "sensor.hems_flex_*",
+        "commit_interval: 300",
+        "auto_repack: False",
+        "hems-energy",
+    ):
         assert expected in output, output
 
 

@@ -48,6 +48,14 @@ def test_recorder_commits_with_the_statistics_run_and_keeps_ten_days() -> None:
     assert "include" not in RECORDER, "an include list would change how the excludes apply"
 
 
+def test_recorder_does_not_repack_every_month() -> None:
+    # HA's default repack (a VACUUM after the purge on the second Sunday of the month) rewrites the
+    # whole database about three times: 91-136 MB for a year-old home of 10 meters
+    # (tests/bench/bench_recorder_repack.py); without it the file stays at its high-water mark
+    assert RECORDER["auto_repack"] is False
+    assert RECORDER.get("auto_purge", True) is True, "the nightly purge keeps the file from growing"
+
+
 def test_recorder_keeps_what_is_published_once_a_step_and_leaves_out_the_live_series() -> None:
     topics = Topics()
     for quantity in Quantity:
