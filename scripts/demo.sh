@@ -145,7 +145,8 @@ mqtt:
   password: ${MQTT_PASSWORD}
 health:
   port: ${DEMO_HEALTH_PORT}
-homeassistant: {min_interval_s: 2}
+# the release records a 5-minute step; the demo a 1-minute one, so its history moves while you watch
+homeassistant: {min_interval_s: 2, recorded_interval_s: 60}
 totals: {path: "${DEMO_STATE_DIR}/bridge/totals.json"}
 sources:
   - {type: simulated, id: grid, name: Grid, profile: grid, seed: 1, interval_s: 2,

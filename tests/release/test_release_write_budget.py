@@ -75,16 +75,16 @@ def test_recorder_keeps_what_is_published_once_a_step_and_leaves_out_the_live_se
         assert not excluded(payload["default_entity_id"])
 
 
-def test_bridge_publishes_the_recorded_step_once_a_minute_and_live_states_as_before() -> None:
+def test_bridge_publishes_the_recorded_step_every_5_minutes_and_live_states_as_before() -> None:
     defaults = HomeAssistantConfig()
-    assert defaults.recorded_interval_s == 60
+    assert defaults.recorded_interval_s == 300
     assert 300 % defaults.recorded_interval_s == 0
     assert (defaults.min_interval_s, defaults.power_deadband_w) == (5.0, 50.0)
     # the release's bridge configuration leaves them at their defaults
     release = yaml.safe_load((REPO / "services" / "meter-bridge" / "default-config.yaml").read_text())
     assert "homeassistant" not in release
     config = BridgeConfig.model_validate({"mqtt": {"username": "bridge", "password": "x"}})
-    assert config.homeassistant.recorded_interval_s == 60
+    assert config.homeassistant.recorded_interval_s == 300
 
 
 def test_broker_saves_its_retained_set_once_an_hour() -> None:

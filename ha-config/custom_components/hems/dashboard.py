@@ -5,7 +5,7 @@ dashboard of packages/hems.yaml) from the bridge's roles document: power, today'
 the room's climate, demand flexibility and meter health, each card naming only entities the
 home has (no "Entity not found"). A meter set to "ignore" is left out.
 
-The power graph shows the recorded 1-minute means (`sensor.hems_<meter>_power_average`): the
+The power graph shows the recorded means (one per recorded step, 5 minutes by default) (`sensor.hems_<meter>_power_average`): the
 recorder leaves the live `..._power` out (packages/hems.yaml, SD-card wear), so a history graph
 of it would be empty but for the last hour's states in memory. The live values are in "Meter
 health" (entities rows, from the state machine: nothing recorded needed).
@@ -63,7 +63,7 @@ def hems_dashboard(
         cards.append(
             {
                 "type": "history-graph",
-                "title": "Power, 1-minute means (W; import +, export -)",
+                "title": "Power history (W; import +, export -)",
                 "hours_to_show": 24,
                 "entities": recorded_power,
             }

@@ -62,7 +62,10 @@ class HomeAssistantConfig(StrictModel):
         default=50.0, ge=0, description="A power change larger than this is published at once, ignoring the interval."
     )
     recorded_interval_s: int = Field(
-        default=60,
+        # 300 s: what the recorder keeps is what the SD card writes, twice (stored, then purged
+        # after 10 days): at 60 s the nightly purge alone wrote ~29 MB (docs/benchmarks.md);
+        # InfluxDB keeps every reading at full resolution
+        default=300,
         ge=10,
         le=300,
         description=(
