@@ -5,10 +5,11 @@ dashboard of packages/hems.yaml) from the bridge's roles document: power, today'
 the room's climate, demand flexibility and meter health, each card naming only entities the
 home has (no "Entity not found"). A meter set to "ignore" is left out.
 
-The power graph shows the recorded means (one per recorded step, 5 minutes by default) (`sensor.hems_<meter>_power_average`): the
-recorder leaves the live `..._power` out (packages/hems.yaml, SD-card wear), so a history graph
-of it would be empty but for the last hour's states in memory. The live values are in "Meter
-health" (entities rows, from the state machine: nothing recorded needed).
+The power graph shows the recorded means (`sensor.hems_<meter>_power_average`, one per recorded
+step, 5 minutes by default): the recorder leaves the live `..._power` out (packages/hems.yaml,
+SD-card wear), so a history graph of it would be empty but for the last hour's states in
+memory. The live values are in "Meter health" (entities rows, from the state machine: nothing
+recorded needed).
 """
 
 from __future__ import annotations
