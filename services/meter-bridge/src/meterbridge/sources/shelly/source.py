@@ -4,7 +4,8 @@ Per device it subscribes to `<prefix>/online`, `<prefix>/events/rpc` and
 `<prefix>/status/+`, keeps the merged full status (`ShellyDeviceParser`), asks for
 `Shelly.GetStatus` over MQTT RPC when the device is (again) online or sends a delta
 before any full status, and re-sends the last known values every `reemit_s`.
-Availability of every meter of a device follows `<prefix>/online`.
+Availability of every meter of a device follows `<prefix>/online`; while that is unknown (never
+seen, or not again since a lost connection to the broker), a status from the device makes it available.
 
 Relays (`switch:N`) are described as Home Assistant `switch` entities (`relay_entity`; the
 HA sink announces them as `homeassistant/switch/hems/hems_<id>_relay/config`), state
@@ -283,7 +284,10 @@ class ShellySource(Source[ShellySourceConfig]):
             kind_name = "unknown_component" if issue.startswith("unknown component") else "bad_field"
             ctx.error(kind_name, "Shelly %s: %s", device.prefix, issue)
         if device.online is None:
-            device.online = True  # it talks, so it is there
+            # It talks, so it is there. Said to the hub too: after a lost connection (`down` made its
+            # meters unavailable) a device whose `online` the broker no longer holds (a restart without
+            # persistence) never sends it again, and its meters would stay unavailable while it reads.
+            self._set_online(ctx, device, True)
         self._describe(ctx, device)
         ctx.readings(readings)
         await self._publish_relays(ctx, client, device)
