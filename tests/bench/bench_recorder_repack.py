@@ -5,17 +5,18 @@ and, with `auto_repack` (HA's default), repacks on the second Sunday of the mont
 `VACUUM` on its own connection (recorder/repack.py, core.py). Neither falls in the 20-minute
 window of bench_sd_writes.py, so this measures them on a database of a home after a year:
 
-1. Builds it in HA's own schema: the release's hems_recorder_db.py (1 KB pages, WAL, tables from
-   the pinned HA's `db_schema`) under HA's own Python (tests/helpers/homeassistant.py,
-   run_ha_python), then fills it with `--meters` meters' rows: a year of hourly statistics
-   (`statistics`, `--series` series), and the last `--churn-days` days as the recorder writes
-   them, day by day: states (`--states-per-hour`, round robin over the series' entities, with
-   their `states_meta` and one `state_attributes` row each, context ids, `old_state_id` links),
-   5-minute statistics (`statistics_short_term`, 288 a day per series), `statistics_runs`, and
-   each night a purge of what is older than `--keep-days`, as HA's purge does it (states unlinked
-   from `old_state_id` and deleted by id, in batches of 4000 ids, one transaction). The file size
-   and free pages after each night are printed (with `--vacuum-daily` a second database gets a
-   VACUUM after each purge, to compare: does the file grow without it?).
+1. Builds it in HA's own schema: the release's hems_recorder_db.py (`--page-size`, 1 KB as the
+   release by default; WAL; tables from the pinned HA's `db_schema`) under HA's own Python
+   (tests/helpers/homeassistant.py, run_ha_python), then fills it with `--meters` meters' rows: a
+   year of hourly statistics (`statistics`, `--series` series), and the last `--churn-days` days
+   as the recorder writes them, day by day: states (`--states-per-hour`, round robin over the
+   series' entities, with their `states_meta` and one `state_attributes` row each, context ids,
+   `old_state_id` links), 5-minute statistics (`statistics_short_term`, 288 a day per series),
+   `statistics_runs`, and each night a purge of what is older than `--keep-days`, as HA's purge
+   does it (states unlinked from `old_state_id` and deleted by id, in batches of 4000 ids, one
+   transaction). The file size and free pages after each night are printed (with
+   `--vacuum-daily` a second database gets a VACUUM after each purge, to compare: does the file
+   grow without it?).
 2. On the finished database: the nightly purge of one day, then one VACUUM, each in a child
    process under HA's Python, on a connection with HA's pragmas (recorder/util.py,
    setup_connection_for_dialect: journal_mode=WAL, cache_size=-16384, synchronous=NORMAL,
@@ -25,12 +26,18 @@ window of bench_sd_writes.py, so this measures them on a database of a home afte
    missed) before and after: once after the commit (SQLite's automatic checkpoint runs in it, as
    in HA), once after closing the database (checkpoint and WAL removal) and an fsync.
    `cancelled_write_bytes` (dirty pages of files deleted before their writeback: SQLite's
-   temporary file) is printed too. With `--strace` the same VACUUM runs once more on a copy of
-   the database under the system's Python and SQLite, traced (`strace -f -e trace=pwrite64,write`),
-   and the bytes of its writes are summed per file, as a cross-check.
+   temporary file) is printed too. The same purge runs first on a copy of the database with the
+   checkpoint taken apart from the commit (`wal_autocheckpoint=0` during the purge, then the
+   `PRAGMA wal_checkpoint(PASSIVE)` that SQLite's automatic checkpoint runs after a commit), so
+   the bytes to the WAL and the checkpoint's bytes to the database are counted apart; the two
+   purges' totals should agree. `--no-vacuum` stops after the purge. With `--strace` the same
+   VACUUM runs once more on a copy of the database under the system's Python and SQLite, traced
+   (`strace -f -e trace=pwrite64,write`), and the bytes of its writes are summed per file, as a
+   cross-check.
 
-A plain script (`python tests/bench/bench_recorder_repack.py [--strace] [--vacuum-daily]`); needs
-the pinned HA (`make setup-ha`); prints figures, asserts nothing. About a minute.
+A plain script (`python tests/bench/bench_recorder_repack.py [--page-size 1024]
+[--states-per-hour 600] [--no-vacuum] [--strace] [--vacuum-daily]`); needs the pinned HA
+(`make setup-ha`); prints figures, asserts nothing. About a minute.
 """
 
 from __future__ import annotations
@@ -69,6 +76,28 @@ def io_counters() -> dict[str, int]:
         key, value = line.split(":")
         counters[key] = int(value)
     return counters
+
+
+def cache_in_small_pages(path: Path) -> None:
+    """Put `path` in the page cache in 4 KB pages, as a Raspberry Pi's kernel holds it.
+
+    Linux counts `write_bytes` per page-cache folio when it is first dirtied, the whole folio. Since
+    6.16 ext4 caches regular files in large folios (readahead makes them up to hundreds of KB), so
+    here one 1 KB write into a file read back by readahead counts a whole large folio (measured on
+    this machine's 6.18: 200 random 1 KB writes 0.8 MB into a file cached as written, 49.7 MB once
+    it was read back). Kernels before 6.16 cache ext4 files in 4 KB pages (balenaOS's for the Pi 4
+    is assumed older: to check on a device). So the file is dropped from the cache (after an fsync,
+    its pages are clean) and read back 4 KB at a time without readahead (POSIX_FADV_RANDOM): every
+    page SQLite then dirties counts 4 KB, as with 4 KB pages."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+        os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
+        os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_RANDOM)
+        for offset in range(0, os.fstat(descriptor).st_size, 4096):
+            os.pread(descriptor, 4096, offset)
+    finally:
+        os.close(descriptor)
 
 
 def connect(database: Path) -> sqlite3.Connection:
@@ -240,8 +269,10 @@ def child_build(directory: Path, options: dict[str, Any]) -> dict[str, Any]:
     sys.path.insert(0, str(BENCH.parents[2] / "services" / "homeassistant"))
     import hems_recorder_db  # type: ignore[import-not-found,unused-ignore]
 
-    made = hems_recorder_db.create(directory)
+    made = hems_recorder_db.create(directory, options["page_size"])
     database = directory / DATABASE
+    if not database.exists():  # hems_recorder_db.py left it to HA: not the database asked for
+        raise SystemExit(made)
     db = connect(database)
     home = Home(db, options["meters"], options["series"], options["states_per_hour"], options["seed"])
     now = 1_796_000_400.0  # a whole hour (2026-11); the year ends here
@@ -287,22 +318,33 @@ def child_build(directory: Path, options: dict[str, Any]) -> dict[str, Any]:
 
 
 def child_measure(directory: Path, what: str, before: float, secure_delete: bool) -> dict[str, Any]:
-    """Write bytes of one purge or one VACUUM on the database, as the recorder runs it."""
+    """Write bytes of one purge or one VACUUM on the database, as the recorder runs it.
+
+    `what` "purge-split": the purge with the checkpoint taken apart from the commit, to count the
+    WAL's bytes and the checkpoint's apart (`write_bytes_to_commit` is then the WAL's alone)."""
     database = directory / DATABASE
+    cache_in_small_pages(database)
     db = connect(database)
     figures: dict[str, Any] = {}
     if not secure_delete:  # Debian's and Alpine's SQLite are built with SQLITE_SECURE_DELETE (freed pages zeroed)
         db.execute("PRAGMA secure_delete=OFF")
     figures["secure_delete"] = int(db.execute("PRAGMA secure_delete").fetchone()[0])
     figures["before"] = file_figures(db, database)
+    split = what == "purge-split"
+    if split:
+        db.execute("PRAGMA wal_autocheckpoint=0")
     start = io_counters()
-    if what == "purge":
+    if what in ("purge", "purge-split"):
         figures["deleted"] = purge(db, before)
     else:
         db.execute("VACUUM")  # repack.py: conn.execute(text("VACUUM")); conn.commit() (autocommit here)
     committed = io_counters()
     wal = Path(f"{database}-wal")
     figures["wal_bytes_after_commit"] = wal.stat().st_size if wal.exists() else 0
+    if split:  # what SQLite's automatic checkpoint does after the commit (sqlite3WalDefaultHook): PASSIVE
+        busy, frames, backfilled = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        figures["checkpoint"] = {"busy": busy, "wal_frames": frames, "backfilled": backfilled}
+        figures["write_bytes_to_checkpoint"] = io_counters()["write_bytes"] - committed["write_bytes"]
     figures["after"] = file_figures(db, database)
     db.close()  # the last connection: checkpoint, WAL removed
     with open(database, "rb") as handle:
@@ -374,26 +416,37 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--meters", type=int, default=10)
     parser.add_argument("--series", type=int, default=23, help="statistics series (one entity each)")
-    parser.add_argument("--states-per-hour", type=int, default=600, help="state rows recorded an hour")
+    parser.add_argument(
+        "--page-size",
+        type=int,
+        default=1024,
+        choices=[512 << shift for shift in range(8)],
+        help="page size of the database hems_recorder_db.py creates (default 1024, as the release)",
+    )
+    parser.add_argument(
+        "--states-per-hour", type=int, default=600, help="state rows recorded an hour (600: a 60 s step; 120: 300 s)"
+    )
     parser.add_argument("--days", type=int, default=365, help="age of the database")
     parser.add_argument("--keep-days", type=int, default=10, help="the recorder's purge_keep_days")
     parser.add_argument("--churn-days", type=int, default=20, help="last days built with nightly purges")
     parser.add_argument("--vacuum-daily", action="store_true", help="also build one with a VACUUM each night")
     parser.add_argument("--strace", action="store_true", help="cross-check the VACUUM's bytes with strace")
+    parser.add_argument("--no-vacuum", action="store_true", help="measure the nightly purge only")
     parser.add_argument(
         "--no-secure-delete", action="store_true", help="purge and VACUUM with PRAGMA secure_delete=OFF, to compare"
     )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--dir", type=Path, default=None, help="disk-backed work directory (default: a temporary one)")
     args = parser.parse_args()
-    options = {key: value for key, value in vars(args).items() if key not in ("strace", "dir", "no_secure_delete")}
+    parent_only = ("strace", "dir", "no_secure_delete", "no_vacuum")
+    options = {key: value for key, value in vars(args).items() if key not in parent_only}
     with contextlib.ExitStack() as stack:
         work = args.dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-repack-")))
         directory = work / "home"
         directory.mkdir(parents=True)
         print(
             f"building: {args.meters} meters, {args.series} series, {args.states_per_hour} states/h, {args.days} days,"
-            f" keep {args.keep_days} days, last {args.churn_days} days with nightly purges"
+            f" keep {args.keep_days} days, last {args.churn_days} days with nightly purges, {args.page_size} B pages"
         )
         built = in_ha(["build", str(directory), json.dumps({**options, "vacuum_daily": False})], directory)
         print(built["created"])
@@ -412,6 +465,22 @@ def main() -> int:
                 line += f"  {compared[index]['file_bytes']:>18,}"
             print(line + f"   purged {night['states']:,} states, {night['statistics_short_term']:,} 5-min rows")
         secure = not args.no_secure_delete
+        split_copy = work / "purge-split"
+        split_copy.mkdir()
+        shutil.copy(directory / DATABASE, split_copy / DATABASE)
+        split = in_ha(
+            ["purge-split", str(split_copy), json.dumps({"before": built["purge_before"], "secure_delete": secure})],
+            split_copy,
+        )
+        shutil.rmtree(split_copy)
+        wal_bytes, checkpoint_bytes = split["write_bytes_to_commit"], split["write_bytes_to_checkpoint"]
+        print(
+            f"nightly purge, checkpoint apart (on a copy): write_bytes {wal_bytes:,} to the WAL (its file"
+            f" {split['wal_bytes_after_commit']:,} B, {split['checkpoint']['wal_frames']:,} frames),"
+            f" {checkpoint_bytes:,} by the checkpoint ({split['checkpoint']['backfilled']:,} frames backfilled),"
+            f" {split['write_bytes_to_close']:,} to the close: {mb(split['write_bytes_to_close'])} a night;"
+            f" cancelled_write_bytes {split['cancelled_write_bytes']:,}; file {split['file_bytes_after_close']:,} B"
+        )
         purged = in_ha(
             ["purge", str(directory), json.dumps({"before": built["purge_before"], "secure_delete": secure})], directory
         )
@@ -419,8 +488,11 @@ def main() -> int:
         print(
             f"  write_bytes {purged['write_bytes_to_commit']:,} to the commit (with its automatic checkpoint),"
             f" {purged['write_bytes_to_close']:,} to the close: {mb(purged['write_bytes_to_close'])} a night;"
-            f" WAL after the commit {purged['wal_bytes_after_commit']:,} B"
+            f" WAL after the commit {purged['wal_bytes_after_commit']:,} B;"
+            f" cancelled_write_bytes {purged['cancelled_write_bytes']:,}"
         )
+        if args.no_vacuum:
+            return 0
         traced_copy = work / "traced"
         if args.strace:  # the same database HA's VACUUM gets, before it
             traced_copy.mkdir()
