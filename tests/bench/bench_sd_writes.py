@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from helpers.net import stop_process
 from helpers.release import ReleaseBroker
 from helpers.victoria import Victoria
+from meterbridge.sections import HomeAssistantConfig
 
 HASS = Path(__file__).resolve().parents[2] / ".cache" / "ha" / "bin" / "hass"
 
@@ -234,7 +235,10 @@ def main() -> int:
         help="the HA sink's min_interval_s (default: --interval, as make demo sets it)",
     )
     parser.add_argument(
-        "--recorded-interval", type=int, default=60, help="the HA sink's recorded_interval_s (default 60)"
+        "--recorded-interval",
+        type=int,
+        default=HomeAssistantConfig().recorded_interval_s,
+        help="the HA sink's recorded_interval_s (default: the release's, %(default)s)",
     )
     parser.add_argument(
         "--recorder-page-size",
