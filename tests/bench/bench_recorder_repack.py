@@ -386,10 +386,10 @@ def in_ha(args: list[str], directory: Path) -> dict[str, Any]:
 def traced_vacuum(copy: Path) -> dict[str, int]:
     """VACUUM the copy in `copy` under the system's Python traced by strace; bytes of pwrite64/write per file."""
     trace = copy / "strace.out"
+    # the connection as `connect` opens it (HA's pragmas), from this file: one copy of them
     code = (
-        "import sqlite3,sys; db=sqlite3.connect(sys.argv[1], isolation_level=None);"
-        "[db.execute(p) for p in ('PRAGMA journal_mode=WAL','PRAGMA cache_size = -16384',"
-        "'PRAGMA synchronous=NORMAL','PRAGMA foreign_keys=ON')]; db.execute('VACUUM'); db.close()"
+        f"import sys; sys.path.insert(0, {str(BENCH.parent)!r}); from bench_recorder_repack import connect;"
+        " db = connect(sys.argv[1]); db.execute('VACUUM'); db.close()"
     )
     subprocess.run(
         ["strace", "-f", "-y", "-e", "trace=pwrite64,write", "-o", str(trace), sys.executable, "-c", code,
