@@ -34,6 +34,12 @@ window of bench_sd_writes.py, so this measures them on a database of a home afte
    VACUUM runs once more on a copy of the database under the system's Python and SQLite, traced
    (`strace -f -e trace=pwrite64,write`), and the bytes of its writes are summed per file, as a
    cross-check.
+3. To the card (the default `--block-device`, needs root and loop devices): the database lives on
+   its own ext4 file system on a loop device, made as balenaOS's data partition
+   (tests/helpers/blockdev.py: 4 KB blocks), and the bytes the device was sent during each child
+   step are read after a `syncfs` before and after it: data, journal and metadata, what the card
+   would receive, whatever the kernel's page cache does; a temporary file deleted before its
+   writeback never reaches it.
 
 A plain script (`python tests/bench/bench_recorder_repack.py [--page-size 1024]
 [--states-per-hour 600] [--no-vacuum] [--strace] [--vacuum-daily]`); needs the pinned HA
@@ -371,9 +377,12 @@ def child(argv: list[str]) -> int:
 # ---- in the parent (the project's Python) ----
 
 
+sys.path.insert(0, str(BENCH.parent.parent))
+from helpers.blockdev import LoopUnavailableError, LoopVolume  # noqa: E402 - the tests' helpers, after the path
+
+
 def in_ha(args: list[str], directory: Path) -> dict[str, Any]:
     """Run this script's child step under the pinned HA's Python; its JSON result."""
-    sys.path.insert(0, str(BENCH.parent.parent))
     from helpers.homeassistant import run_ha_python
 
     # SQLite's temporary files (VACUUM's copy) go to SQLITE_TMPDIR: the bench's disk-backed directory
@@ -437,11 +446,37 @@ def main() -> int:
     )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--dir", type=Path, default=None, help="disk-backed work directory (default: a temporary one)")
+    parser.add_argument(
+        "--block-device",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="work on an ext4 loop device and count the bytes it is sent (default on)",
+    )
     args = parser.parse_args()
-    parent_only = ("strace", "dir", "no_secure_delete", "no_vacuum")
+    parent_only = ("strace", "dir", "no_secure_delete", "no_vacuum", "block_device")
     options = {key: value for key, value in vars(args).items() if key not in parent_only}
     with contextlib.ExitStack() as stack:
         work = args.dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-repack-")))
+        card: LoopVolume | None = None
+        if args.block_device:
+            try:
+                card = LoopVolume(work / "card", work / "card.img").mount()
+                stack.callback(card.unmount)
+                work = card.mountpoint
+            except LoopUnavailableError as error:
+                print(f"no block device ({error}): write_bytes only", file=sys.stderr)
+
+        def measured(step: list[str], directory: Path) -> dict[str, Any]:
+            """`in_ha`, and with a block device the bytes it was sent during the step."""
+            before = card.written() if card is not None else 0
+            result = in_ha(step, directory)
+            if card is not None:
+                result["card_bytes"] = card.written() - before
+            return result
+
+        def to_card(result: dict[str, Any]) -> str:
+            return f"; to the card {result['card_bytes']:,} B" if "card_bytes" in result else ""
+
         directory = work / "home"
         directory.mkdir(parents=True)
         print(
@@ -468,7 +503,7 @@ def main() -> int:
         split_copy = work / "purge-split"
         split_copy.mkdir()
         shutil.copy(directory / DATABASE, split_copy / DATABASE)
-        split = in_ha(
+        split = measured(
             ["purge-split", str(split_copy), json.dumps({"before": built["purge_before"], "secure_delete": secure})],
             split_copy,
         )
@@ -480,8 +515,9 @@ def main() -> int:
             f" {checkpoint_bytes:,} by the checkpoint ({split['checkpoint']['backfilled']:,} frames backfilled),"
             f" {split['write_bytes_to_close']:,} to the close: {mb(split['write_bytes_to_close'])} a night;"
             f" cancelled_write_bytes {split['cancelled_write_bytes']:,}; file {split['file_bytes_after_close']:,} B"
+            + to_card(split)
         )
-        purged = in_ha(
+        purged = measured(
             ["purge", str(directory), json.dumps({"before": built["purge_before"], "secure_delete": secure})], directory
         )
         print(f"nightly purge (secure_delete {purged['secure_delete']}): deleted {purged['deleted']}")
@@ -489,7 +525,7 @@ def main() -> int:
             f"  write_bytes {purged['write_bytes_to_commit']:,} to the commit (with its automatic checkpoint),"
             f" {purged['write_bytes_to_close']:,} to the close: {mb(purged['write_bytes_to_close'])} a night;"
             f" WAL after the commit {purged['wal_bytes_after_commit']:,} B;"
-            f" cancelled_write_bytes {purged['cancelled_write_bytes']:,}"
+            f" cancelled_write_bytes {purged['cancelled_write_bytes']:,}" + to_card(purged)
         )
         if args.no_vacuum:
             return 0
@@ -497,7 +533,7 @@ def main() -> int:
         if args.strace:  # the same database HA's VACUUM gets, before it
             traced_copy.mkdir()
             shutil.copy(directory / DATABASE, traced_copy / DATABASE)
-        vacuum = in_ha(["vacuum", str(directory), json.dumps({"secure_delete": secure})], directory)
+        vacuum = measured(["vacuum", str(directory), json.dumps({"secure_delete": secure})], directory)
         before, after = vacuum["before"], vacuum["after"]
         print(
             f"VACUUM (secure_delete {vacuum['secure_delete']}): file {before['file_bytes']:,} B"
@@ -507,7 +543,7 @@ def main() -> int:
         print(
             f"  write_bytes {vacuum['write_bytes_to_commit']:,} to the commit (with its automatic checkpoint),"
             f" {vacuum['write_bytes_to_close']:,} to the close;"
-            f" cancelled_write_bytes {vacuum['cancelled_write_bytes']:,}"
+            f" cancelled_write_bytes {vacuum['cancelled_write_bytes']:,}" + to_card(vacuum)
         )
         # SQLite's temporary copy is deleted when the VACUUM ends: its dirty pages are cancelled if
         # that comes before their writeback (the kernel's dirty_expire, 30 s), so a range

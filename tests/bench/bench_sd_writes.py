@@ -3,20 +3,28 @@
 Runs the release's broker (the mqtt entrypoint: persistence on, its autosave interval), the
 bridge (`meter-bridge run`: Home Assistant live and recorded states over MQTT, InfluxDB sink with
 its spool; readings every `--interval` s, HA states as often, as `make demo` sets it) and
-VictoriaMetrics as the InfluxDB write peer, all on a disk-backed directory (tmpfs writes would not
-count), and reads each process's `/proc/<pid>/io` `write_bytes` (bytes it dirtied in the page
-cache for a block device, i.e. what will reach the card) over `--seconds` after a warm-up. With
-`--ha` (the default when `make setup-ha` has installed it) the pinned Home Assistant runs too,
-seeded by hems_seed.py with the release's packages (its recorder settings and InfluxDB filters)
-and its recorder database made as the image makes it (hems_recorder_db.py under HA's own Python:
-1 KB pages; `--recorder-page-size` to compare, 0 for HA's own 4 KB database), its MQTT
-integration on the same broker and its InfluxDB integration writing to VictoriaMetrics;
-its figure is the whole process tree's (the recorder is a thread of it), and what its recorder
-stored in the window is listed per entity. The broker's saves come once per `autosave_interval`
-(an hour), usually outside the window: one save is made with SIGUSR1 after the window and its
-bytes, times the saves in a day, are printed too. InfluxDB 2 itself cannot run here; the write
-requests and field values it would receive are counted (docs/benchmarks.md turns them into an
-estimate).
+VictoriaMetrics as the InfluxDB write peer. With `--ha` (the default when `make setup-ha` has
+installed it) the pinned Home Assistant runs too, seeded by hems_seed.py with the release's
+packages (its recorder settings and InfluxDB filters) and its recorder database made as the image
+makes it (hems_recorder_db.py under HA's own Python: 1 KB pages; `--recorder-page-size` to
+compare, 0 for HA's own 4 KB database), its MQTT integration on the same broker and its InfluxDB
+integration writing to VictoriaMetrics.
+
+Two figures per writer, over `--seconds` after a warm-up:
+- **to the card** (the default `--block-devices`, needs root and loop devices): HA's config
+  directory, the broker's data volume and the bridge's directory each live on their own ext4 file
+  system on a loop device, made as balenaOS's data partition (tests/helpers/blockdev.py: 4 KB
+  blocks), and the bytes each device was sent over the window are read after a `syncfs` at both
+  ends: data, journal and metadata, what an SD card would receive.
+- `write_bytes` of each process tree (`/proc/<pid>/io`: bytes dirtied in the page cache). On a
+  kernel that caches files in large folios (ext4 since 6.16; this machine's 6.18) it counts a
+  whole folio for a small write, so it can be far above the card's figure; kept to compare.
+
+What HA's recorder stored in the window is listed per entity. The broker's saves come once per
+`autosave_interval` (an hour), usually outside the window: one save is made with SIGUSR1 after
+the window and its bytes, times the saves in a day, are printed too. InfluxDB 2 itself cannot
+run here; the write requests and field values it would receive are counted (docs/benchmarks.md
+turns them into an estimate).
 
 A plain script (`python tests/bench/bench_sd_writes.py [--warmup 600] [--seconds 1800]`); prints
 figures, asserts nothing. The recorder commits every 5 minutes: keep `--seconds` well above that.
@@ -41,6 +49,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from helpers.blockdev import LoopUnavailableError, LoopVolume
 from helpers.net import stop_process
 from helpers.release import ReleaseBroker
 from helpers.victoria import Victoria
@@ -49,6 +58,9 @@ from meterbridge.sections import HomeAssistantConfig
 HASS = Path(__file__).resolve().parents[2] / ".cache" / "ha" / "bin" / "hass"
 
 METERS = 10
+BROKER = "broker (mosquitto, release config)"
+BRIDGE = "bridge (MQTT out, InfluxDB sink + spool)"
+HOME_ASSISTANT = "Home Assistant (recorder, release packages)"
 PROFILES = ("grid", "solar", "heat_pump", "ev")
 
 
@@ -108,12 +120,15 @@ def influx_writes(victoria: Victoria) -> tuple[int, int]:
     return requests, values
 
 
-def broker_save_bytes(pid: int) -> int:
-    """Bytes one save of Mosquitto's persistence file writes: SIGUSR1 makes it save at once."""
+def broker_save_bytes(pid: int, volume: LoopVolume | None) -> tuple[int, int | None]:
+    """(`write_bytes`, bytes to its device) of one save of Mosquitto's persistence file: SIGUSR1
+    makes it save at once."""
     before = write_bytes(pid)
+    device_before = volume.written() if volume is not None else 0
     os.kill(pid, signal.SIGUSR1)
     time.sleep(2)
-    return write_bytes(pid) - before
+    written = write_bytes(pid) - before
+    return written, (volume.written() - device_before) if volume is not None else None
 
 
 def autosave_interval(broker: ReleaseBroker) -> int:
@@ -250,6 +265,12 @@ def main() -> int:
     parser.add_argument(
         "--ha", action=argparse.BooleanOptionalAction, default=HASS.exists(), help="run Home Assistant too"
     )
+    parser.add_argument(
+        "--block-devices",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="put each writer's directory on its own ext4 loop device and count what it was sent (default on)",
+    )
     args = parser.parse_args()
 
     # under the repository (ext4 here), not /tmp, which may be a tmpfs whose writes do not count
@@ -260,12 +281,23 @@ def main() -> int:
     victoria = Victoria(root / "victoria")
     bridge: subprocess.Popen[bytes] | None = None
     ha = None
+    #: each writer's directory on its own block device, by the writer's name below
+    volumes: dict[str, LoopVolume] = {}
     try:
+        if args.block_devices:
+            places = {BROKER: broker.data, BRIDGE: root / "bridge"}
+            if args.ha:
+                places[HOME_ASSISTANT] = root / "ha"
+            try:
+                for name, place in places.items():
+                    volumes[name] = LoopVolume(place, base / f"{root.name}-{place.name}.img").mount()
+            except LoopUnavailableError as error:
+                print(f"no block devices ({error}): write_bytes only", file=sys.stderr)
         broker.start()
         victoria.start()
         if args.ha:
             ha = start_home_assistant(root / "ha", broker, victoria.url, args.recorder_page_size)
-        (root / "bridge").mkdir()
+        (root / "bridge").mkdir(exist_ok=True)
         config = root / "bridge" / "config.yaml"
         config.write_text(
             bridge_config(
@@ -284,17 +316,18 @@ def main() -> int:
         assert broker.process is not None
         assert victoria.process is not None
         processes = {
-            "broker (mosquitto, release config)": broker.process.pid,
-            "bridge (MQTT out, InfluxDB sink + spool)": bridge.pid,
+            BROKER: broker.process.pid,
+            BRIDGE: bridge.pid,
             "VictoriaMetrics (InfluxDB stand-in, not InfluxDB's figure)": victoria.process.pid,
         }
         if ha is not None:
             assert ha.process is not None
-            processes["Home Assistant (recorder, release packages)"] = ha.process.pid
+            processes[HOME_ASSISTANT] = ha.process.pid
         time.sleep(args.warmup)
         if bridge.poll() is not None:
             print((root / "bridge" / "bridge.log").read_text()[-3000:], file=sys.stderr)
             return 1
+        device_before = {name: volume.written() for name, volume in volumes.items()}
         before = {name: tree_write_bytes(pid) for name, pid in processes.items()}
         requests_before, values_before = influx_writes(victoria)
         started = time.monotonic()
@@ -302,6 +335,7 @@ def main() -> int:
         time.sleep(args.seconds)
         elapsed = time.monotonic() - started
         after = {name: tree_write_bytes(pid) for name, pid in processes.items()}
+        device_after = {name: volume.written() for name, volume in volumes.items()}
         requests_after, values_after = influx_writes(victoria)
         writes, values = requests_after - requests_before, values_after - values_before
         spool = root / "bridge" / "spool.sqlite"
@@ -311,18 +345,26 @@ def main() -> int:
             f"{METERS} simulated meters, a reading every {args.interval:g} s each "
             f"({readings_per_hour:,.0f} readings/h); window {elapsed:.0f} s after {args.warmup:g} s warm-up"
         )
-        print(f"{'process':<60} {'bytes in window':>16} {'MB/h':>9} {'MB/day':>9} {'GB/year':>8}")
+        header = f"{'bytes in window':>16} {'MB/h':>9} {'MB/day':>9} {'GB/year':>8}"
+        if volumes:
+            print("to the card (bytes its block device was sent, data + journal + metadata, after syncfs):")
+            print(f"{'writer':<60} {header}")
+            for name in volumes:
+                written = device_after[name] - device_before[name]
+                print(f"{name:<60} {written:>16,} {per_day(written, elapsed)}")
+            print("write_bytes of each process tree (page-cache folios dirtied; compare only):")
+        print(f"{'process':<60} {header}")
         for name in processes:
             written = after[name] - before[name]
             print(f"{name:<60} {written:>16,} {per_day(written, elapsed)}")
         # the broker's saves come every autosave_interval, which may be longer than the window:
         # what one save writes, times the saves in a day
-        save = broker_save_bytes(broker.process.pid)
+        save, save_device = broker_save_bytes(broker.process.pid, volumes.get(BROKER))
         interval = autosave_interval(broker)
-        print(
-            f"{'broker, one save per autosave_interval ' + str(interval) + ' s':<60} {save:>16,}"
-            f" {per_day(save, interval)}"
-        )
+        label = f"broker, one save per autosave_interval {interval} s"
+        print(f"{label + ', write_bytes':<60} {save:>16,} {per_day(save, interval)}")
+        if save_device is not None:
+            print(f"{label + ', to the card':<60} {save_device:>16,} {per_day(save_device, interval)}")
         print(f"spool files on disk: {spooled:,} bytes")
         # InfluxDB 2.7 fsyncs its WAL once per write request with storage-wal-fsync-delay 0s; with
         # a delay of 1 s, once per second that has writes at most
@@ -346,6 +388,8 @@ def main() -> int:
             ha.stop()
         victoria.stop()
         broker.stop()
+        for volume in volumes.values():
+            volume.unmount()
         shutil.rmtree(root, ignore_errors=True)
 
 
