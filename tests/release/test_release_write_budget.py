@@ -127,3 +127,24 @@ def test_recorder_leaves_out_its_own_statistics_run_events(tmp_path: Path) -> No
     assert names.returncode == 0, names.stderr
     five_minute, hourly = names.stdout.split()
     assert {five_minute, hourly} <= set(RECORDER["exclude"]["event_types"])
+
+
+@pytest.mark.homeassistant
+def test_home_assistant_writes_no_log_file_to_the_card(tmp_path: Path) -> None:
+    # the release sets the variable; the pinned HA's own bootstrap decides from it whether
+    # home-assistant.log is written (bootstrap._log_file_disabled_reason)
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    environment = compose["services"]["homeassistant"]["environment"]
+    code = (
+        "from homeassistant import bootstrap;"
+        " print(bootstrap.ENV_DISABLE_LOG_FILE, bootstrap._log_file_disabled_reason(),"
+        " bootstrap.LOG_FILE_DISABLED_REASON_ENVIRONMENT)"
+    )
+    released = run_ha_python(["-c", code], {"HA_DISABLE_LOG_FILE": environment["HA_DISABLE_LOG_FILE"]}, tmp_path)
+    assert released.returncode == 0, released.stderr
+    name, reason, environment_reason = released.stdout.split()
+    assert name in environment
+    assert reason == environment_reason
+    unset = run_ha_python(["-c", code], {}, tmp_path)
+    assert unset.returncode == 0, unset.stderr
+    assert unset.stdout.split()[1] == "None"  # without it HA writes /config/home-assistant.log
