@@ -162,6 +162,7 @@ health: {{enabled: false}}
 homeassistant: {{min_interval_s: {ha_interval_s}, recorded_interval_s: {recorded_s}}}
 influx: {{url: "{influx_url}", org: hems, bucket: meters, token: bench-token}}
 spool: {{path: "{root / "bridge" / "spool.sqlite"}"}}
+totals: {{path: "{root / "bridge" / "totals.json"}"}}
 sources:
 {sources}
 """

@@ -4,7 +4,7 @@ Why not `/proc/<pid>/io` `write_bytes`: Linux counts it when a page-cache folio 
 the whole folio, and since 6.16 ext4 caches files in large folios. On this machine's 6.18 a file
 written and fsynced, then changed by 200 random 1 KB writes, counted its whole 10 MB; the same
 writes counted 0.8 MB once the file had been read back 4 KB at a time, and the loop device under
-the file system received 0.2 MB (1 KB blocks) in every case. `write_bytes` also leaves out the
+the file system (4 KB blocks) was sent 0.82 MB in every case. `write_bytes` also leaves out the
 file system's own journal and metadata, which the card does receive. The sectors a block device
 was sent (`/sys/block/<dev>/stat`, field 7) are what the card would be sent, on any kernel.
 

@@ -175,7 +175,7 @@ class TotalsConfig(StrictModel):
         le=86400,
         description=(
             "Longest time a changed counter is kept only in memory (an offset is saved at once); each save "
-            "costs the SD card a few journal blocks."
+            "sends the SD card 68 KB with ext4's journal (6.7 MB a day at 15 minutes)."
         ),
     )
     max_power_kw: float = Field(

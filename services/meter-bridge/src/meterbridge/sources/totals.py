@@ -46,9 +46,9 @@ State per (meter, total) is `raw`, `ts` and `offset`; `TotalsStore` writes it to
 JSON file (atomically) every `save_interval_s` (15 min) when it changed, at once when an
 offset changed, and at shutdown. A `kill -9` can lose the last `save_interval_s` of `raw`/`ts`
 updates only: the offsets are always saved, and a counter compared with an older `raw` still
-passes rule 1. Why not more often: each save is a rename and an fsync, a few ext4 journal
-blocks (~16-24 KiB) on the SD card; once a minute that would be ~30 MB a day, a budget's worth
-(issue 25, item 3); every 15 minutes it is ~2 MB. What an older `raw` lets through after a
+passes rule 1. Why not more often: each save is a new file, an fsync and a rename, which sends
+the SD card 68 KB with ext4's journal and metadata (measured, docs/benchmarks.md "To the card");
+every 15 minutes that is 6.7 MB a day, once a minute it would be ~100 MB. What an older `raw` lets through after a
 `kill -9` is a frame older than the last one applied but newer than the saved one arriving
 right after the restart; the bridge's MQTT sessions are clean (no redelivery to it), so only
 a device re-sending old frames at that moment could do that.
