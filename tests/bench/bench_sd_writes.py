@@ -16,9 +16,11 @@ Two figures per writer, over `--seconds` after a warm-up:
   system on a loop device, made as balenaOS's data partition (tests/helpers/blockdev.py: 4 KB
   blocks), and the bytes each device was sent over the window are read after a `syncfs` at both
   ends: data, journal and metadata, what an SD card would receive.
-- `write_bytes` of each process tree (`/proc/<pid>/io`: bytes dirtied in the page cache). On a
-  kernel that caches files in large folios (ext4 since 6.16; this machine's 6.18) it counts a
-  whole folio for a small write, so it can be far above the card's figure; kept to compare.
+- `write_bytes` of each process tree (`/proc/<pid>/io`: bytes dirtied in the page cache), kept to
+  compare. It can be far from the card's figure either way: on a kernel that caches files in
+  large folios (ext4 since 6.16; this machine's 6.18) it counts a whole folio for a small write,
+  and on any kernel it leaves out ext4's journal and metadata (HA's windows here: about half of
+  the card's figure).
 
 What HA's recorder stored in the window is listed per entity. The broker's saves come once per
 `autosave_interval` (an hour), usually outside the window: one save is made with SIGUSR1 after
