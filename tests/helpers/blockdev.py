@@ -57,15 +57,21 @@ class LoopVolume:
         )
         if mounted.returncode != 0:
             raise LoopUnavailableError(f"mount -o loop failed: {mounted.stderr.strip()}")
-        source = subprocess.run(
-            ["findmnt", "-n", "-o", "SOURCE", "--mountpoint", str(self.mountpoint)],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-        self.device = Path(source).name
-        (self.mountpoint / "lost+found").rmdir()
-        self.mountpoint.chmod(0o755)
+        try:
+            source = subprocess.run(
+                ["findmnt", "-n", "-o", "SOURCE", "--mountpoint", str(self.mountpoint)],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
+            self.device = Path(source).name
+            (self.mountpoint / "lost+found").rmdir()
+            self.mountpoint.chmod(0o755)
+        except (OSError, subprocess.CalledProcessError):
+            # not left mounted for the caller, who has no volume to unmount
+            subprocess.run(["umount", str(self.mountpoint)], capture_output=True)
+            self.image.unlink(missing_ok=True)
+            raise
         return self
 
     def sync(self) -> None:
